@@ -84,13 +84,15 @@ class Runtime {
   Task<detail::offload_value_t<F>> offload(F fn) {
     using R = detail::offload_value_t<F>;
     auto done = Completion<R>::make();
-    asio::post(workers_, [done, fn = std::move(fn)]() mutable {
+    // GCC 12 miscompiles an init-capture named like a parameter of the enclosing
+    // coroutine (double destruction); captures in coroutines take other names.
+    asio::post(workers_, [done, work = std::move(fn)]() mutable {
       try {
         if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
-          fn();
+          work();
           done->complete(Result<R>{});
         } else {
-          done->complete(fn());
+          done->complete(work());
         }
       } catch (...) {
         done->complete(fail(error_from_exception(std::current_exception())));

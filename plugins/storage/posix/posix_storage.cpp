@@ -46,52 +46,58 @@ class PosixStorage final : public Storage {
 
   std::string_view name() const override { return "posix"; }
 
+  // Every operation is a plain function returning the offloaded task, not a coroutine:
+  // nothing of theirs lives across a suspension, and GCC 12 mishandles temporaries
+  // with destructors inside co_await expressions.
   Task<File> open(std::string path, OpenOptions options) override {
-    co_return co_await runtime_.offload([path = std::move(path), options] { return fs::open_file(path, options); });
+    return runtime_.offload([p = std::move(path), options] { return fs::open_file(p, options); });
   }
 
   Task<void> write_at(File& file, std::uint64_t offset, std::span<const std::byte> data) override {
-    if (auto ok = file.check_transfer(offset, data.data(), data.size(), "write_at"); !ok) co_return ok;
-    co_return co_await runtime_.offload(
-        [fd = file.fd(), path = file.path(), offset, data] { return pwrite_all(fd, path, offset, data); });
+    return runtime_.offload([check = file.check_transfer(offset, data.data(), data.size(), "write_at"),
+                             fd = file.fd(), p = file.path(), at = offset, bytes = data]() -> Result<void> {
+      if (!check) return check;
+      return pwrite_all(fd, p, at, bytes);
+    });
   }
 
   Task<std::size_t> read_at(File& file, std::uint64_t offset, std::span<std::byte> data) override {
-    if (auto ok = file.check_transfer(offset, data.data(), data.size(), "read_at"); !ok) co_return fail(ok.error());
-    co_return co_await runtime_.offload(
-        [fd = file.fd(), path = file.path(), offset, data] { return pread_full(fd, path, offset, data); });
+    return runtime_.offload([check = file.check_transfer(offset, data.data(), data.size(), "read_at"),
+                             fd = file.fd(), p = file.path(), at = offset, bytes = data]() -> Result<std::size_t> {
+      if (!check) return fail(check.error());
+      return pread_full(fd, p, at, bytes);
+    });
   }
 
   Task<void> fsync(File& file) override {
-    co_return co_await runtime_.offload([fd = file.fd(), path = file.path()]() -> Result<void> {
-      if (::fsync(fd) != 0) return fail(system_error(errno, "fsync", path));
+    return runtime_.offload([fd = file.fd(), p = file.path()]() -> Result<void> {
+      if (::fsync(fd) != 0) return fail(system_error(errno, "fsync", p));
       return {};
     });
   }
 
   Task<void> truncate(File& file, std::uint64_t size) override {
-    co_return co_await runtime_.offload([&file, size] { return fs::truncate_file(file, size); });
+    return runtime_.offload([&file, size] { return fs::truncate_file(file, size); });
   }
 
   Task<void> make_dir(std::string path) override {
-    co_return co_await runtime_.offload([path = std::move(path)] { return fs::make_dir(path); });
+    return runtime_.offload([p = std::move(path)] { return fs::make_dir(p); });
   }
 
   Task<void> rename(std::string from, std::string to) override {
-    co_return co_await runtime_.offload(
-        [from = std::move(from), to = std::move(to)] { return fs::rename_path(from, to); });
+    return runtime_.offload([f = std::move(from), t = std::move(to)] { return fs::rename_path(f, t); });
   }
 
   Task<void> remove(std::string path) override {
-    co_return co_await runtime_.offload([path = std::move(path)] { return fs::remove_path(path); });
+    return runtime_.offload([p = std::move(path)] { return fs::remove_path(p); });
   }
 
   Task<std::vector<DirEntry>> list(std::string dir) override {
-    co_return co_await runtime_.offload([dir = std::move(dir)] { return fs::list_dir(dir); });
+    return runtime_.offload([d = std::move(dir)] { return fs::list_dir(d); });
   }
 
   Task<void> fsync_dir(std::string path) override {
-    co_return co_await runtime_.offload([path = std::move(path)] { return fs::fsync_dir(path); });
+    return runtime_.offload([p = std::move(path)] { return fs::fsync_dir(p); });
   }
 
  private:

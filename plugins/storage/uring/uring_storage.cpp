@@ -75,8 +75,8 @@ class Ring : public std::enable_shared_from_this<Ring> {
   Task<int> run(Op op) {
     auto done = Completion<int>::make();
     op.done = done;
-    asio::dispatch(strand_, [self = shared_from_this(), op = std::move(op)]() mutable {
-      self->pending_.push_back(std::move(op));
+    asio::dispatch(strand_, [self = shared_from_this(), queued = std::move(op)]() mutable {
+      self->pending_.push_back(std::move(queued));
       self->flush();
     });
     asio::cancellation_signal never;

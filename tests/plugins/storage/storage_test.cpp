@@ -1,1 +1,281 @@
-// placeholder
+#include "plugins/storage/storage.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "plugins/storage/make_storage.hpp"
+#include "runtime/buffer_pool.hpp"
+#include "runtime/when_all.hpp"
+#include "tests/support/run_sync.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace corockpt;
+
+namespace {
+
+// Every test runs against both plugins.
+std::unique_ptr<Storage> make(Runtime& rt, const std::string& kind) {
+  auto storage = make_storage(rt, parse_storage_kind(kind).value(), {.queue_depth = 32});
+  REQUIRE(storage);
+  return std::move(*storage);
+}
+
+// Page-aligned memory (what O_DIRECT needs), filled with a reproducible random stream.
+struct AlignedBytes {
+  explicit AlignedBytes(std::size_t n)
+      : data(static_cast<std::byte*>(std::aligned_alloc(4096, n)), &std::free), size(n) {}
+  std::unique_ptr<std::byte, decltype(&std::free)> data;
+  std::size_t size;
+  std::span<std::byte> span() const { return {data.get(), size}; }
+};
+
+void fill_random(std::span<std::byte> out, std::uint64_t seed) {
+  std::uint64_t x = seed;
+  for (std::size_t i = 0; i + 8 <= out.size(); i += 8) {
+    x += 0x9e3779b97f4a7c15ULL;  // splitmix64
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    std::memcpy(out.data() + i, &z, 8);
+  }
+}
+
+// Writes `files` files of `file_bytes` each, in `chunk`-sized writes all in flight at
+// once, fsyncs them, reads everything back and compares byte for byte.
+Task<void> round_trip(Storage& storage, std::string dir, DirectIo direct, std::size_t files, std::size_t file_bytes,
+                      std::size_t chunk, std::span<const std::byte> source, bool* all_direct) {
+  std::vector<File> handles;
+  for (std::size_t f = 0; f < files; ++f) {
+    auto file = co_await storage.open(dir + "/data_" + std::to_string(f), {OpenMode::create, direct});
+    if (!file) co_return fail(file.error());
+    *all_direct = *all_direct && file->direct();
+    handles.push_back(std::move(*file));
+  }
+  std::vector<Task<void>> writes;
+  for (std::size_t f = 0; f < files; ++f) {
+    for (std::size_t off = 0; off < file_bytes; off += chunk) {
+      writes.push_back(storage.write_at(handles[f], off, source.subspan(f * file_bytes + off, chunk)));
+    }
+  }
+  if (auto ok = all_ok(co_await when_all(std::move(writes))); !ok) co_return ok;
+  std::vector<Task<void>> syncs;
+  for (auto& h : handles) syncs.push_back(storage.fsync(h));
+  if (auto ok = all_ok(co_await when_all(std::move(syncs))); !ok) co_return ok;
+
+  AlignedBytes back(file_bytes);
+  for (std::size_t f = 0; f < files; ++f) {
+    std::memset(back.data.get(), 0, file_bytes);
+    std::vector<Task<std::size_t>> reads;
+    for (std::size_t off = 0; off < file_bytes; off += chunk) {
+      reads.push_back(storage.read_at(handles[f], off, back.span().subspan(off, chunk)));
+    }
+    auto got = all_ok(co_await when_all(std::move(reads)));
+    if (!got) co_return fail(got.error());
+    for (auto n : *got) {
+      if (n != chunk) co_return fail(Errc::io, "short read in round trip");
+    }
+    if (std::memcmp(back.data.get(), source.data() + f * file_bytes, file_bytes) != 0) {
+      co_return fail(Errc::corrupt, "file " + std::to_string(f) + " differs from what was written");
+    }
+  }
+  co_return Result<void>{};
+}
+
+}  // namespace
+
+TEST_CASE("storage - 256 MiB of random bytes round-trip across many files, O_DIRECT and buffered", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  auto direct = GENERATE(DirectIo::prefer, DirectIo::never);
+  CAPTURE(kind, direct == DirectIo::prefer ? "direct" : "buffered");
+  Runtime rt;
+  auto storage = make(rt, kind);
+  CHECK(storage->name() == kind);
+  test::TempDir dir;  // /tmp: a disk filesystem, which takes O_DIRECT
+
+  constexpr std::size_t files = 16, file_bytes = 16 << 20, chunk = 1 << 20;
+  AlignedBytes source(files * file_bytes);
+  fill_random(source.span(), 42);
+  bool all_direct = true;
+  auto r = test::run_sync(
+      rt, round_trip(*storage, dir.path().string(), direct, files, file_bytes, chunk, source.span(), &all_direct));
+  INFO((r ? std::string() : r.error().to_string()));
+  REQUIRE(r);
+  if (direct == DirectIo::never) CHECK_FALSE(all_direct);
+  if (direct == DirectIo::prefer) CHECK(all_direct);  // /tmp is ext4 here and in CI
+}
+
+TEST_CASE("storage - tmpfs falls back to buffered I/O or takes O_DIRECT, and round-trips either way", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  if (!std::filesystem::is_directory("/dev/shm")) return;
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir("/dev/shm");
+  constexpr std::size_t files = 4, file_bytes = 1 << 20, chunk = 64 << 10;
+  AlignedBytes source(files * file_bytes);
+  fill_random(source.span(), 7);
+  bool all_direct = true;
+  auto r = test::run_sync(
+      rt, round_trip(*storage, dir.path().string(), DirectIo::prefer, files, file_bytes, chunk, source.span(),
+                     &all_direct));
+  INFO((r ? std::string() : r.error().to_string()));
+  REQUIRE(r);
+}
+
+TEST_CASE("storage - a write to a full device is no_space naming the path and the operation", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  AlignedBytes block(1 << 20);
+  auto r = test::run_sync(rt, [](Storage& s, std::span<const std::byte> bytes) -> Task<void> {
+    auto file = co_await s.open("/dev/full", {OpenMode::read_write, DirectIo::never});
+    if (!file) co_return fail(file.error());
+    co_return co_await s.write_at(*file, 0, bytes);
+  }(*storage, block.span()));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::no_space);
+  CHECK(r.error().context.path == "/dev/full");
+  CHECK(r.error().context.operation == "write_at");
+}
+
+TEST_CASE("storage - a missing directory is not_found naming the path", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  std::string missing = dir.file("no-such-dir/shard.safetensors");
+  auto opened = test::run_sync(rt, storage->open(missing, {OpenMode::create}));
+  REQUIRE_FALSE(opened);
+  CHECK(opened.error().code == Errc::not_found);
+  CHECK(opened.error().context.path == missing);
+  CHECK(opened.error().context.operation == "open");
+
+  auto listed = test::run_sync(rt, storage->list(dir.file("no-such-dir")));
+  REQUIRE_FALSE(listed);
+  CHECK(listed.error().code == Errc::not_found);
+  auto made = test::run_sync(rt, storage->make_dir(dir.file("no-such-dir/child")));
+  REQUIRE_FALSE(made);
+  CHECK(made.error().code == Errc::not_found);
+}
+
+TEST_CASE("storage - an unaligned transfer on an O_DIRECT file is refused, naming the alignment", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  AlignedBytes block(8192);
+  auto r = test::run_sync(rt, [](Storage& s, std::string path, std::span<const std::byte> bytes) -> Task<void> {
+    auto file = co_await s.open(path, {OpenMode::create, DirectIo::prefer});
+    if (!file) co_return fail(file.error());
+    if (!file->direct()) co_return fail(Errc::internal, "expected O_DIRECT on /tmp");
+    co_return co_await s.write_at(*file, 0, bytes.subspan(0, 100));
+  }(*storage, dir.file("x"), block.span()));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::invalid_argument);
+  CHECK(r.error().message.find("O_DIRECT") != std::string::npos);
+}
+
+TEST_CASE("storage - padded direct write then truncate gives the exact size; reads stop at the end", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  AlignedBytes block(8192);
+  fill_random(block.span(), 3);
+  std::string path = dir.file("tail");
+  auto r = test::run_sync(rt, [](Storage& s, std::string path, std::span<std::byte> bytes) -> Task<std::size_t> {
+    auto file = co_await s.open(path, {OpenMode::create});
+    if (!file) co_return fail(file.error());
+    if (auto ok = co_await s.write_at(*file, 0, bytes); !ok) co_return fail(ok.error());
+    if (auto ok = co_await s.truncate(*file, 5000); !ok) co_return fail(ok.error());
+    if (auto ok = co_await s.fsync(*file); !ok) co_return fail(ok.error());
+    co_return co_await s.read_at(*file, 4096, bytes.subspan(0, 4096));  // 904 bytes remain
+  }(*storage, path, block.span()));
+  REQUIRE(r);
+  CHECK(*r == 5000 - 4096);
+  CHECK(std::filesystem::file_size(path) == 5000);
+}
+
+TEST_CASE("storage - make_dir, rename, list, fsync_dir and remove", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  auto r = test::run_sync(rt, [](Storage& s, std::string root) -> Task<std::vector<DirEntry>> {
+    if (auto ok = co_await s.make_dir(root + "/ckpt.tmp-1"); !ok) co_return fail(ok.error());
+    auto file = co_await s.open(root + "/ckpt.tmp-1/a", {OpenMode::create});
+    if (!file) co_return fail(file.error());
+    file->close();
+    if (auto ok = co_await s.rename(root + "/ckpt.tmp-1", root + "/ckpt"); !ok) co_return fail(ok.error());
+    if (auto ok = co_await s.fsync_dir(root); !ok) co_return fail(ok.error());
+    auto again = co_await s.make_dir(root + "/ckpt");
+    if (again || again.error().code != Errc::already_exists) co_return fail(Errc::internal, "make_dir overwrote");
+    auto entries = co_await s.list(root);
+    if (!entries) co_return entries;
+    if (auto ok = co_await s.remove(root + "/ckpt/a"); !ok) co_return fail(ok.error());
+    if (auto ok = co_await s.remove(root + "/ckpt"); !ok) co_return fail(ok.error());
+    co_return entries;
+  }(*storage, dir.path().string()));
+  REQUIRE(r);
+  REQUIRE(r->size() == 1);
+  CHECK((*r)[0].name == "ckpt");
+  CHECK((*r)[0].is_directory);
+  CHECK(std::filesystem::is_empty(dir.path()));
+}
+
+TEST_CASE("storage - creating a file that exists is refused; an unknown plugin name is an error", "[storage]") {
+  Runtime rt;
+  auto storage = make(rt, "uring");
+  test::TempDir dir;
+  std::string path = dir.file("exists");
+  REQUIRE(test::run_sync(rt, storage->open(path, {OpenMode::create})));
+  auto again = test::run_sync(rt, storage->open(path, {OpenMode::create}));
+  REQUIRE_FALSE(again);
+  CHECK(again.error().code == Errc::already_exists);
+
+  auto kind = parse_storage_kind("nfs");
+  REQUIRE_FALSE(kind);
+  CHECK(kind.error().message.find("nfs") != std::string::npos);
+}
+
+TEST_CASE("storage - writes from registered staging buffers round-trip", "[storage][uring]") {
+  Runtime rt;
+  auto storage = make(rt, "uring");
+  auto pool = BufferPool::create({.buffer_bytes = 1 << 20, .buffer_count = 4}, make_host_allocator()).value();
+  bool registered = storage->register_buffers(pool->regions());
+  INFO("registered: " << registered);  // the kernel may refuse (RLIMIT_MEMLOCK): still correct
+  test::TempDir dir;
+  auto r = test::run_sync(rt, [](Storage& s, BufferPool& pool, std::string path) -> Task<void> {
+    auto file = co_await s.open(path, {OpenMode::create});
+    if (!file) co_return fail(file.error());
+    std::vector<StagingBuffer> buffers;
+    for (int i = 0; i < 4; ++i) {
+      auto b = co_await pool.acquire();
+      if (!b) co_return fail(b.error());
+      fill_random(b->bytes(), 100 + i);
+      buffers.push_back(std::move(*b));
+    }
+    std::vector<Task<void>> writes;
+    for (std::size_t i = 0; i < buffers.size(); ++i) writes.push_back(s.write_at(*file, i << 20, buffers[i].bytes()));
+    if (auto ok = all_ok(co_await when_all(std::move(writes))); !ok) co_return ok;
+    AlignedBytes back(1 << 20);
+    for (std::size_t i = 0; i < buffers.size(); ++i) {
+      auto n = co_await s.read_at(*file, i << 20, back.span());
+      if (!n || *n != back.size) co_return fail(Errc::io, "short read");
+      if (std::memcmp(back.data.get(), buffers[i].data(), back.size) != 0) co_return fail(Errc::corrupt, "differs");
+    }
+    co_return Result<void>{};
+  }(*storage, *pool, dir.file("fixed")));
+  INFO((r ? std::string() : r.error().to_string()));
+  REQUIRE(r);
+}
