@@ -7,7 +7,12 @@ find_package(PkgConfig REQUIRED)
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(corockpt_asio INTERFACE)
 target_include_directories(corockpt_asio SYSTEM INTERFACE ${ASIO_INCLUDE_DIR})
-target_compile_definitions(corockpt_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+# Asio picks aligned_alloc/free or operator new/delete for its recycled memory by
+# whether libstdc++'s config was included before Asio's, so two translation units can
+# disagree (new in one, free in the other: AddressSanitizer reports it). One choice
+# for all: operator new/delete.
+target_compile_definitions(corockpt_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED
+  ASIO_DISABLE_STD_ALIGNED_ALLOC)
 target_link_libraries(corockpt_asio INTERFACE Threads::Threads)
 
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)

@@ -55,22 +55,27 @@ class PosixStorage final : public Storage {
 
   Task<void> write_at(File& file, std::uint64_t offset, std::span<const std::byte> data) override {
     return runtime_.offload([check = file.check_transfer(offset, data.data(), data.size(), "write_at"),
-                             fd = file.fd(), p = file.path(), at = offset, bytes = data]() -> Result<void> {
+                             fd = file.fd(), p = file.path(), at = offset, bytes = data,
+                             &tracer = runtime_.tracer()]() -> Result<void> {
       if (!check) return check;
+      ScopedSpan span(tracer, "write_at", "write");
       return pwrite_all(fd, p, at, bytes);
     });
   }
 
   Task<std::size_t> read_at(File& file, std::uint64_t offset, std::span<std::byte> data) override {
     return runtime_.offload([check = file.check_transfer(offset, data.data(), data.size(), "read_at"),
-                             fd = file.fd(), p = file.path(), at = offset, bytes = data]() -> Result<std::size_t> {
+                             fd = file.fd(), p = file.path(), at = offset, bytes = data,
+                             &tracer = runtime_.tracer()]() -> Result<std::size_t> {
       if (!check) return fail(check.error());
+      ScopedSpan span(tracer, "read_at", "read");
       return pread_full(fd, p, at, bytes);
     });
   }
 
   Task<void> fsync(File& file) override {
-    return runtime_.offload([fd = file.fd(), p = file.path()]() -> Result<void> {
+    return runtime_.offload([fd = file.fd(), p = file.path(), &tracer = runtime_.tracer()]() -> Result<void> {
+      ScopedSpan span(tracer, "fsync", "write");
       if (::fsync(fd) != 0) return fail(system_error(errno, "fsync", p));
       return {};
     });

@@ -9,6 +9,8 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/dispatch.hpp>
 #include <cerrno>
+#include <cstdlib>
+#include <string_view>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -188,8 +190,8 @@ class Ring : public std::enable_shared_from_this<Ring> {
 
 class UringStorage final : public Storage {
  public:
-  UringStorage(std::shared_ptr<Ring> ring, std::unique_ptr<Storage> metadata)
-      : ring_(std::move(ring)), metadata_(std::move(metadata)) {}
+  UringStorage(Tracer& tracer, std::shared_ptr<Ring> ring, std::unique_ptr<Storage> metadata)
+      : tracer_(tracer), ring_(std::move(ring)), metadata_(std::move(metadata)) {}
   ~UringStorage() override { ring_->stop(); }
 
   std::string_view name() const override { return "uring"; }
@@ -200,6 +202,7 @@ class UringStorage final : public Storage {
 
   Task<void> write_at(File& file, std::uint64_t offset, std::span<const std::byte> data) override {
     if (auto ok = file.check_transfer(offset, data.data(), data.size(), "write_at"); !ok) co_return ok;
+    ScopedSpan span(tracer_, "write_at", "write");
     while (!data.empty()) {
       std::size_t length = std::min(data.size(), max_transfer);
       auto* buffer = const_cast<std::byte*>(data.data());  // io_uring's write takes a non-const pointer
@@ -216,6 +219,7 @@ class UringStorage final : public Storage {
 
   Task<std::size_t> read_at(File& file, std::uint64_t offset, std::span<std::byte> data) override {
     if (auto ok = file.check_transfer(offset, data.data(), data.size(), "read_at"); !ok) co_return fail(ok.error());
+    ScopedSpan span(tracer_, "read_at", "read");
     std::size_t done = 0;
     while (done < data.size()) {
       std::size_t length = std::min(data.size() - done, max_transfer);
@@ -231,6 +235,7 @@ class UringStorage final : public Storage {
   }
 
   Task<void> fsync(File& file) override {
+    ScopedSpan span(tracer_, "fsync", "write");
     auto res = co_await ring_->run({OpKind::fsync, file.fd(), nullptr, 0, 0, -1, nullptr});
     if (!res) co_return fail(res.error().with_path(file.path()).with_operation("fsync"));
     if (*res < 0) co_return fail(system_error(-*res, "fsync", file.path()));
@@ -251,6 +256,7 @@ class UringStorage final : public Storage {
   }
 
  private:
+  Tracer& tracer_;
   std::shared_ptr<Ring> ring_;
   std::unique_ptr<Storage> metadata_;
 };
@@ -259,6 +265,9 @@ class UringStorage final : public Storage {
 
 Result<std::unique_ptr<Storage>> make_uring_storage(Runtime& runtime, UringOptions options) {
   if (options.queue_depth == 0) return fail(Errc::invalid_argument, "uring queue_depth must be at least 1");
+  if (const char* off = std::getenv("COROCKPT_NO_URING"); off && std::string_view(off) == "1") {
+    return fail(Errc::unavailable, "io_uring cannot be set up here: disabled by COROCKPT_NO_URING=1");
+  }
   auto ring = std::make_shared<Ring>(runtime, options.queue_depth);
   if (auto ok = ring->init(); !ok) {
     Error e = ok.error();
@@ -267,7 +276,7 @@ Result<std::unique_ptr<Storage>> make_uring_storage(Runtime& runtime, UringOptio
     return fail(std::move(e));
   }
   ring->start();
-  return std::make_unique<UringStorage>(std::move(ring), make_posix_storage(runtime));
+  return std::make_unique<UringStorage>(runtime.tracer(), std::move(ring), make_posix_storage(runtime));
 }
 
 }  // namespace corockpt

@@ -17,7 +17,8 @@ struct UringOptions {
 };
 
 /// @returns Errc::unavailable when io_uring cannot be set up here (old kernel, a
-///   container's seccomp policy, kernel.io_uring_disabled), with the kernel's reason.
+///   container's seccomp policy, kernel.io_uring_disabled), with the kernel's reason;
+///   also when the environment sets COROCKPT_NO_URING=1, which simulates that.
 /// @note Destroy the storage before its runtime, and only after its operations ended.
 Result<std::unique_ptr<Storage>> make_uring_storage(Runtime& runtime, UringOptions options = {});
 

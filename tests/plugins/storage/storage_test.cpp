@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -278,4 +279,18 @@ TEST_CASE("storage - writes from registered staging buffers round-trip", "[stora
   }(*storage, *pool, dir.file("fixed")));
   INFO((r ? std::string() : r.error().to_string()));
   REQUIRE(r);
+}
+
+TEST_CASE("storage - where io_uring cannot be set up, automatic falls back to posix and uring says why",
+          "[storage]") {
+  ::setenv("COROCKPT_NO_URING", "1", 1);
+  Runtime rt;
+  auto automatic = make_storage(rt, StorageKind::automatic);
+  auto uring = make_storage(rt, StorageKind::uring);
+  ::unsetenv("COROCKPT_NO_URING");
+  REQUIRE(automatic);
+  CHECK((*automatic)->name() == "posix");
+  REQUIRE_FALSE(uring);
+  CHECK(uring.error().code == Errc::unavailable);
+  CHECK(uring.error().message.find("io_uring") != std::string::npos);
 }
