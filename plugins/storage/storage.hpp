@@ -96,6 +96,10 @@ class Storage {
   /// Makes the file's data and size durable. Issue it after the writes it covers complete.
   virtual Task<void> fsync(File& file) = 0;
   virtual Task<void> truncate(File& file, std::uint64_t size) = 0;
+  /// Reserves disk space for the first `size` bytes (fallocate; the size grows to it).
+  /// A full disk is reported here, before any data moves, and O_DIRECT writes into the
+  /// reserved range do not have to extend the file one write at a time.
+  virtual Task<void> allocate(File& file, std::uint64_t size) = 0;
 
   virtual Task<void> make_dir(std::string path) = 0;
   /// Atomically replaces `to` with `from` (same filesystem). A non-empty directory `to`
@@ -109,7 +113,8 @@ class Storage {
   virtual Task<void> fsync_dir(std::string path) = 0;
 
   /// Offers the staging buffers to the engine (io_uring registers them so writes from
-  /// them skip per-I/O page pinning). Optional: false when not used; never an error.
+  /// them skip per-I/O page pinning). Call it before the first transfer; the buffers must
+  /// outlive the storage. Optional: false when not used; never an error.
   virtual bool register_buffers(std::span<const std::span<std::byte>> regions) {
     (void)regions;
     return false;

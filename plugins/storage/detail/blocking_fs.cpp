@@ -145,5 +145,13 @@ Result<void> truncate_file(const File& file, std::uint64_t size) {
   return {};
 }
 
+Result<void> allocate_file(const File& file, std::uint64_t size) {
+  if (size == 0) return {};
+  if (::fallocate(file.fd(), 0, 0, static_cast<off_t>(size)) != 0) {
+    return fail(system_error(errno, "allocate", file.path()));
+  }
+  return {};
+}
+
 }  // namespace storage_detail
 }  // namespace corockpt

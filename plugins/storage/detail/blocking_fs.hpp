@@ -18,5 +18,6 @@ Result<void> remove_path(const std::string& path);
 Result<std::vector<DirEntry>> list_dir(const std::string& dir);
 Result<void> fsync_dir(const std::string& path);
 Result<void> truncate_file(const File& file, std::uint64_t size);
+Result<void> allocate_file(const File& file, std::uint64_t size);
 
 }  // namespace corockpt::storage_detail

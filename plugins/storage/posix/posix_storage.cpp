@@ -85,6 +85,10 @@ class PosixStorage final : public Storage {
     return runtime_.offload([&file, size] { return fs::truncate_file(file, size); });
   }
 
+  Task<void> allocate(File& file, std::uint64_t size) override {
+    return runtime_.offload([&file, size] { return fs::allocate_file(file, size); });
+  }
+
   Task<void> make_dir(std::string path) override {
     return runtime_.offload([p = std::move(path)] { return fs::make_dir(p); });
   }

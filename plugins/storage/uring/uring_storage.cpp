@@ -8,6 +8,8 @@
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/steady_timer.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <string_view>
@@ -42,9 +44,13 @@ constexpr std::size_t max_transfer = std::size_t{1} << 30;
 /// and the operations in flight, so that it outlives the `Storage` facade if it must.
 class Ring : public std::enable_shared_from_this<Ring> {
  public:
-  Ring(Runtime& runtime, unsigned depth) : strand_(runtime.make_strand()), depth_(depth) {}
+  Ring(Runtime& runtime, unsigned depth) : strand_(runtime.make_strand()), retry_(strand_), depth_(depth) {}
 
   Result<void> init() {
+    // No setup flags. COOP_TASKRUN and DEFER_TASKRUN post completions only when the
+    // submitting thread enters io_uring itself, and ours sleeps in epoll waiting for the
+    // eventfd; SINGLE_ISSUER would tie the ring to the thread that creates it, which is
+    // not the io thread that submits.
     io_uring_params params{};
     int rc = io_uring_queue_init_params(depth_, &ring_, &params);
     if (rc < 0) return fail(system_error(-rc, "io_uring_queue_init"));
@@ -75,6 +81,7 @@ class Ring : public std::enable_shared_from_this<Ring> {
   /// Queues `op` and waits for the kernel's result (bytes, or -errno). The wait cannot be
   /// cancelled: the kernel may still be using the caller's buffer.
   Task<int> run(Op op) {
+    used_.store(true);
     auto done = Completion<int>::make();
     op.done = done;
     asio::dispatch(strand_, [self = shared_from_this(), queued = std::move(op)]() mutable {
@@ -86,9 +93,11 @@ class Ring : public std::enable_shared_from_this<Ring> {
   }
 
   /// Registers `regions` as fixed buffers. @returns false when the kernel refuses
-  /// (RLIMIT_MEMLOCK, too many, already registered).
+  /// (RLIMIT_MEMLOCK, too many), when buffers are registered already, or once any
+  /// operation has been queued.
   bool register_buffers(std::span<const std::span<std::byte>> regions) {
-    if (!registered_.empty() || regions.empty()) return false;
+    // The table is read on the io thread by every transfer: it is fixed before the first.
+    if (used_.load() || !registered_.empty() || regions.empty()) return false;
     std::vector<iovec> iov;
     iov.reserve(regions.size());
     for (auto r : regions) iov.push_back({r.data(), r.size()});
@@ -146,10 +155,19 @@ class Ring : public std::enable_shared_from_this<Ring> {
       ++added;
     }
     if (added == 0) return;
-    // In flight never exceeds the SQ size and the CQ is twice that, so the kernel has no
-    // reason to refuse (EBUSY comes from CQ overflow). Were it to, the SQEs stay queued
-    // in the ring and the next flush, after the next completion, submits them.
-    (void)io_uring_submit(&ring_);
+    submit();
+  }
+
+  // Hands the prepared SQEs to the kernel. In flight never exceeds the SQ size and the
+  // CQ is twice that, so EBUSY (CQ overflow) cannot happen; EINTR, EAGAIN or ENOMEM can,
+  // and then the SQEs stay in the ring and a retry follows shortly. No completion may be
+  // coming that would otherwise retry for us.
+  void submit() {
+    if (io_uring_submit(&ring_) >= 0 || io_uring_sq_ready(&ring_) == 0) return;
+    retry_.expires_after(std::chrono::milliseconds(1));
+    retry_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) self->submit();
+    });
   }
 
   void reap() {
@@ -177,6 +195,7 @@ class Ring : public std::enable_shared_from_this<Ring> {
   }
 
   Runtime::Strand strand_;
+  asio::steady_timer retry_;
   unsigned depth_;
   io_uring ring_{};
   bool ring_ready_ = false;
@@ -186,6 +205,7 @@ class Ring : public std::enable_shared_from_this<Ring> {
   std::deque<Op> pending_;
   unsigned in_flight_ = 0;
   std::vector<Region> registered_;
+  std::atomic<bool> used_{false};  // an operation was queued: registration is closed
 };
 
 class UringStorage final : public Storage {
@@ -243,6 +263,7 @@ class UringStorage final : public Storage {
   }
 
   Task<void> truncate(File& file, std::uint64_t size) override { return metadata_->truncate(file, size); }
+  Task<void> allocate(File& file, std::uint64_t size) override { return metadata_->allocate(file, size); }
   Task<void> make_dir(std::string path) override { return metadata_->make_dir(std::move(path)); }
   Task<void> rename(std::string from, std::string to) override {
     return metadata_->rename(std::move(from), std::move(to));

@@ -294,3 +294,25 @@ TEST_CASE("storage - where io_uring cannot be set up, automatic falls back to po
   CHECK(uring.error().code == Errc::unavailable);
   CHECK(uring.error().message.find("io_uring") != std::string::npos);
 }
+
+TEST_CASE("storage - allocate reserves the size up front; buffers register only before the first transfer",
+          "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  std::string path = dir.file("reserved");
+  AlignedBytes block(4096);
+  auto r = test::run_sync(rt, [](Storage& s, std::string p, std::span<const std::byte> bytes) -> Task<void> {
+    auto file = co_await s.open(p, {OpenMode::create});
+    if (!file) co_return fail(file.error());
+    if (auto ok = co_await s.allocate(*file, 3 << 20); !ok) co_return ok;
+    co_return co_await s.write_at(*file, 1 << 20, bytes);
+  }(*storage, path, block.span()));
+  REQUIRE(r);
+  CHECK(std::filesystem::file_size(path) == (3u << 20));
+  AlignedBytes later(1 << 20);
+  std::vector<std::span<std::byte>> regions{later.span()};
+  CHECK_FALSE(storage->register_buffers(regions));
+}
