@@ -1,0 +1,69 @@
+#pragma once
+/// @file
+/// `Communicator`: collectives and point-to-point transfers among the ranks of one group
+/// (a mesh or a submesh), all awaitable. Implementations: `local` (ranks are coroutines
+/// of one process, each on its own strand: the test double and the embedded default)
+/// and `mpi` (OpenMPI, one process per rank).
+///
+/// Ordering rule (what keeps every backend deadlock-free): all ranks of a group issue
+/// that group's operations in the same order. Operations on different groups may be in
+/// flight at once; callers issue them in one global order (unit registration order) and
+/// get overlap by not waiting between issues.
+///
+/// Deadlines: every operation completes within `CommOptions::deadline` or fails with
+/// Errc::timeout naming the operation and the group; after a timeout the communicator
+/// is broken and every later operation on it fails at once with Errc::unavailable
+/// (never a hang). Buffers must stay valid until the operation's task ends.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/task.hpp"
+
+namespace corockpt {
+
+struct CommOptions {
+  std::chrono::milliseconds deadline{std::chrono::seconds(120)};
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  /// This rank's index in the group, 0..size()-1.
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// "local" or "mpi".
+  virtual std::string_view backend() const = 0;
+  /// For messages: e.g. "world", "world/split(2)".
+  virtual const std::string& name() const = 0;
+
+  /// Every rank sends `send` (the same size on all); `recv` (size() * send.size() bytes)
+  /// receives them in rank order.
+  virtual Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) = 0;
+  /// Variable sizes: rank i sends counts[i] bytes; they land in `recv` back to back in
+  /// rank order. `counts` is the same on every rank; send.size() == counts[rank()].
+  virtual Task<void> all_gather_v(std::span<const std::byte> send, std::span<std::byte> recv,
+                                  std::span<const std::size_t> counts) = 0;
+  /// Every rank sends counts[rank()] bytes to `root`, which receives them back to back
+  /// in rank order in `recv` (ignored on the other ranks).
+  virtual Task<void> gather_v(std::span<const std::byte> send, std::span<std::byte> recv,
+                              std::span<const std::size_t> counts, int root) = 0;
+  /// `root`'s `data` is copied into every other rank's `data` (same size everywhere).
+  virtual Task<void> broadcast(std::span<std::byte> data, int root) = 0;
+  virtual Task<void> barrier() = 0;
+  /// Point-to-point, matched by (peer, tag) in issue order.
+  virtual Task<void> send(std::span<const std::byte> data, int peer, int tag) = 0;
+  virtual Task<void> recv(std::span<std::byte> data, int peer, int tag) = 0;
+
+  /// Collective over this group, like MPI_Comm_split: ranks passing the same `color`
+  /// form a new group, ordered by (`key`, rank). Call it on every rank of the group.
+  virtual Task<std::shared_ptr<Communicator>> split(int color, int key) = 0;
+};
+
+}  // namespace corockpt
