@@ -102,11 +102,13 @@ class Runtime {
   }
 
  private:
+  // Declared first, destroyed last: suspended tasks destroyed with the io_context may
+  // still close their spans.
+  Tracer tracer_;
   std::size_t worker_count_;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   asio::thread_pool workers_;
-  Tracer tracer_;
   std::thread io_thread_;
   std::thread::id io_thread_id_;
 };

@@ -121,3 +121,15 @@ TEST_CASE("runtime - ranks on their own strands share the one io thread") {
     CHECK(*r);
   }
 }
+
+TEST_CASE("runtime - destroying the runtime with tasks still suspended is clean") {
+  auto rt = std::make_unique<Runtime>();
+  rt->tracer().enable();
+  auto handle = rt->spawn([](Runtime& r) -> Task<int> {
+    ScopedSpan span(r.tracer(), "sleeping", "test");
+    co_return co_await sleep_then(1h, 1);
+  }(*rt));
+  REQUIRE_FALSE(handle.wait_for(10ms));
+  rt.reset();  // the suspended frame (and its span) is destroyed with the io_context
+  CHECK_FALSE(handle.ready());
+}
