@@ -13,7 +13,14 @@
 /// Deadlines: every operation completes within `CommOptions::deadline` or fails with
 /// Errc::timeout naming the operation and the group; after a timeout the communicator
 /// is broken and every later operation on it fails at once with Errc::unavailable
-/// (never a hang). Buffers must stay valid until the operation's task ends.
+/// (never a hang). Buffers must stay valid until the operation's task ends; once it has
+/// ended, with success or not, nothing writes into them any more.
+///
+/// Arguments: sizes that disagree (a `recv` of the wrong size, `counts` that do not add
+/// up, a root or peer out of range) are Errc::invalid_argument. The `local` backend checks
+/// them at the rendezvous, so every rank of the collective fails alike; the `mpi` backend
+/// can only check its own rank's, and then breaks that communicator (its peers are left
+/// out of step and time out).
 
 #include <chrono>
 #include <cstddef>
@@ -28,7 +35,13 @@
 namespace corockpt {
 
 struct CommOptions {
+  /// How long one operation may take, counted from when this rank joins it.
   std::chrono::milliseconds deadline{std::chrono::seconds(120)};
+  /// Test hook, 0 outside tests: every operation first waits this long on a timer and
+  /// only then joins its collective (or transfer), as if the network were that slow.
+  /// Not counted against `deadline`. Inherited by `split`'s groups. Tests use it to
+  /// prove that operations on different groups overlap.
+  std::chrono::milliseconds injected_latency{0};
 };
 
 class Communicator {
@@ -57,12 +70,16 @@ class Communicator {
   /// `root`'s `data` is copied into every other rank's `data` (same size everywhere).
   virtual Task<void> broadcast(std::span<std::byte> data, int root) = 0;
   virtual Task<void> barrier() = 0;
-  /// Point-to-point, matched by (peer, tag) in issue order.
+  /// Point-to-point, matched by (peer, tag) in issue order; `tag` >= 0 and at most
+  /// 32767 (MPI's guaranteed minimum of MPI_TAG_UB). A send and its recv have the same
+  /// size, else both fail with Errc::invalid_argument. A send may wait for its recv to
+  /// be posted (`local` always does): issue the two sides of an exchange concurrently.
   virtual Task<void> send(std::span<const std::byte> data, int peer, int tag) = 0;
   virtual Task<void> recv(std::span<std::byte> data, int peer, int tag) = 0;
 
   /// Collective over this group, like MPI_Comm_split: ranks passing the same `color`
-  /// form a new group, ordered by (`key`, rank). Call it on every rank of the group.
+  /// (>= 0) form a new group, ordered by (`key`, rank), named "<name>/split(<color>)".
+  /// Call it on every rank of the group. The new group inherits this one's options.
   virtual Task<std::shared_ptr<Communicator>> split(int color, int key) = 0;
 };
 

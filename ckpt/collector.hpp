@@ -1,0 +1,26 @@
+#pragma once
+/// @file
+/// The collector: PyTorch's `get_state_dict` on an FSDP / EP model, as awaitable tasks,
+/// one per FSDP unit instance. Units on different groups progress together; every rank
+/// issues the units' collectives in one global order (registration order), each unit
+/// task issuing its one collective before it first waits, so no two ranks can deadlock.
+
+#include "ckpt/model.hpp"
+#include "ckpt/state_dict.hpp"
+#include "runtime/task.hpp"
+
+namespace corockpt {
+
+/// This rank's state dict of `model` (call it on every rank, as a collective).
+/// Sharded (the default): every param a DTensor shard, `Shard(0)` over its unit's group
+/// (`flat` units need one all-gather of their slices to cut them into rows); buffers
+/// plain tensors; optimizer states sharded like their params, Adam's `step` a 0-d
+/// float32 tensor. `full_state_dict`: gathered full values. An optimizer that has not
+/// stepped gets its state first, as PyTorch makes it (Model::initialize_optimizer_state).
+/// The result's views point into the model's memory where no copy is needed (sharded
+/// `per_param` units): it reflects later changes to the model, as PyTorch's does.
+/// @returns Errc::invalid_argument for inconsistent options (experts_to_rank0 without
+///   full_state_dict); the communicators' errors (timeouts) naming the unit.
+Task<StateDict> get_state_dict(Model& model, StateDictOptions options = {});
+
+}  // namespace corockpt

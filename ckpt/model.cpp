@@ -1,0 +1,190 @@
+#include "ckpt/model.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+namespace corockpt {
+
+namespace {
+
+double read_element(const TensorView& view, std::int64_t i) {
+  double out = 0;
+  std::size_t size = size_of(view.dtype);
+  convert(std::span<const std::byte>(view.data + i * size, size), view.dtype,
+          std::as_writable_bytes(std::span<double>(&out, 1)), DType::float64, 1);
+  return out;
+}
+
+void write_element(const TensorView& view, std::int64_t i, double value) {
+  std::size_t size = size_of(view.dtype);
+  convert(std::as_bytes(std::span<const double>(&value, 1)), DType::float64,
+          std::span<std::byte>(view.data + i * size, size), view.dtype, 1);
+}
+
+// The flat index, in the full tensor, of element `i` (row-major) of `box`.
+std::int64_t global_index(const Box& box, const std::vector<std::int64_t>& shape, std::int64_t i) {
+  std::int64_t index = 0;
+  std::int64_t rest = i;
+  std::int64_t inner = 1;
+  for (int d = box.ndim() - 1; d >= 0; --d) {
+    std::int64_t coord = box.offsets[d] + rest % box.sizes[d];
+    rest /= box.sizes[d];
+    index += coord * inner;
+    inner *= shape[d];
+  }
+  return index;
+}
+
+// The group Shard(0) splits over: the mesh flattened, or its submesh along shard_dim.
+Result<DeviceMesh> shard_group(const UnitSpec& unit, const DeviceMesh& mesh, int rank) {
+  if (unit.shard_dim.empty()) return mesh.flatten();
+  return mesh.submesh(unit.shard_dim, rank);
+}
+
+}  // namespace
+
+std::vector<std::string> optimizer_state_names(const OptimizerSpec& optimizer) {
+  if (optimizer.type == OptimizerType::adam) return {"exp_avg", "exp_avg_sq"};
+  if (optimizer.momentum != 0.0) return {"momentum_buffer"};
+  return {};
+}
+
+Task<std::unique_ptr<Model>> Model::build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world) {
+  if (auto ok = validate(spec); !ok) co_return fail(ok.error());
+  if (!world || world->size() != spec.world_size) {
+    co_return fail(Errc::invalid_argument, "the spec's world_size " + std::to_string(spec.world_size) +
+                                               " does not match the " + std::to_string(world ? world->size() : 0) +
+                                               " ranks of the communicator");
+  }
+  std::unique_ptr<Model> model(new Model(spec, rank, world));
+  const std::vector<std::string> state_names =
+      spec.optimizer ? optimizer_state_names(*spec.optimizer) : std::vector<std::string>{};
+
+  // Units sharing a mesh and a shard dim share the group communicator. Every rank walks
+  // the units in the same order, so the splits (collectives on `world`) line up.
+  std::map<std::string, std::shared_ptr<Communicator>> groups;
+  for (const auto& unit : spec.units) {
+    auto mesh = unit_mesh(spec, unit);
+    if (!mesh) co_return fail(mesh.error());
+    auto experts = experts_held(unit, *mesh, rank);
+    if (!experts) co_return fail(experts.error());
+    auto placement = param_placement(unit, *mesh, rank);
+    if (!placement) co_return fail(placement.error());
+    auto group_mesh = shard_group(unit, *mesh, rank);
+    if (!group_mesh) co_return fail(group_mesh.error());
+    auto group_rank = group_mesh->index_of(rank);
+    if (!group_rank) co_return fail(group_rank.error());
+
+    std::string key = unit.mesh + "/" + unit.shard_dim;
+    if (!groups.contains(key)) {
+      const auto& ranks = group_mesh->ranks();
+      int color = *std::min_element(ranks.begin(), ranks.end());
+      auto comm = co_await world->split(color, *group_rank);
+      if (!comm) co_return fail(comm.error().with_operation("split for unit " + unit.name));
+      groups[key] = *comm;
+    }
+
+    for (int expert : *experts) {
+      UnitInstance inst;
+      inst.unit = &unit;
+      inst.expert = expert;
+      inst.placement = *placement;
+      inst.group = groups[key];
+      inst.group_ranks = group_mesh->ranks();
+      inst.group_rank = *group_rank;
+      bool first = true;
+      for (const auto& param : spec.params) {
+        if (param.unit != unit.name) continue;
+        ParamSlot slot;
+        slot.fqn = fqn(unit, param, expert);
+        slot.spec = &param;
+        if (param.buffer) {
+          slot.box = whole_box(param.shape);
+        } else {
+          auto box = local_box(param.shape, placement->mesh, placement->placements, rank);
+          if (!box) co_return fail(box.error().with_fqn(slot.fqn));
+          slot.box = std::move(*box);
+          slot.flat_offset = inst.flat_total;
+          inst.flat_total += corockpt::numel(param.shape);
+          if (first) inst.flat_dtype = param.dtype;
+          first = false;
+        }
+        slot.states.resize(param.has_optimizer_state() ? state_names.size() : 0);
+        inst.params.push_back(std::move(slot));
+      }
+      const std::int64_t n = inst.group_size();
+      inst.flat_slice = (inst.flat_total + n - 1) / n;
+      inst.flat_states.resize(state_names.size());
+      model->instances_.push_back(std::move(inst));
+    }
+  }
+  co_return model;
+}
+
+void Model::allocate() {
+  auto make = [this](DType dtype, std::vector<std::int64_t> shape) {
+    auto& bytes = memory_.emplace_back(static_cast<std::size_t>(corockpt::numel(shape)) * size_of(dtype));
+    return TensorView{bytes.data(), dtype, std::move(shape), MemorySpace::host};
+  };
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (inst.is_flat() && !slot.spec->buffer) continue;  // lives in the flat slice
+      slot.value = make(slot.spec->dtype, slot.box.sizes);
+      for (auto& state : slot.states) state = make(slot.spec->dtype, slot.box.sizes);
+      for (std::int64_t i = 0; i < slot.value.numel(); ++i) {
+        write_element(slot.value, i, known_value(slot.fqn, global_index(slot.box, slot.spec->shape, i)));
+      }
+    }
+    if (!inst.is_flat()) continue;
+    inst.flat_value = make(inst.flat_dtype, {inst.flat_slice});
+    for (auto& state : inst.flat_states) state = make(inst.flat_dtype, {inst.flat_slice});
+    const std::int64_t begin = inst.group_rank * inst.flat_slice;
+    for (const auto& slot : inst.params) {
+      if (slot.spec->buffer) continue;
+      const std::int64_t size = corockpt::numel(slot.spec->shape);
+      const std::int64_t from = std::max(begin, slot.flat_offset);
+      const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
+      for (std::int64_t e = from; e < to; ++e) {
+        write_element(inst.flat_value, e - begin, known_value(slot.fqn, e - slot.flat_offset));
+      }
+    }
+  }
+}
+
+double Model::known_value(const std::string& fqn, std::int64_t index) {
+  // Small non-negative integers: exact in bfloat16, float16, every integer dtype; a
+  // different pattern per tensor, and no two neighbours alike.
+  std::uint64_t h = std::hash<std::string>{}(fqn);
+  return static_cast<double>((h % 61 + static_cast<std::uint64_t>(index) % 67) % 128);
+}
+
+void Model::initialize_optimizer_state() {
+  if (!spec_.optimizer || step_ > 0) return;
+  const OptimizerSpec& opt = *spec_.optimizer;
+  step_ = 1;
+  if (opt.weight_decay == 0.0) return;  // zero gradients: the states stay zero
+  // One step with gradient g = weight_decay * p (zero gradient plus L2 decay), lr 0.
+  auto init = [&](const TensorView& value, const std::vector<TensorView>& states) {
+    for (std::int64_t i = 0; i < value.numel(); ++i) {
+      double g = opt.weight_decay * read_element(value, i);
+      if (opt.type == OptimizerType::adam) {
+        write_element(states[0], i, (1 - opt.betas[0]) * g);
+        write_element(states[1], i, (1 - opt.betas[1]) * g * g);
+      } else if (!states.empty()) {
+        write_element(states[0], i, g);  // SGD's first momentum buffer is the gradient
+      }
+    }
+  };
+  for (auto& inst : instances_) {
+    if (inst.is_flat()) {
+      if (!inst.flat_states.empty() && inst.flat_value.data) init(inst.flat_value, inst.flat_states);
+    }
+    for (auto& slot : inst.params) {
+      if (slot.states.empty() || !slot.value.data || (inst.is_flat() && !slot.spec->buffer)) continue;
+      init(slot.value, slot.states);
+    }
+  }
+}
+
+}  // namespace corockpt

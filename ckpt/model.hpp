@@ -1,0 +1,117 @@
+#pragma once
+/// @file
+/// `Model`: one rank's registration of an FSDP / EP model and its optimizer — what the
+/// training loop fills and the collector reads. Built from a `ModelSpec` for this rank:
+/// one `UnitInstance` per FSDP unit the rank holds (an expert unit gives one per expert
+/// held), in registration order, each with its params' boxes and memory.
+///
+/// Memory: `allocate` gives every param, buffer and optimizer state its own host
+/// memory (the CLI, the tests and the examples use it); a training loop that owns its
+/// memory points the views at it instead. A `flat` unit holds one contiguous slice of
+/// the concatenation of its (non-buffer) params, padded so every rank of its group
+/// holds the same number of elements (FSDP1's FlatParameter); optimizer states follow
+/// the same layout as their params.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ckpt/box.hpp"
+#include "ckpt/model_spec.hpp"
+#include "ckpt/tensor_view.hpp"
+#include "ckpt/unit_placement.hpp"
+#include "plugins/comm/communicator.hpp"
+#include "runtime/task.hpp"
+#include "runtime/trace.hpp"
+
+namespace corockpt {
+
+/// The optimizer's per-parameter tensors, by the names PyTorch gives them.
+std::vector<std::string> optimizer_state_names(const OptimizerSpec& optimizer);
+
+struct ParamSlot {
+  std::string fqn;
+  const ParamSpec* spec = nullptr;
+  /// This rank's box of the param: its Shard(0) rows, or the whole tensor for a buffer.
+  Box box;
+  /// `flat` units: where the param starts in the unit's concatenation (elements).
+  std::int64_t flat_offset = 0;
+  /// `per_param` units and buffers: the local shard (or whole buffer), and the
+  /// optimizer's states in optimizer_state_names order (same shape).
+  TensorView value;
+  std::vector<TensorView> states;
+};
+
+struct UnitInstance {
+  const UnitSpec* unit = nullptr;
+  int expert = -1;
+  /// The mesh and placements of this unit's DTensors.
+  ParamPlacement placement;
+  /// The group over which Shard(0) splits (this rank's index in it is `group_rank`).
+  std::shared_ptr<Communicator> group;
+  std::vector<int> group_ranks;  ///< global ranks, in group order
+  int group_rank = 0;
+  std::vector<ParamSlot> params;  ///< in registration order, buffers included
+
+  /// `flat` units: the slice of the padded concatenation this rank holds, and the
+  /// optimizer's states in the same layout.
+  DType flat_dtype = DType::float32;
+  std::int64_t flat_total = 0;  ///< unpadded elements of the concatenation
+  std::int64_t flat_slice = 0;  ///< elements per rank (padded total / group size)
+  TensorView flat_value;
+  std::vector<TensorView> flat_states;
+
+  bool is_flat() const { return unit->layout == UnitLayout::flat; }
+  int group_size() const { return static_cast<int>(group_ranks.size()); }
+};
+
+class Model {
+ public:
+  /// Builds `rank`'s registration and the group communicators it needs, split from
+  /// `world` (collective: every rank of the world calls it, in the same order of
+  /// models). @returns the spec's placement errors naming the unit.
+  static Task<std::unique_ptr<Model>> build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world);
+
+  /// Gives every tensor its own zeroed host memory, then fills each param (and buffer)
+  /// element with `known_value(fqn, global flat index)` converted to its dtype.
+  void allocate();
+
+  /// The value every element gets from `allocate`: a function of the FQN and the
+  /// element's flat index in the full tensor, exact in every floating dtype.
+  static double known_value(const std::string& fqn, std::int64_t index);
+
+  /// PyTorch's answer to a state dict requested before the first step: one step with
+  /// zero gradients and lr 0 (`step` 1; Adam's moments from weight decay's `wd * p`,
+  /// zero without it; SGD's momentum buffer likewise). A no-op after the first time.
+  void initialize_optimizer_state();
+
+  const ModelSpec& spec() const { return spec_; }
+  int rank() const { return rank_; }
+  int world_size() const { return spec_.world_size; }
+  const std::shared_ptr<Communicator>& world() const { return world_; }
+  std::vector<UnitInstance>& instances() { return instances_; }
+  const std::vector<UnitInstance>& instances() const { return instances_; }
+  /// Adam's step count per FQN (0 before the first step); SGD has none.
+  double step() const { return step_; }
+  bool has_optimizer() const { return spec_.optimizer.has_value(); }
+
+  /// Where the collector records its spans (one per unit instance, category "gather",
+  /// this rank's). Null (the default) records nothing.
+  void trace_to(Tracer* tracer) { tracer_ = tracer; }
+  Tracer* tracer() const { return tracer_; }
+
+ private:
+  Model(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world)
+      : spec_(spec), rank_(rank), world_(std::move(world)) {}
+
+  const ModelSpec& spec_;
+  int rank_;
+  std::shared_ptr<Communicator> world_;
+  std::vector<UnitInstance> instances_;
+  std::vector<std::vector<std::byte>> memory_;  // what allocate() made
+  double step_ = 0;
+  Tracer* tracer_ = nullptr;
+};
+
+}  // namespace corockpt

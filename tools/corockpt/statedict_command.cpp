@@ -1,0 +1,127 @@
+#include "tools/corockpt/statedict_command.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "ckpt/collector.hpp"
+#include "ckpt/model_spec.hpp"
+#include "ckpt/state_dict_json.hpp"
+#include "plugins/comm/local/local_communicator.hpp"
+#include "plugins/comm/mpi/mpi_communicator.hpp"
+#include "runtime/runtime.hpp"
+
+namespace corockpt::cli {
+
+namespace {
+
+struct StatedictArgs {
+  std::string spec_path;
+  std::string backend = "local";
+  std::string out_path;
+  StateDictOptions options;
+};
+
+// One rank's whole job: build, collect, describe.
+Task<nlohmann::json> describe_rank(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
+                                   StateDictOptions options) {
+  auto model = co_await Model::build(spec, rank, std::move(world));
+  if (!model) co_return fail(model.error().with_rank(rank));
+  (*model)->allocate();
+  auto state = co_await get_state_dict(**model, options);
+  if (!state) co_return fail(state.error().with_rank(rank));
+  co_return describe_state_dict(*state, rank);
+}
+
+Result<void> write_json(const std::string& path, const nlohmann::json& doc) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return fail(system_error(errno, "write", path));
+  out << doc.dump(1) << '\n';
+  out.close();
+  if (!out) return fail(system_error(errno ? errno : EIO, "write", path));
+  return {};
+}
+
+Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
+  Runtime runtime;
+  auto world = make_local_world(runtime, spec.world_size);
+  if (!world) return fail(world.error());
+  std::vector<TaskHandle<nlohmann::json>> ranks;
+  for (int r = 0; r < spec.world_size; ++r) {
+    ranks.push_back(runtime.spawn(runtime.make_strand(), describe_rank(spec, r, (*world)[r], args.options)));
+  }
+  nlohmann::json doc = {{"world_size", spec.world_size}, {"ranks", nlohmann::json::array()}};
+  for (auto& handle : ranks) {
+    auto described = handle.get();
+    if (!described) return fail(described.error());
+    doc["ranks"].push_back(std::move(*described));
+  }
+  return write_json(args.out_path, doc);
+}
+
+// Under mpirun: every process describes its rank; rank 0 gathers and writes.
+Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
+  Runtime runtime;
+  auto world = make_mpi_world(runtime);
+  if (!world) return fail(world.error());
+  const int rank = (*world)->rank();
+  auto result = runtime.spawn([](const ModelSpec& s, std::shared_ptr<Communicator> w, StateDictOptions o,
+                                 std::string out) -> Task<void> {
+    const int me = w->rank();
+    auto described = co_await describe_rank(s, me, w, o);
+    if (!described) co_return fail(described.error());
+    std::string text = described->dump();
+    std::vector<std::size_t> counts(w->size());
+    std::size_t mine = text.size();
+    std::vector<std::byte> sizes(sizeof(std::size_t) * w->size());
+    if (auto ok = co_await w->all_gather(std::as_bytes(std::span(&mine, 1)), sizes); !ok) co_return ok;
+    std::memcpy(counts.data(), sizes.data(), sizes.size());
+    std::size_t total = 0;
+    for (auto c : counts) total += c;
+    std::vector<std::byte> all(total);
+    if (auto ok = co_await w->gather_v(std::as_bytes(std::span(text)), all, counts, 0); !ok) co_return ok;
+    if (me != 0) co_return Result<void>{};
+    nlohmann::json doc = {{"world_size", w->size()}, {"ranks", nlohmann::json::array()}};
+    std::size_t at = 0;
+    for (auto c : counts) {
+      doc["ranks"].push_back(nlohmann::json::parse(std::string_view(reinterpret_cast<const char*>(all.data()) + at, c)));
+      at += c;
+    }
+    co_return write_json(out, doc);
+  }(spec, *world, args.options, args.out_path)).get();
+  (void)rank;
+  world->reset();
+  if (auto done = finalize_mpi(); !done && result) return done;
+  return result;
+}
+
+int run(const StatedictArgs& args) {
+  auto spec = load_model_spec(args.spec_path);
+  Result<void> done = spec ? (args.backend == "mpi" ? run_mpi(*spec, args) : run_local(*spec, args))
+                           : Result<void>(fail(spec.error()));
+  if (!done) {
+    std::fprintf(stderr, "corockpt statedict: %s\n", done.error().to_string().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_statedict_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<StatedictArgs>();
+  CLI::App* cmd = app.add_subcommand("statedict", "build a spec's model on N ranks and describe get_state_dict");
+  cmd->add_option("--spec", args->spec_path, "model spec (JSON)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--backend", args->backend, "local (ranks in this process) or mpi (under mpirun)")
+      ->check(CLI::IsMember({"local", "mpi"}));
+  cmd->add_option("--out", args->out_path, "where to write the JSON description")->required();
+  cmd->add_flag("--full", args->options.full_state_dict, "gathered, unsharded values");
+  cmd->add_flag("--cpu-offload", args->options.cpu_offload, "with --full: only rank 0 holds values");
+  cmd->add_flag("--ignore-frozen", args->options.ignore_frozen_params, "leave frozen params out");
+  cmd->add_flag("--experts-to-rank0", args->options.experts_to_rank0, "with --full: rank 0 gets every expert");
+  cmd->callback([args, &exit_code] { exit_code = run(*args); });
+}
+
+}  // namespace corockpt::cli
