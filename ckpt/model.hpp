@@ -92,8 +92,10 @@ class Model {
   const std::shared_ptr<Communicator>& world() const { return world_; }
   std::vector<UnitInstance>& instances() { return instances_; }
   const std::vector<UnitInstance>& instances() const { return instances_; }
-  /// Adam's step count per FQN (0 before the first step); SGD has none.
+  /// Adam's step count (0 before the first step; every param steps together); SGD has none.
   double step() const { return step_; }
+  /// Sets the optimizer's step count (set_state_dict restores it).
+  void set_step(double step) { step_ = step; }
   bool has_optimizer() const { return spec_.optimizer.has_value(); }
 
   /// Where the collector records its spans (one per unit instance, category "gather",
