@@ -152,6 +152,85 @@ void Model::allocate() {
   }
 }
 
+namespace {
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// `view` must be `dtype` and `shape`; `what` names it in the error.
+Result<void> check_view(const TensorView& view, DType dtype, const std::vector<std::int64_t>& shape,
+                        const std::string& what, const std::string& fqn) {
+  if (!view.data && corockpt::numel(shape) > 0) {
+    return fail(Errc::invalid_argument, what + ": null memory", {.fqn = fqn, .operation = "bind"});
+  }
+  if (view.dtype != dtype || view.shape != shape) {
+    return fail(Errc::invalid_argument,
+                what + ": expected " + std::string(to_string(dtype)) + " " + shape_text(shape) + ", got " +
+                    std::string(to_string(view.dtype)) + " " + shape_text(view.shape),
+                {.fqn = fqn, .operation = "bind"});
+  }
+  return {};
+}
+
+Result<void> check_states(const std::vector<TensorView>& states, std::size_t expected, DType dtype,
+                          const std::vector<std::int64_t>& shape, const std::string& fqn) {
+  if (states.size() != expected) {
+    return fail(Errc::invalid_argument,
+                "expected " + std::to_string(expected) + " optimizer states, got " + std::to_string(states.size()),
+                {.fqn = fqn, .operation = "bind"});
+  }
+  for (std::size_t i = 0; i < states.size(); ++i) {
+    if (auto ok = check_view(states[i], dtype, shape, "optimizer state " + std::to_string(i), fqn); !ok) return ok;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> Model::bind(const std::string& name, TensorView value, std::vector<TensorView> states) {
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (slot.fqn != name) continue;
+      if (inst.is_flat() && !slot.spec->buffer) {
+        return fail(Errc::invalid_argument, "a flat unit's params are bound through bind_flat (unit " +
+                                                inst.unit->name + ")", {.fqn = name, .operation = "bind"});
+      }
+      if (auto ok = check_view(value, slot.spec->dtype, slot.box.sizes, "value", name); !ok) return ok;
+      if (auto ok = check_states(states, slot.states.size(), slot.spec->dtype, slot.box.sizes, name); !ok) return ok;
+      slot.value = std::move(value);
+      slot.states = std::move(states);
+      return {};
+    }
+  }
+  return fail(Errc::not_found, "rank " + std::to_string(rank_) + " holds no param or buffer " + name,
+              {.fqn = name, .operation = "bind"});
+}
+
+Result<void> Model::bind_flat(const std::string& unit, int expert, TensorView slice, std::vector<TensorView> states) {
+  for (auto& inst : instances_) {
+    if (inst.unit->name != unit || inst.expert != expert) continue;
+    std::string what = "unit " + unit + (expert >= 0 ? " expert " + std::to_string(expert) : "");
+    if (!inst.is_flat()) {
+      return fail(Errc::invalid_argument, what + " is not flat: bind its params one by one", {.operation = "bind"});
+    }
+    if (auto ok = check_view(slice, inst.flat_dtype, {inst.flat_slice}, what + " slice", ""); !ok) return ok;
+    if (auto ok = check_states(states, inst.flat_states.size(), inst.flat_dtype, {inst.flat_slice}, ""); !ok) {
+      Error e = ok.error();
+      e.message = what + ": " + e.message;
+      return fail(std::move(e));
+    }
+    inst.flat_value = std::move(slice);
+    inst.flat_states = std::move(states);
+    return {};
+  }
+  return fail(Errc::not_found, "rank " + std::to_string(rank_) + " holds no instance of unit " + unit +
+                                   (expert >= 0 ? " expert " + std::to_string(expert) : ""),
+              {.operation = "bind"});
+}
+
 double Model::known_value(const std::string& fqn, std::int64_t index) {
   // Small non-negative integers: exact in bfloat16, float16, every integer dtype; a
   // different pattern per tensor, and no two neighbours alike.

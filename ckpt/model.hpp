@@ -77,6 +77,19 @@ class Model {
   /// element with `known_value(fqn, global flat index)` converted to its dtype.
   void allocate();
 
+  /// Points `fqn` — a `per_param` param or a buffer this rank holds — at the training
+  /// loop's memory: `value` is the local shard (the whole tensor for a buffer) and
+  /// `states` the optimizer's states in optimizer_state_names order, all of the param's
+  /// dtype and shape `box.sizes`.
+  /// @returns Errc::not_found naming an FQN this rank does not hold (a `flat` unit's
+  ///   params are bound through bind_flat); Errc::invalid_argument naming the FQN when a
+  ///   dtype, a shape or the number of states does not match.
+  Result<void> bind(const std::string& fqn, TensorView value, std::vector<TensorView> states = {});
+  /// Points a `flat` unit instance (`expert` -1 outside expert units) at the training
+  /// loop's memory: its slice of `flat_slice` elements and the states' slices.
+  /// @returns the same errors as bind, naming the unit.
+  Result<void> bind_flat(const std::string& unit, int expert, TensorView slice, std::vector<TensorView> states = {});
+
   /// The value every element gets from `allocate`: a function of the FQN and the
   /// element's flat index in the full tensor, exact in every floating dtype.
   static double known_value(const std::string& fqn, std::int64_t index);

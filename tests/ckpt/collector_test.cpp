@@ -320,3 +320,51 @@ TEST_CASE("collector - units on different submeshes overlap: a slow global group
   CHECK(rt.tracer().write_chrome_json(path));
   std::filesystem::remove(path);
 }
+
+TEST_CASE("collector - a training loop binds its own memory; mismatched registrations are errors naming them",
+          "[collector]") {
+  auto spec = parse_model_spec(uneven_spec(3, "float32")).value();
+  Runtime rt;
+  auto world = make_local_world(rt, 3).value();
+  std::vector<TaskHandle<void>> handles;
+  for (int r = 0; r < 3; ++r) {
+    handles.push_back(rt.spawn(rt.make_strand(), [](const ModelSpec& s, int rank,
+                                                    std::shared_ptr<Communicator> w) -> Task<void> {
+      auto built = co_await Model::build(s, rank, std::move(w));
+      if (!built) co_return fail(built.error());
+      Model& model = **built;
+      model.allocate();
+      // b.w is [4, 2] over 3 ranks: rows 2, 2, 0.
+      std::int64_t rows = shard_range(4, 3, rank).length;
+      Tensor mine(DType::float32, {rows, 2}), avg(DType::float32, {rows, 2}), avg_sq(DType::float32, {rows, 2});
+      Tensor wrong(DType::float32, {rows + 1, 2});
+      auto bad_shape = model.bind("b.w", wrong.view(), {avg.view(), avg_sq.view()});
+      if (bad_shape || bad_shape.error().context.fqn != "b.w" ||
+          bad_shape.error().message.find("expected float32") == std::string::npos) {
+        co_return fail(Errc::internal, "a wrong shape was not refused by name");
+      }
+      auto bad_states = model.bind("b.w", mine.view(), {avg.view()});
+      if (bad_states || bad_states.error().message.find("optimizer states") == std::string::npos) {
+        co_return fail(Errc::internal, "a missing state was not refused");
+      }
+      auto unknown = model.bind("b.nope", mine.view());
+      if (unknown || unknown.error().code != Errc::not_found) co_return fail(Errc::internal, "unknown FQN accepted");
+      auto flat_param = model.bind("a.w", mine.view());
+      if (flat_param || flat_param.error().message.find("bind_flat") == std::string::npos) {
+        co_return fail(Errc::internal, "a flat unit's param was bound alone");
+      }
+      if (auto ok = model.bind("b.w", mine.view(), {avg.view(), avg_sq.view()}); !ok) co_return ok;
+      if (rows > 0) mine.values<float>()[0] = 42.0f;
+      auto state = co_await get_state_dict(model);
+      if (!state) co_return fail(state.error());
+      const auto& d = std::get<DTensor>(state->model.at("b.w"));
+      if (d.local.data != mine.data()) co_return fail(Errc::internal, "the state dict does not view the bound memory");
+      co_return Result<void>{};
+    }(spec, r, world[r])));
+  }
+  for (auto& h : handles) {
+    auto r = h.get();
+    INFO((r ? std::string() : r.error().to_string()));
+    CHECK(r);
+  }
+}
