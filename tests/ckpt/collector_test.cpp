@@ -223,7 +223,7 @@ TEST_CASE("collector - ignore_frozen_params leaves frozen params out", "[collect
   }
 }
 
-TEST_CASE("collector - full + cpu_offload: only rank 0 holds values, only its own experts; "
+TEST_CASE("collector - full + cpu_offload: only rank 0 holds values, only its own experts, and "
           "experts_to_rank0 gives it every expert", "[collector]") {
   auto spec = parse_model_spec(test::seed_spec_json("flat")).value();
   auto to_rank0 = GENERATE(false, true);
@@ -321,7 +321,7 @@ TEST_CASE("collector - units on different submeshes overlap: a slow global group
   std::filesystem::remove(path);
 }
 
-TEST_CASE("collector - a training loop binds its own memory; mismatched registrations are errors naming them",
+TEST_CASE("collector - a training loop binds its own memory, and mismatched registrations are errors naming them",
           "[collector]") {
   auto spec = parse_model_spec(uneven_spec(3, "float32")).value();
   Runtime rt;
@@ -366,5 +366,33 @@ TEST_CASE("collector - a training loop binds its own memory; mismatched registra
     auto r = h.get();
     INFO((r ? std::string() : r.error().to_string()));
     CHECK(r);
+  }
+}
+
+TEST_CASE("collector - HSDP: Replicate on the replica dim, Shard(0) on the shard dim, and SGD keeps momentum buffers",
+          "[collector]") {
+  auto layout = GENERATE(std::string("flat"), std::string("per_param"));
+  CAPTURE(layout);
+  auto spec = parse_model_spec(R"({"world_size": 6,
+    "meshes": {"hsdp": {"shape": [2, 3], "dim_names": ["replica", "shard"]}},
+    "units": [{"name": "u", "prefix": "", "mesh": "hsdp", "layout": ")" + layout + R"(",
+               "replicate_dim": "replica", "shard_dim": "shard"}],
+    "params": [{"unit": "u", "name": "w", "shape": [7, 2]}, {"unit": "u", "name": "b", "shape": [2]}],
+    "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9}})").value();
+  Runtime rt;
+  auto ranks = collect(rt, spec);
+  for (int r = 0; r < 6; ++r) {
+    CAPTURE(r);
+    const auto& sd = ranks[r].state;
+    const auto& w = std::get<DTensor>(sd.model.at("w"));
+    CHECK(w.mesh.ranks() == std::vector<int>{0, 1, 2, 3, 4, 5});
+    CHECK(w.placements == std::vector<Placement>{Placement::Replicate(), Placement::Shard(0)});
+    Range rows = shard_range(7, 3, r % 3);  // the shard coordinate; replicas hold the same rows
+    CHECK(w.box.offsets[0] == rows.offset);
+    CHECK(w.box.sizes[0] == rows.length);
+    CHECK(holds_known_values("w", w.local, w.box, {7, 2}));
+    REQUIRE(sd.optim.state.contains("w"));
+    CHECK(sd.optim.state.at("w").size() == 1);  // SGD: no step
+    CHECK(is_dtensor(sd.optim.state.at("w").at("momentum_buffer")));
   }
 }

@@ -26,7 +26,7 @@ TEST_CASE("device_mesh - the seed's (2, 4) mesh: coordinates and shape") {
   CHECK(mesh.to_string() == "DeviceMesh([[0, 1, 2, 3], [4, 5, 6, 7]], mesh_dim_names=('dp', 'tp'))");
 }
 
-TEST_CASE("device_mesh - mesh[\"dp\"] and mesh[\"tp\"] through every rank of the seed") {
+TEST_CASE("device_mesh - the dp and tp submeshes through every rank of the seed") {
   auto mesh = DeviceMesh::create({2, 4}, {"dp", "tp"}).value();
   for (int r = 0; r < 8; ++r) {
     INFO("rank " << r);

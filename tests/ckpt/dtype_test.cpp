@@ -120,7 +120,7 @@ TEST_CASE("dtype - float to integer truncates toward zero") {
   CHECK(nan[0] == 0);
 }
 
-TEST_CASE("dtype - to bool is value != 0; bool to a number is 0 or 1") {
+TEST_CASE("dtype - to bool is value != 0, bool to a number is 0 or 1") {
   auto from_float = convert_values<std::uint8_t>(
       std::vector<float>{0.0f, -0.0f, 0.1f, -3.0f, std::nanf("")}, DType::float32, DType::boolean);
   CHECK(from_float == std::vector<std::uint8_t>{0, 0, 1, 1, 1});

@@ -114,7 +114,7 @@ TEST_CASE("model_spec - defaults, options, HSDP and SGD") {
   CHECK(to_string(OptimizerType::sgd) == "sgd");
 }
 
-TEST_CASE("model_spec - a flat unit may hold buffers of another dtype; per_param may mix") {
+TEST_CASE("model_spec - a flat unit may hold buffers of another dtype, per_param may mix") {
   Json spec = seed_json();
   Json buffer = param("root", "steps", {1});
   buffer["dtype"] = "int64";

@@ -39,7 +39,7 @@ TEST_CASE("unit_placement - the seed: global units on ranks 0..7, experts on (r%
   }
 }
 
-TEST_CASE("unit_placement - several experts per rank: [c*k, (c+1)*k)") {
+TEST_CASE("unit_placement - several experts per rank: experts c*k up to (c+1)*k") {
   UnitSpec unit{.name = "moe", .prefix = "moe.{expert}.", .mesh = "m", .shard_dim = "dp", .expert_dim = "ep",
                 .num_experts = 8};
   const DeviceMesh mesh = DeviceMesh::create({2, 4}, {"dp", "ep"}).value();

@@ -184,7 +184,7 @@ TEST_CASE("storage - an unaligned transfer on an O_DIRECT file is refused, namin
   CHECK(r.error().message.find("O_DIRECT") != std::string::npos);
 }
 
-TEST_CASE("storage - padded direct write then truncate gives the exact size; reads stop at the end", "[storage]") {
+TEST_CASE("storage - padded direct write then truncate gives the exact size, and reads stop at the end", "[storage]") {
   auto kind = GENERATE(std::string("uring"), std::string("posix"));
   CAPTURE(kind);
   Runtime rt;
@@ -234,7 +234,7 @@ TEST_CASE("storage - make_dir, rename, list, fsync_dir and remove", "[storage]")
   CHECK(std::filesystem::is_empty(dir.path()));
 }
 
-TEST_CASE("storage - creating a file that exists is refused; an unknown plugin name is an error", "[storage]") {
+TEST_CASE("storage - creating a file that exists is refused, and an unknown plugin name is an error", "[storage]") {
   Runtime rt;
   auto storage = make(rt, "uring");
   test::TempDir dir;
@@ -295,7 +295,7 @@ TEST_CASE("storage - where io_uring cannot be set up, automatic falls back to po
   CHECK(uring.error().message.find("io_uring") != std::string::npos);
 }
 
-TEST_CASE("storage - allocate reserves the size up front; buffers register only before the first transfer",
+TEST_CASE("storage - allocate reserves the size up front, and buffers register only before the first transfer",
           "[storage]") {
   auto kind = GENERATE(std::string("uring"), std::string("posix"));
   CAPTURE(kind);
