@@ -47,6 +47,7 @@ struct UnitCollector {
   StateDict& out;
   const std::vector<std::string>& state_names;
   Export* export_to_rank0;  // null unless this rank sends this instance to rank 0
+  int tag;                  // this instance's point-to-point tag: its registration index
 
   bool keeps_values() const { return !(options.full_state_dict && options.cpu_offload && model.rank() != 0); }
   bool materializes() const { return keeps_values() || export_to_rank0 != nullptr; }
@@ -100,8 +101,8 @@ struct UnitCollector {
     }
   }
 
-  // flat: one all-gather of [value slice, state slices...] from every group rank, then
-  // each param's rows (sharded) or whole value (full) are cut out of the concatenation.
+  // Full flat: one all-gather of [value slice, state slices...] from every group rank,
+  // then each param's whole value is cut out of the concatenation.
   Task<void> flat() {
     const int kinds = 1 + static_cast<int>(inst.flat_states.size());
     const std::size_t slice_bytes = bytes_of(inst.flat_slice, inst.flat_dtype);
@@ -141,6 +142,99 @@ struct UnitCollector {
         copy_range(kind, first, first + count, t.data());
         add(slot, kind, t.view());
       }
+    }
+    co_return Result<void>{};
+  }
+
+  // The concatenation range [begin, end) of `slot`'s Shard(0) rows on group rank `r`.
+  std::pair<std::int64_t, std::int64_t> rows_range(const ParamSlot& slot, int r) const {
+    const auto& shape = slot.spec->shape;
+    Range rows = rows_of(shape, inst.group_size(), r);
+    std::int64_t begin = slot.flat_offset + rows.offset * row_elements(shape);
+    return {begin, begin + rows.length * row_elements(shape)};
+  }
+
+  // The part of `range` inside group rank `s`'s slice of the concatenation.
+  std::pair<std::int64_t, std::int64_t> in_slice(std::pair<std::int64_t, std::int64_t> range, int s) const {
+    return {std::max(range.first, s * inst.flat_slice), std::min(range.second, (s + 1) * inst.flat_slice)};
+  }
+
+  // Sharded flat: every rank needs its Shard(0) rows of every param, which lie in the
+  // slices of one or a few ranks. Each pair of ranks exchanges exactly the elements one
+  // holds and the other needs (values and states in one message, tagged with the unit
+  // instance), so a rank receives about 1/N of what a full gather would bring.
+  Task<void> flat_redistribute() {
+    const int n = inst.group_size(), me = inst.group_rank;
+    const int kinds = 1 + static_cast<int>(inst.flat_states.size());
+    const std::size_t esize = size_of(inst.flat_dtype);
+    std::vector<const ParamSlot*> params;
+    for (const auto& slot : inst.params) {
+      if (!slot.spec->buffer) params.push_back(&slot);
+    }
+    auto flat_of = [&](int kind) { return kind == 0 ? inst.flat_value : inst.flat_states[kind - 1]; };
+    // Elements of group rank `holder`'s slice that group rank `needer` needs, per param.
+    auto message_elements = [&](int holder, int needer) {
+      std::int64_t count = 0;
+      for (const auto* slot : params) {
+        auto [lo, hi] = in_slice(rows_range(*slot, needer), holder);
+        count += std::max<std::int64_t>(0, hi - lo);
+      }
+      return count * kinds;
+    };
+
+    // My rows, one tensor per param and kind, filled from my slice and the messages.
+    std::vector<std::vector<Tensor*>> rows(params.size());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      for (int kind = 0; kind < kinds; ++kind) rows[i].push_back(&out.own(params[i]->spec->dtype, params[i]->box.sizes));
+    }
+    // Copies a message's pieces (or my own slice's) into my rows; `from_slice` reads the
+    // holder's slice directly instead of a message.
+    auto unpack = [&](int holder, const std::byte* message, bool from_slice) {
+      std::size_t at = 0;
+      for (int kind = 0; kind < kinds; ++kind) {
+        for (std::size_t i = 0; i < params.size(); ++i) {
+          auto need = rows_range(*params[i], me);
+          auto [lo, hi] = in_slice(need, holder);
+          if (hi <= lo) continue;
+          const std::byte* src = from_slice ? flat_of(kind).data + (lo - holder * inst.flat_slice) * esize : message + at;
+          std::memcpy(rows[i][kind]->data() + (lo - need.first) * esize, src, (hi - lo) * esize);
+          if (!from_slice) at += (hi - lo) * esize;
+        }
+      }
+    };
+    auto pack = [&](int needer) {
+      std::vector<std::byte> message(message_elements(me, needer) * esize);
+      std::size_t at = 0;
+      for (int kind = 0; kind < kinds; ++kind) {
+        for (const auto* slot : params) {
+          auto [lo, hi] = in_slice(rows_range(*slot, needer), me);
+          if (hi <= lo) continue;
+          std::memcpy(message.data() + at, flat_of(kind).data + (lo - me * inst.flat_slice) * esize, (hi - lo) * esize);
+          at += (hi - lo) * esize;
+        }
+      }
+      return message;
+    };
+
+    // All sends and receives at once (a send may wait for its receive to be posted).
+    std::vector<std::vector<std::byte>> outgoing(n), incoming(n);
+    std::vector<Task<void>> transfers;
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == me) continue;
+      outgoing[peer] = pack(peer);
+      incoming[peer].resize(message_elements(peer, me) * esize);
+      if (!outgoing[peer].empty()) transfers.push_back(inst.group->send(outgoing[peer], peer, tag));
+      if (!incoming[peer].empty()) transfers.push_back(inst.group->recv(incoming[peer], peer, tag));
+    }
+    if (auto ok = all_ok(co_await when_all(std::move(transfers))); !ok) co_return ok;
+    unpack(me, nullptr, true);
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer != me) unpack(peer, incoming[peer].data(), false);
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const ParamSlot& slot = *params[i];
+      if (!wanted(slot)) continue;
+      for (int kind = 0; kind < kinds_of(slot); ++kind) add(slot, kind, rows[i][kind]->view());
     }
     co_return Result<void>{};
   }
@@ -205,7 +299,9 @@ struct UnitCollector {
       add_buffers();
       add_steps();
     }
-    if (inst.is_flat()) co_return co_await flat();
+    // (An if, not ?: — GCC 12 destroys a conditional's awaitable temporary twice.)
+    if (inst.is_flat() && options.full_state_dict) co_return co_await flat();
+    if (inst.is_flat()) co_return co_await flat_redistribute();
     if (!options.full_state_dict) {
       sharded_per_param();
       co_return Result<void>{};
@@ -215,8 +311,8 @@ struct UnitCollector {
 };
 
 Task<void> collect_unit(Model& model, UnitInstance& inst, const StateDictOptions& options, StateDict& out,
-                        const std::vector<std::string>& state_names, Export* export_to_rank0) {
-  UnitCollector collector{model, inst, options, out, state_names, export_to_rank0};
+                        const std::vector<std::string>& state_names, Export* export_to_rank0, int tag) {
+  UnitCollector collector{model, inst, options, out, state_names, export_to_rank0, tag};
   std::optional<ScopedSpan> span;
   if (model.tracer()) {
     span.emplace(*model.tracer(), "unit " + inst.unit->name + (inst.expert >= 0 ? "/" + std::to_string(inst.expert) : ""),
@@ -330,9 +426,10 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
   // collective before it first waits, so every rank issues them in the same order.
   std::vector<Task<void>> units;
   std::map<const UnitInstance*, Export> exports;
+  int tag = 0;  // registration index: the same instance has the same index on every rank of its group
   for (auto& inst : model.instances()) {
     Export* exported = exports_to_rank0(model, inst, options) ? &exports[&inst] : nullptr;
-    units.push_back(collect_unit(model, inst, options, out, state_names, exported));
+    units.push_back(collect_unit(model, inst, options, out, state_names, exported, tag++));
   }
   if (auto ok = all_ok(co_await when_all(std::move(units))); !ok) co_return fail(ok.error());
   if (options.experts_to_rank0) {
