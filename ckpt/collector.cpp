@@ -5,26 +5,16 @@
 #include <map>
 #include <optional>
 
+#include "ckpt/detail/shard_rows.hpp"
 #include "runtime/when_all.hpp"
 
 namespace corockpt {
 
 namespace {
 
-std::size_t bytes_of(std::int64_t elements, DType dtype) {
-  return static_cast<std::size_t>(elements) * size_of(dtype);
-}
-
-// The rows of dim 0 group rank `k` holds of a param of `shape` (Shard(0) over `n`).
-Range rows_of(const std::vector<std::int64_t>& shape, int n, int k) {
-  return shard_range(shape.empty() ? 1 : shape[0], n, k);
-}
-
-std::int64_t row_elements(const std::vector<std::int64_t>& shape) {
-  std::int64_t inner = 1;
-  for (std::size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
-  return inner;
-}
+using detail::bytes_of;
+using detail::row_elements;
+using detail::rows_of;
 
 /// Full values an expert's group leader sends to rank 0 (experts_to_rank0): per param
 /// in registration order, its value and states.

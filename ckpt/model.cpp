@@ -1,5 +1,7 @@
 #include "ckpt/model.hpp"
 
+#include "ckpt/detail/shard_rows.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -154,11 +156,7 @@ void Model::allocate() {
 
 namespace {
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
+using detail::shape_text;
 
 // `view` must be `dtype` and `shape`; `what` names it in the error.
 Result<void> check_view(const TensorView& view, DType dtype, const std::vector<std::int64_t>& shape,

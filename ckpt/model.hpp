@@ -70,7 +70,8 @@ class Model {
  public:
   /// Builds `rank`'s registration and the group communicators it needs, split from
   /// `world` (collective: every rank of the world calls it, in the same order of
-  /// models). @returns the spec's placement errors naming the unit.
+  /// models). The model refers to `spec`, which must outlive it.
+  /// @returns the spec's validation and placement errors naming the item.
   static Task<std::unique_ptr<Model>> build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world);
 
   /// Gives every tensor its own zeroed host memory, then fills each param (and buffer)

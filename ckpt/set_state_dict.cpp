@@ -4,21 +4,17 @@
 #include <cstring>
 #include <optional>
 
+#include "ckpt/detail/shard_rows.hpp"
 #include "runtime/when_all.hpp"
 
 namespace corockpt {
 
 namespace {
 
-std::size_t bytes_of(std::int64_t elements, DType dtype) {
-  return static_cast<std::size_t>(elements) * size_of(dtype);
-}
-
-std::int64_t row_elements(const std::vector<std::int64_t>& shape) {
-  std::int64_t inner = 1;
-  for (std::size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
-  return inner;
-}
+using detail::bytes_of;
+using detail::row_elements;
+using detail::rows_of;
+using detail::shape_text;
 
 // Copies `count` elements, converting as PyTorch's copy_ does when the dtypes differ.
 void copy_convert(const std::byte* src, DType from, std::byte* dst, DType to, std::int64_t count) {
@@ -120,7 +116,7 @@ class Setter {
       if (slot.spec->buffer) continue;
       pieces += kinds_of(*slot.spec);
       for (int r = 0; r < n; ++r) {
-        Range rows = shard_range(slot.spec->shape.empty() ? 1 : slot.spec->shape[0], n, r);
+        Range rows = rows_of(slot.spec->shape, n, r);
         counts[r] += bytes_of(rows.length * row_elements(slot.spec->shape), slot.spec->dtype) * kinds_of(*slot.spec);
       }
     }
@@ -162,7 +158,7 @@ class Setter {
         std::vector<std::byte> full(bytes_of(corockpt::numel(shape), slot.spec->dtype));
         bool everyone_had_it = true;
         for (int r = 0; r < n; ++r) {
-          Range rows = shard_range(shape.empty() ? 1 : shape[0], n, r);
+          Range rows = rows_of(shape, n, r);
           std::size_t bytes = bytes_of(rows.length * row, slot.spec->dtype);
           std::memcpy(full.data() + bytes_of(rows.offset * row, slot.spec->dtype), recv.data() + cursor[r], bytes);
           cursor[r] += bytes;
@@ -298,10 +294,8 @@ class Setter {
   }
 
   Result<void> shape_error(const std::string& fqn, int kind, const std::vector<std::int64_t>& got) const {
-    std::string shape = "[";
-    for (std::size_t i = 0; i < got.size(); ++i) shape += (i ? ", " : "") + std::to_string(got[i]);
     return fail(Errc::invalid_argument, key(fqn, kind) + ": a full tensor of the model's shape was expected, got " +
-                                            shape + "]",
+                                            shape_text(got),
                 {.fqn = fqn, .operation = "set_state_dict"});
   }
 
