@@ -13,6 +13,13 @@ namespace corockpt {
 namespace {
 
 using detail::bytes_of;
+
+// Adam's `step` for `fqn`: a 0-d float32 tensor owned by `out`.
+void add_step(StateDict& out, const std::string& fqn, double step) {
+  Tensor& t = out.own(DType::float32, {});
+  t.values<float>()[0] = static_cast<float>(step);
+  out.optim.state[fqn]["step"] = t.view();
+}
 using detail::row_elements;
 using detail::rows_of;
 
@@ -41,12 +48,6 @@ struct UnitCollector {
 
   bool keeps_values() const { return !(options.full_state_dict && options.cpu_offload && model.rank() != 0); }
   bool materializes() const { return keeps_values() || export_to_rank0 != nullptr; }
-
-  void add_step(const ParamSlot& slot) {
-    Tensor& step = out.own(DType::float32, {});
-    step.values<float>()[0] = static_cast<float>(model.step());
-    out.optim.state[slot.fqn]["step"] = step.view();
-  }
 
   // Adds the value (kind 0) or state (kind >= 1) of `slot`, given as `local` shard or full tensor.
   void add(const ParamSlot& slot, int kind, TensorView view) {
@@ -78,7 +79,7 @@ struct UnitCollector {
   void add_steps() {
     if (!model.has_optimizer() || model.spec().optimizer->type != OptimizerType::adam) return;
     for (auto& slot : inst.params) {
-      if (slot.spec->has_optimizer_state()) add_step(slot);
+      if (slot.spec->has_optimizer_state()) add_step(out, slot.fqn, model.step());
     }
   }
 
@@ -233,14 +234,8 @@ struct UnitCollector {
   // rank; a param's full value is its ranks' rows back to back (Shard(0)).
   Task<void> full_per_param() {
     const int n = inst.group_size();
-    std::vector<std::size_t> counts(n, 0);
-    for (auto& slot : inst.params) {
-      if (slot.spec->buffer) continue;
-      const std::int64_t row = row_elements(slot.spec->shape);
-      for (int r = 0; r < n; ++r) {
-        counts[r] += bytes_of(rows_of(slot.spec->shape, n, r).length * row, slot.spec->dtype) * kinds_of(slot);
-      }
-    }
+    std::vector<std::size_t> counts =
+        detail::row_bytes_per_rank(inst.params, n, [this](const ParamSlot& slot) { return kinds_of(slot); });
     std::vector<std::byte> send;
     send.reserve(counts[inst.group_rank]);
     for (auto& slot : inst.params) {
@@ -390,9 +385,7 @@ Task<void> experts_to_rank0(Model& model, const StateDictOptions& options, const
             }
           }
           if (item.param->has_optimizer_state() && model.spec().optimizer->type == OptimizerType::adam) {
-            Tensor& step = out.own(DType::float32, {});
-            step.values<float>()[0] = static_cast<float>(model.step());
-            out.optim.state[item.fqn]["step"] = step.view();
+            add_step(out, item.fqn, model.step());
           }
         }
       }

@@ -111,15 +111,11 @@ class Setter {
     // full values of the tensors every rank had (a missing one leaves the model's as is).
     const int n = inst.group_size();
     std::size_t pieces = 0;
-    std::vector<std::size_t> counts(n, 0);
     for (auto& slot : inst.params) {
-      if (slot.spec->buffer) continue;
-      pieces += kinds_of(*slot.spec);
-      for (int r = 0; r < n; ++r) {
-        Range rows = rows_of(slot.spec->shape, n, r);
-        counts[r] += bytes_of(rows.length * row_elements(slot.spec->shape), slot.spec->dtype) * kinds_of(*slot.spec);
-      }
+      if (!slot.spec->buffer) pieces += kinds_of(*slot.spec);
     }
+    std::vector<std::size_t> counts =
+        detail::row_bytes_per_rank(inst.params, n, [this](const ParamSlot& slot) { return kinds_of(*slot.spec); });
     for (auto& c : counts) c += pieces;
     std::vector<std::byte> send(counts[inst.group_rank]);
     const std::size_t flags_at = send.size() - pieces;

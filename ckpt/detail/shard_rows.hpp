@@ -29,6 +29,22 @@ inline Range rows_of(const std::vector<std::int64_t>& shape, std::int64_t n, std
   return shard_range(shape.empty() ? 1 : shape[0], n, k);
 }
 
+/// Bytes each of `n` group ranks contributes when every non-buffer param among `params`
+/// (ParamSlots) sends its Shard(0) rows of `kinds(slot)` tensors: the counts of the
+/// all-gather-v that the collector's full per_param path and set_state_dict share.
+template <class Slots, class Kinds>
+std::vector<std::size_t> row_bytes_per_rank(const Slots& params, int n, Kinds kinds) {
+  std::vector<std::size_t> counts(static_cast<std::size_t>(n), 0);
+  for (const auto& slot : params) {
+    if (slot.spec->buffer) continue;
+    const std::int64_t row = row_elements(slot.spec->shape);
+    for (int r = 0; r < n; ++r) {
+      counts[r] += bytes_of(rows_of(slot.spec->shape, n, r).length * row, slot.spec->dtype) * kinds(slot);
+    }
+  }
+  return counts;
+}
+
 /// "[4, 2]".
 inline std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string out = "[";
