@@ -79,7 +79,7 @@ struct UnitCollector {
   void add_steps() {
     if (!model.has_optimizer() || model.spec().optimizer->type != OptimizerType::adam) return;
     for (auto& slot : inst.params) {
-      if (slot.spec->has_optimizer_state()) add_step(out, slot.fqn, model.step());
+      if (slot.spec->has_optimizer_state()) add_step(out, slot.fqn, slot.step);
     }
   }
 
@@ -385,7 +385,7 @@ Task<void> experts_to_rank0(Model& model, const StateDictOptions& options, const
             }
           }
           if (item.param->has_optimizer_state() && model.spec().optimizer->type == OptimizerType::adam) {
-            add_step(out, item.fqn, model.step());
+            add_step(out, item.fqn, model.step());  // the sender's step is not sent: params step together
           }
         }
       }

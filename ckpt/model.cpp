@@ -38,12 +38,6 @@ std::int64_t global_index(const Box& box, const std::vector<std::int64_t>& shape
   return index;
 }
 
-// The group Shard(0) splits over: the mesh flattened, or its submesh along shard_dim.
-Result<DeviceMesh> shard_group(const UnitSpec& unit, const DeviceMesh& mesh, int rank) {
-  if (unit.shard_dim.empty()) return mesh.flatten();
-  return mesh.submesh(unit.shard_dim, rank);
-}
-
 }  // namespace
 
 std::vector<std::string> optimizer_state_names(const OptimizerSpec& optimizer) {
@@ -135,7 +129,7 @@ void Model::allocate() {
       slot.value = make(slot.spec->dtype, slot.box.sizes);
       for (auto& state : slot.states) state = make(slot.spec->dtype, slot.box.sizes);
       for (std::int64_t i = 0; i < slot.value.numel(); ++i) {
-        write_element(slot.value, i, known_value(slot.fqn, global_index(slot.box, slot.spec->shape, i)));
+        write_element(slot.value, i, known_value(slot.fqn, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
       }
     }
     if (!inst.is_flat()) continue;
@@ -148,7 +142,7 @@ void Model::allocate() {
       const std::int64_t from = std::max(begin, slot.flat_offset);
       const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
       for (std::int64_t e = from; e < to; ++e) {
-        write_element(inst.flat_value, e - begin, known_value(slot.fqn, e - slot.flat_offset));
+        write_element(inst.flat_value, e - begin, known_value(slot.fqn, e - slot.flat_offset, inst.flat_dtype));
       }
     }
   }
@@ -229,17 +223,64 @@ Result<void> Model::bind_flat(const std::string& unit, int expert, TensorView sl
               {.operation = "bind"});
 }
 
-double Model::known_value(const std::string& fqn, std::int64_t index) {
-  // Small non-negative integers: exact in bfloat16, float16, every integer dtype; a
-  // different pattern per tensor, and no two neighbours alike.
-  std::uint64_t h = std::hash<std::string>{}(fqn);
-  return static_cast<double>((h % 61 + static_cast<std::uint64_t>(index) % 67) % 128);
+double Model::known_value(std::string_view name, std::int64_t index, DType dtype) {
+  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
+  for (char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 16777619u;
+  }
+  const std::uint64_t v = (static_cast<std::uint64_t>(hash) + static_cast<std::uint64_t>(index)) % 251;
+  if (dtype == DType::boolean) return static_cast<double>(v % 2);
+  return is_floating_point(dtype) ? static_cast<double>(v) / 8 : static_cast<double>(v);
+}
+
+void Model::fill_known_state() {
+  const auto names = spec_.optimizer ? optimizer_state_names(*spec_.optimizer) : std::vector<std::string>{};
+  auto key = [](const ParamSlot& slot, const std::string& state) { return "state." + slot.fqn + "." + state; };
+  for (auto& inst : instances_) {
+    const std::int64_t begin = inst.group_rank * inst.flat_slice;
+    for (auto& slot : inst.params) {
+      if (!slot.spec->has_optimizer_state()) continue;
+      if (spec_.optimizer->type == OptimizerType::adam) slot.step = known_value(key(slot, "step"), 0, DType::float32);
+      for (std::size_t s = 0; s < names.size(); ++s) {
+        const std::string name = key(slot, names[s]);
+        if (!inst.is_flat()) {
+          for (std::int64_t i = 0; i < slot.states[s].numel(); ++i) {
+            write_element(slot.states[s], i, known_value(name, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
+          }
+          continue;
+        }
+        const std::int64_t size = corockpt::numel(slot.spec->shape);
+        const std::int64_t from = std::max(begin, slot.flat_offset);
+        const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
+        for (std::int64_t e = from; e < to; ++e) {
+          write_element(inst.flat_states[s], e - begin, known_value(name, e - slot.flat_offset, inst.flat_dtype));
+        }
+      }
+    }
+  }
+}
+
+double Model::step() const {
+  double step = 0;
+  for (const auto& inst : instances_) {
+    for (const auto& slot : inst.params) step = std::max(step, slot.step);
+  }
+  return step;
+}
+
+void Model::set_step(double step) {
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (slot.spec->has_optimizer_state()) slot.step = step;
+    }
+  }
 }
 
 void Model::initialize_optimizer_state() {
-  if (!spec_.optimizer || step_ > 0) return;
+  if (!spec_.optimizer || step() > 0) return;
   const OptimizerSpec& opt = *spec_.optimizer;
-  step_ = 1;
+  set_step(1);
   if (opt.weight_decay == 0.0) return;  // zero gradients: the states stay zero
   // One step with gradient g = weight_decay * p (zero gradient plus L2 decay), lr 0.
   auto init = [&](const TensorView& value, const std::vector<TensorView>& states) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckpt/box.hpp"
@@ -41,6 +42,9 @@ struct ParamSlot {
   /// optimizer's states in optimizer_state_names order (same shape).
   TensorView value;
   std::vector<TensorView> states;
+  /// Adam's step count for this param (PyTorch keeps one per param; 0 before the first
+  /// step). A training loop steps them together; a checkpoint may hold different ones.
+  double step = 0;
 };
 
 struct UnitInstance {
@@ -75,8 +79,14 @@ class Model {
   static Task<std::unique_ptr<Model>> build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world);
 
   /// Gives every tensor its own zeroed host memory, then fills each param (and buffer)
-  /// element with `known_value(fqn, global flat index)` converted to its dtype.
+  /// element with `known_value(fqn, global flat index, dtype)`.
   void allocate();
+
+  /// Fills the optimizer's states with known values too: element i of state s of param
+  /// p gets known_value("state.<fqn>.<s>", i, dtype), and Adam's step of p
+  /// known_value("state.<fqn>.step", 0, float32). With `allocate`, every value a
+  /// checkpoint holds is then a function of its name and index (`corockpt save`).
+  void fill_known_state();
 
   /// Points `fqn` — a `per_param` param or a buffer this rank holds — at the training
   /// loop's memory: `value` is the local shard (the whole tensor for a buffer) and
@@ -91,9 +101,11 @@ class Model {
   /// @returns the same errors as bind, naming the unit.
   Result<void> bind_flat(const std::string& unit, int expert, TensorView slice, std::vector<TensorView> states = {});
 
-  /// The value every element gets from `allocate`: a function of the FQN and the
-  /// element's flat index in the full tensor, exact in every floating dtype.
-  static double known_value(const std::string& fqn, std::int64_t index);
+  /// The known value of element `index` (row-major, in the full tensor) of the tensor
+  /// called `name`: v = (fnv1a32(name) + index) mod 251, computed in 64-bit integers;
+  /// v / 8 for floating dtypes (exact in all of them), v for integer dtypes, v odd for
+  /// bool. fnv1a32 is 32-bit FNV-1a over the name's UTF-8 bytes.
+  static double known_value(std::string_view name, std::int64_t index, DType dtype);
 
   /// PyTorch's answer to a state dict requested before the first step: one step with
   /// zero gradients and lr 0 (`step` 1; Adam's moments from weight decay's `wd * p`,
@@ -106,10 +118,10 @@ class Model {
   const std::shared_ptr<Communicator>& world() const { return world_; }
   std::vector<UnitInstance>& instances() { return instances_; }
   const std::vector<UnitInstance>& instances() const { return instances_; }
-  /// Adam's step count (0 before the first step; every param steps together); SGD has none.
-  double step() const { return step_; }
-  /// Sets the optimizer's step count (set_state_dict restores it).
-  void set_step(double step) { step_ = step; }
+  /// Adam's step count: the largest of the params' (0 before the first step); SGD has none.
+  double step() const;
+  /// Sets every param's step count (a training loop's optimizer step).
+  void set_step(double step);
   bool has_optimizer() const { return spec_.optimizer.has_value(); }
 
   /// Where the collector records its spans (one per unit instance, category "gather",
@@ -126,7 +138,6 @@ class Model {
   std::shared_ptr<Communicator> world_;
   std::vector<UnitInstance> instances_;
   std::vector<std::vector<std::byte>> memory_;  // what allocate() made
-  double step_ = 0;
   Tracer* tracer_ = nullptr;
 };
 

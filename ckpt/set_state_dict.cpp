@@ -219,7 +219,7 @@ class Setter {
               at += bytes_of(count, p.dtype);
             }
           }
-          status[1] = state_step().value_or(step);
+          status[1] = any_state_step().value_or(step);
         }
         if (auto ok = co_await world->broadcast(std::as_writable_bytes(std::span<double>(status, 2)), 0); !ok) co_return ok;
         step = status[1];
@@ -248,17 +248,33 @@ class Setter {
     co_return Result<void>{};
   }
 
-  /// Adam's step, from any param's state (they step together).
-  std::optional<double> state_step() const {
+  /// Adam's step of `fqn` in the state dict, if it has one.
+  std::optional<double> state_step(const std::string& fqn) const {
+    auto states = state_.optim.state.find(fqn);
+    if (states == state_.optim.state.end()) return std::nullopt;
+    auto it = states->second.find("step");
+    if (it == states->second.end()) return std::nullopt;
+    const TensorView& v = local_view(it->second);
+    double out = 0;
+    convert({v.data, size_of(v.dtype)}, v.dtype, std::as_writable_bytes(std::span<double>(&out, 1)), DType::float64, 1);
+    return out;
+  }
+
+  /// Adam's step, from any param's state (for rank 0's broadcast: params step together).
+  std::optional<double> any_state_step() const {
     for (const auto& [fqn, states] : state_.optim.state) {
-      auto it = states.find("step");
-      if (it == states.end()) continue;
-      const TensorView& v = local_view(it->second);
-      double out = 0;
-      convert({v.data, size_of(v.dtype)}, v.dtype, std::as_writable_bytes(std::span<double>(&out, 1)), DType::float64, 1);
-      return out;
+      if (auto step = state_step(fqn)) return step;
     }
     return std::nullopt;
+  }
+
+  /// Every param this rank holds takes its own step from the state dict.
+  void set_steps() {
+    for (auto& inst : model_.instances()) {
+      for (auto& slot : inst.params) {
+        if (auto step = state_step(slot.fqn)) slot.step = *step;
+      }
+    }
   }
 
  private:
@@ -323,7 +339,7 @@ Task<SetReport> set_state_dict(Model& model, const StateDict& state, StateDictOp
     for (auto& inst : model.instances()) units.push_back(set_unit(setter, inst));
     if (auto ok = all_ok(co_await when_all(std::move(units))); !ok) co_return fail(ok.error().with_rank(model.rank()));
   }
-  if (auto step = setter.state_step()) model.set_step(*step);
+  setter.set_steps();
   co_return report;
 }
 

@@ -1,5 +1,6 @@
 #include "ckpt/unit_placement.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace corockpt {
@@ -61,6 +62,35 @@ Result<ParamPlacement> param_placement(const UnitSpec& unit, const DeviceMesh& m
     return ParamPlacement{mesh, std::move(placements)};
   }
   return ParamPlacement{mesh.flatten(), {Placement::Shard(0)}};
+}
+
+Result<DeviceMesh> shard_group(const UnitSpec& unit, const DeviceMesh& mesh, int rank) {
+  if (unit.shard_dim.empty()) return mesh.flatten();
+  return mesh.submesh(unit.shard_dim, rank);
+}
+
+Result<std::vector<int>> instance_holders(const UnitSpec& unit, const DeviceMesh& mesh, int expert, int rank,
+                                          bool all_holders) {
+  auto my_group = shard_group(unit, mesh, rank);
+  if (!my_group) return fail(my_group.error());
+  auto my_index = my_group->index_of(rank);
+  if (!my_index) return fail(my_index.error());
+  std::vector<int> holders;
+  for (int r : mesh.ranks()) {
+    auto experts = experts_held(unit, mesh, r);
+    if (!experts) return fail(experts.error());
+    if (std::find(experts->begin(), experts->end(), expert) == experts->end()) continue;
+    if (!all_holders) {
+      auto group = shard_group(unit, mesh, r);
+      if (!group) return fail(group.error());
+      auto index = group->index_of(r);
+      if (!index) return fail(index.error());
+      if (*index != *my_index) continue;
+    }
+    holders.push_back(r);
+  }
+  std::sort(holders.begin(), holders.end());
+  return holders;
 }
 
 }  // namespace corockpt

@@ -43,4 +43,16 @@ struct ParamPlacement {
 /// when shard_dim or replicate_dim is not a dim of the mesh.
 Result<ParamPlacement> param_placement(const UnitSpec& unit, const DeviceMesh& mesh, int rank);
 
+/// The group `rank`'s Shard(0) splits over (the ranks of its flat unit's slices): the
+/// mesh flattened, or its 1-D submesh along shard_dim. `mesh` is unit_mesh's.
+/// @returns Errc::not_found when the rank is not in the mesh.
+Result<DeviceMesh> shard_group(const UnitSpec& unit, const DeviceMesh& mesh, int rank);
+
+/// The ranks holding the same shards of `unit`'s expert `expert` (-1 outside expert
+/// units) as `rank` — itself and its replicas (HSDP's replicate dim) — ascending; every
+/// rank holding that instance when `all_holders` (the holders of its buffers).
+/// `mesh` is unit_mesh's.
+Result<std::vector<int>> instance_holders(const UnitSpec& unit, const DeviceMesh& mesh, int expert, int rank,
+                                          bool all_holders);
+
 }  // namespace corockpt

@@ -64,7 +64,7 @@ bool holds_known_values(const std::string& fqn, const TensorView& local, const B
     }
     double expected = 0;
     // The value as stored in the tensor's dtype.
-    double known = Model::known_value(fqn, index);
+    double known = Model::known_value(fqn, index, local.dtype);
     std::vector<std::byte> tmp(size_of(local.dtype));
     convert(std::as_bytes(std::span<const double>(&known, 1)), DType::float64, tmp, local.dtype, 1);
     convert(tmp, local.dtype, std::as_writable_bytes(std::span<double>(&expected, 1)), DType::float64, 1);
