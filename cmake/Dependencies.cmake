@@ -16,6 +16,8 @@ target_compile_definitions(corockpt_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRE
 target_link_libraries(corockpt_asio INTERFACE Threads::Threads)
 
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
+# ISA-L (libisal-dev): hardware-accelerated CRC-32C for checkpoint checksums.
+pkg_check_modules(ISAL REQUIRED IMPORTED_TARGET libisal)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
 

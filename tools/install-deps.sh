@@ -9,6 +9,8 @@ packages=(
   libasio-dev liburing-dev catch2 nlohmann-json3-dev libisal-dev libcli11-dev
   libopenmpi-dev openmpi-bin
   fio
+  # libFuzzer for the format fuzzer (clang 14 cannot compile libstdc++ 12's <expected>)
+  clang-19 libclang-rt-19-dev
 )
 
 missing=()

@@ -5,12 +5,17 @@
 
 namespace corockpt::test {
 
-inline std::string seed_spec_json(const std::string& layout = "flat") {
+/// The seed on `world` ranks with experts split over `ep` groups (mesh dp_ep is
+/// [world / ep, ep]), every param of `dtype`.
+inline std::string seed_spec_json(const std::string& layout = "flat", int world = 8, int ep = 4,
+                                  const std::string& dtype = "float32") {
+  const std::string n = std::to_string(world), e = std::to_string(ep), d = std::to_string(world / ep);
+  const std::string t = R"(, "dtype": ")" + dtype + R"("})";
   return R"({
-  "world_size": 8,
+  "world_size": )" + n + R"(,
   "meshes": {
-    "global": {"shape": [8], "dim_names": ["fsdp"]},
-    "dp_ep":  {"shape": [2, 4], "dim_names": ["dp", "ep"]}
+    "global": {"shape": [)" + n + R"(], "dim_names": ["fsdp"]},
+    "dp_ep":  {"shape": [)" + d + ", " + e + R"(], "dim_names": ["dp", "ep"]}
   },
   "units": [
     {"name": "root",    "prefix": "",        "mesh": "global", "layout": ")" + layout + R"("},
@@ -19,14 +24,14 @@ inline std::string seed_spec_json(const std::string& layout = "flat") {
      "shard_dim": "dp", "expert_dim": "ep", "num_experts": 4, "layout": ")" + layout + R"("}
   ],
   "params": [
-    {"unit": "root",    "name": "net.0.weight",  "shape": [16, 16]},
-    {"unit": "root",    "name": "net.0.bias",    "shape": [16]},
-    {"unit": "second",  "name": "net.0.weight",  "shape": [16, 16]},
-    {"unit": "second",  "name": "net.0.bias",    "shape": [16]},
-    {"unit": "experts", "name": "net1.0.weight", "shape": [16, 16]},
-    {"unit": "experts", "name": "net1.0.bias",   "shape": [16]},
-    {"unit": "experts", "name": "net2.0.weight", "shape": [16, 16]},
-    {"unit": "experts", "name": "net2.0.bias",   "shape": [16]}
+    {"unit": "root",    "name": "net.0.weight",  "shape": [16, 16])" + t + R"(,
+    {"unit": "root",    "name": "net.0.bias",    "shape": [16])" + t + R"(,
+    {"unit": "second",  "name": "net.0.weight",  "shape": [16, 16])" + t + R"(,
+    {"unit": "second",  "name": "net.0.bias",    "shape": [16])" + t + R"(,
+    {"unit": "experts", "name": "net1.0.weight", "shape": [16, 16])" + t + R"(,
+    {"unit": "experts", "name": "net1.0.bias",   "shape": [16])" + t + R"(,
+    {"unit": "experts", "name": "net2.0.weight", "shape": [16, 16])" + t + R"(,
+    {"unit": "experts", "name": "net2.0.bias",   "shape": [16])" + t + R"(
   ],
   "optimizer": {"type": "adam", "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
 })";

@@ -1,4 +1,4 @@
-#include "tools/corockpt/statedict_command.hpp"
+#include "tools/corockpt/commands.hpp"
 
 #include <cstdio>
 #include <cstring>

@@ -1,0 +1,83 @@
+#pragma once
+/// @file
+/// What the checkpoint subcommands share: the engines (runtime, storage, staging), the
+/// ranks a command runs on (all in this process, or this process's rank under mpirun),
+/// a progress line for the terminal, and byte/size formatting.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "ckpt/checkpoint_io.hpp"
+#include "plugins/comm/communicator.hpp"
+#include "plugins/storage/make_storage.hpp"
+
+namespace corockpt::cli {
+
+/// The runtime, storage plugin and staging buffers of one command.
+class Engines {
+ public:
+  /// @returns make_storage's and BufferPool::create's errors.
+  static Result<std::unique_ptr<Engines>> make(StorageKind kind);
+  CheckpointIo io() { return {&runtime_, storage_.get(), staging_.get()}; }
+  Runtime& runtime() { return runtime_; }
+
+ private:
+  Engines() = default;
+  Runtime runtime_;  // first: outlives the storage
+  std::unique_ptr<Storage> storage_;
+  std::unique_ptr<BufferPool> staging_;
+};
+
+/// Options every multi-rank subcommand takes: --backend and --storage.
+struct RankOptions {
+  std::string backend = "local";
+  std::string storage = "auto";
+};
+void add_rank_options(CLI::App& cmd, RankOptions& options);
+
+/// Runs `job(rank, world)` on `world_size` ranks in this process (backend "local") or
+/// on this process's rank under mpirun (backend "mpi"; the world size must match).
+/// @returns each local rank's result, in rank order.
+using RankJob = std::function<Task<std::string>(int rank, std::shared_ptr<Communicator> world)>;
+Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const std::string& backend, int world_size,
+                                                   const RankJob& job);
+
+/// "1.50 GiB", "512 B".
+std::string human_bytes(double bytes);
+
+/// A line on stderr showing bytes done, rate and ETA, redrawn at most 10 times a second,
+/// and only when stderr is a terminal (quiet in a pipe or a log). Thread-safe.
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::string label);
+  ~ProgressLine() { finish(); }
+  /// Adds to the total this line tracks (ranks register their share).
+  void add_total(std::uint64_t bytes);
+  void add_done(std::uint64_t bytes);
+  /// A callback for SaveOptions/LoadOptions::progress: reports deltas of `done`.
+  std::function<void(std::uint64_t, std::uint64_t)> rank_callback();
+  void finish();
+
+ private:
+  void draw(bool last);
+  std::mutex mutex_;
+  std::string label_;
+  bool enabled_;
+  bool finished_ = false;
+  std::uint64_t total_ = 0;
+  std::uint64_t done_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point drawn_{};
+};
+
+/// Prints "corockpt <command>: <error>" on stderr and returns 1.
+int report_error(const std::string& command, const Error& error);
+
+}  // namespace corockpt::cli
