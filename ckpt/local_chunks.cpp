@@ -109,4 +109,12 @@ void LocalChunks::store_steps() {
   }
 }
 
+void LocalChunks::load_steps() {
+  for (auto& chunk : chunks_) {
+    if (!chunk.step_of) continue;
+    const float value = static_cast<float>(chunk.step_of->step);
+    std::memcpy(chunk.bytes.data(), &value, sizeof value);
+  }
+}
+
 }  // namespace corockpt

@@ -50,6 +50,9 @@ class LocalChunks {
   /// Adam's steps live in the model as numbers; their chunks are float32 copies. After
   /// a load has filled the chunks, this writes them back into the params' slots.
   void store_steps();
+  /// The other way: copies the params' current steps into their chunks (before a save
+  /// of a model that has stepped since `of`).
+  void load_steps();
 
  private:
   std::vector<LocalChunk> chunks_;

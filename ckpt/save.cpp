@@ -173,6 +173,7 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
   if (!tmp) co_return fail(tmp.error().with_rank(rank).with_operation("save"));
 
   auto plan = co_await write_rank_files(model, chunks, io, *tmp, options);
+  if (options.on_data_written) options.on_data_written();
   SaveReport report{.dir = dir};
   if (plan) {
     for (const auto& [file, size] : plan->files) {

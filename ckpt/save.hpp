@@ -45,6 +45,9 @@ struct SaveOptions {
   std::uint64_t checksum_block = default_checksum_block;
   /// Called on this rank's executor as its data reaches the disk (bytes done, of total).
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  /// Called on this rank's executor once its data files are durable (before the plans
+  /// go to rank 0): from then on the chunks' memory is no longer read.
+  std::function<void()> on_data_written;
 };
 
 struct SaveReport {

@@ -1,0 +1,102 @@
+#include "ckpt/snapshot.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/when_all.hpp"
+
+namespace corockpt {
+
+namespace {
+
+constexpr std::uint64_t chunk_alignment = 64;
+constexpr std::uint64_t copy_piece = 16ull << 20;
+
+std::uint64_t aligned(std::uint64_t bytes) { return (bytes + chunk_alignment - 1) / chunk_alignment * chunk_alignment; }
+
+bool staged(const LocalChunk& chunk) { return chunk.writer && !chunk.box.empty(); }
+
+struct Piece {
+  const std::byte* from;
+  std::byte* to;
+  std::size_t bytes;
+};
+
+Task<void> copy_pieces(Runtime& runtime, std::vector<Piece> pieces) {
+  // A named lambda: GCC 12 destroys non-trivial captures of a temporary twice here.
+  auto copy = [list = std::move(pieces)] {
+    for (const Piece& p : list) std::memcpy(p.to, p.from, p.bytes);
+  };
+  auto copied = co_await runtime.offload(std::move(copy));
+  if (!copied) co_return fail(copied.error());
+  co_return Result<void>{};
+}
+
+}  // namespace
+
+std::uint64_t Snapshot::bytes_needed(std::span<const LocalChunk> chunks) {
+  std::uint64_t total = 0;
+  for (const auto& chunk : chunks) {
+    if (staged(chunk)) total += aligned(chunk.bytes.size());
+  }
+  return total;
+}
+
+Result<std::unique_ptr<Snapshot>> Snapshot::create(std::span<const LocalChunk> chunks,
+                                                   std::shared_ptr<BufferAllocator> allocator) {
+  std::unique_ptr<Snapshot> snapshot(new Snapshot());
+  snapshot->allocator_ = std::move(allocator);
+  snapshot->bytes_ = bytes_needed(chunks);
+  if (snapshot->bytes_ > 0) {
+    auto memory = snapshot->allocator_->allocate(snapshot->bytes_, 4096);
+    if (!memory) return fail(memory.error());
+    snapshot->memory_ = *memory;
+  }
+  std::uint64_t at = 0;
+  for (const auto& chunk : chunks) {
+    LocalChunk copy = chunk;
+    copy.step_of = nullptr;  // the snapshot's step is a value, not the live param's
+    if (staged(chunk)) {
+      copy.bytes = {snapshot->memory_ + at, chunk.bytes.size()};
+      at += aligned(chunk.bytes.size());
+    } else {
+      copy.bytes = {};
+    }
+    snapshot->chunks_.push_back(std::move(copy));
+  }
+  return snapshot;
+}
+
+Snapshot::~Snapshot() {
+  if (memory_) allocator_->deallocate(memory_, bytes_);
+}
+
+Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live) {
+  // Pieces grouped into about one job per worker, so every core copies.
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (staged(chunks_[i])) total += live[i].bytes.size();
+  }
+  const std::uint64_t per_job = std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
+  std::vector<Task<void>> jobs;
+  std::vector<Piece> job;
+  std::uint64_t in_job = 0;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (!staged(chunks_[i])) continue;
+    const std::span<std::byte> from = live[i].bytes;
+    for (std::uint64_t at = 0; at < from.size(); at += copy_piece) {
+      const std::size_t n = std::min<std::uint64_t>(copy_piece, from.size() - at);
+      job.push_back({from.data() + at, chunks_[i].bytes.data() + at, n});
+      in_job += n;
+      if (in_job >= per_job) {
+        jobs.push_back(copy_pieces(runtime, std::move(job)));
+        job.clear();
+        in_job = 0;
+      }
+    }
+  }
+  if (!job.empty()) jobs.push_back(copy_pieces(runtime, std::move(job)));
+  co_return all_ok(co_await when_all(std::move(jobs)));
+}
+
+}  // namespace corockpt

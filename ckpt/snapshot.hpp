@@ -1,0 +1,49 @@
+#pragma once
+/// @file
+/// `Snapshot`: a copy of the chunks a rank writes, in staging memory allocated once (from
+/// an injected allocator: pinned host memory when CUDA is used) and reused by every
+/// checkpoint. Taking it is the only part of an asynchronous save the training loop
+/// waits for: a memory copy, spread over the worker pool, with no collective. The save
+/// then persists from the snapshot while the training loop mutates its state.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "ckpt/local_chunks.hpp"
+#include "runtime/buffer_pool.hpp"
+#include "runtime/runtime.hpp"
+
+namespace corockpt {
+
+class Snapshot {
+ public:
+  /// The staging memory for `chunks`' writer chunks (each 64-byte aligned).
+  /// @returns the allocator's error.
+  static Result<std::unique_ptr<Snapshot>> create(std::span<const LocalChunk> chunks,
+                                                  std::shared_ptr<BufferAllocator> allocator);
+  /// The bytes `create` would allocate for `chunks`.
+  static std::uint64_t bytes_needed(std::span<const LocalChunk> chunks);
+  ~Snapshot();
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
+  /// Copies `live` (the same list `create` saw, in the same order) into the staging
+  /// memory: pieces of at most 16 MiB, in parallel on the runtime's workers.
+  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live);
+
+  /// The chunks as of the last `take`, their bytes in the staging memory (chunks this
+  /// rank does not write keep a null view: they are only listed).
+  std::span<const LocalChunk> chunks() const { return chunks_; }
+  std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  Snapshot() = default;
+  std::shared_ptr<BufferAllocator> allocator_;
+  std::byte* memory_ = nullptr;
+  std::uint64_t bytes_ = 0;
+  std::vector<LocalChunk> chunks_;
+};
+
+}  // namespace corockpt
