@@ -126,8 +126,13 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
   live_->load_steps();
   Result<SaveReport> saved;
   auto persist_start = Clock::now();
+  // Spans for the trace (when the model records one): the snapshot's copy, the persist.
+  std::optional<ScopedSpan> span;
+  if (model_.tracer()) span.emplace(*model_.tracer(), "snapshot step " + std::to_string(state->step), "copy", model_.rank());
   if (snapshot_) {
     auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks());
+    span.reset();
+    if (model_.tracer()) span.emplace(*model_.tracer(), "persist step " + std::to_string(state->step), "checkpoint", model_.rank());
     {
       std::lock_guard lock(state->mutex);
       state->snapshot_result = taken;
@@ -149,6 +154,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
     saved = co_await save_chunks(model_, live_->chunks(), io_, dir, std::move(options));
     state->snapshot.set();  // also after a failure before the data was written
   }
+  span.reset();
   {
     std::lock_guard lock(state->mutex);
     state->times.persist_seconds = seconds_since(persist_start);

@@ -26,9 +26,15 @@ case "${1:-}" in
   example)
     tools/install-deps.sh
     configure_and_build build
-    # Until the async training example exists, the main example is a real (small) run of
-    # the storage benchmark: uring vs posix vs fio on this machine's disk.
-    ./build/bench/corockpt_bench_storage --size-gib 0.25 --pairs 1
+    # The async training example: 8 in-process ranks (mesh 2x4) train 20 steps,
+    # checkpointing every 5; then 4 ranks (mesh 2x2) resume from the newest checkpoint,
+    # train to step 30 and check the result is bit-identical to an uninterrupted run.
+    rm -rf build/example-checkpoints
+    ./build/examples/corockpt_train --dir build/example-checkpoints --steps 20 --checkpoint-every 5 \
+        --trace build/example-trace.json
+    ./build/examples/corockpt_train --resume build/example-checkpoints --world 4 --ep 2 --steps 30 \
+        --checkpoint-every 5
+    echo "Chrome trace of the first run: build/example-trace.json (open it in https://ui.perfetto.dev)"
     ;;
   test)
     tools/install-deps.sh

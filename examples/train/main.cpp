@@ -184,8 +184,9 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
 
 void print_summary(const Args& args, const std::vector<RankResult>& ranks, std::uint64_t state_bytes) {
   const RankResult& r0 = ranks.front();
-  std::printf("\nsummary: steps %lld..%lld on %zu ranks, %s of state\n", static_cast<long long>(r0.start_step + 1),
-              static_cast<long long>(r0.end_step), ranks.size(), std::to_string(state_bytes).c_str());
+  std::printf("\nsummary: steps %lld..%lld, %.1f MB of checkpointed state%s\n", static_cast<long long>(r0.start_step + 1),
+              static_cast<long long>(r0.end_step), state_bytes / 1e6,
+              args.backend == "mpi" ? " on rank 0 (figures are rank 0's)" : "");
   for (std::size_t i = 0; i < r0.saves.size(); ++i) {
     double stall = 0, snapshot = 0, persist = 0;
     std::uint64_t bytes = 0;
@@ -271,6 +272,16 @@ int main(int argc, char** argv) {
     }
     my_rank = (*world)->rank();
     results.push_back(run_rank(args, *spec, my_rank, *world, io));
+    // The model's digest is the sum of the ranks'.
+    std::uint64_t mine[2] = {results[0].digest, results[0].reference_digest};
+    std::vector<std::uint64_t> all(2 * static_cast<std::size_t>((*world)->size()));
+    auto gathered = runtime.spawn((*world)->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)))).get();
+    if (!gathered) std::fprintf(stderr, "corockpt_train: %s\n", gathered.error().to_string().c_str());
+    results[0].digest = results[0].reference_digest = 0;
+    for (std::size_t i = 0; i < all.size(); i += 2) {
+      results[0].digest += all[i];
+      results[0].reference_digest += all[i + 1];
+    }
     world->reset();
     (void)finalize_mpi();
   } else {
@@ -299,7 +310,7 @@ int main(int argc, char** argv) {
   std::uint64_t state_bytes = 0;
   for (const auto& r : results) state_bytes += r.stats.state_bytes;
   print_summary(args, results, state_bytes);
-  if (args.backend == "local" && !args.resume.empty() && !stop_requested.load()) {
+  if (!args.resume.empty() && !stop_requested.load()) {
     std::uint64_t digest = 0, reference = 0;
     for (const auto& r : results) {
       digest += r.digest;
