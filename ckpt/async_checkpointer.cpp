@@ -31,7 +31,7 @@ Task<void> SaveHandle::snapshot_taken() {
   co_return state->snapshot_result;
 }
 
-Result<SaveReport> SaveHandle::wait() {
+Result<SaveReport> SaveHandle::wait() const {
   state_->finished.wait();
   std::lock_guard lock(state_->mutex);
   return state_->result;

@@ -107,7 +107,7 @@ class SaveHandle {
   Task<void> snapshot_taken();
 
   /// Blocks until the save has committed or failed.
-  Result<SaveReport> wait();
+  Result<SaveReport> wait() const;
   Task<SaveReport> finished();
   /// Gives up waiting after `timeout`. @returns whether the save finished.
   bool wait_for(std::chrono::milliseconds timeout) const { return state_->finished.wait_for(timeout); }

@@ -119,6 +119,7 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
   Tracer& tracer = runtime.tracer();
 
   std::vector<SaveHandle> saves;
+  std::size_t reported = 0;          // saves whose end has been printed
   std::optional<SaveHandle> pending;  // the save whose snapshot the next optimizer step waits for
   std::int64_t step = out.start_step;
   while (step < args.steps && !stop_requested.load()) {
@@ -150,11 +151,28 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
         if (handle->skipped()) {
           note += "  checkpoint skipped (a save is running)";
         } else {
-          note += "  checkpoint " + step_checkpoint_name(step) + " requested";
+          char staged[64];
+          std::snprintf(staged, sizeof staged, " (staging %.1f MB)", (*checkpointer)->stats().state_bytes / 1e6);
+          note += "  checkpoint " + step_checkpoint_name(step) + " requested" + staged;
           pending = *handle;
           saves.push_back(*handle);
         }
       }
+    }
+    // Saves that finished since the last step.
+    while (reported < saves.size() && saves[reported].done()) {
+      const SaveHandle& done = saves[reported++];
+      const SaveTimes t = done.times();
+      auto outcome = done.wait();
+      char line[160];
+      if (outcome) {
+        std::snprintf(line, sizeof line, "  [%s committed: %.1f MB written by this rank, persist %.0f ms]",
+                      step_checkpoint_name(done.step()).c_str(), t.bytes / 1e6, t.persist_seconds * 1e3);
+      } else {
+        std::snprintf(line, sizeof line, "  [%s failed: %s]", step_checkpoint_name(done.step()).c_str(),
+                      outcome.error().message.c_str());
+      }
+      note += line;
     }
     say(rank, "step %4lld  %8.2f ms  stall %7.3f ms%s\n", static_cast<long long>(step), ms_since(start), stall_ms,
         note.c_str());
