@@ -2,10 +2,15 @@
 """Load a corockpt checkpoint directory with PyTorch DCP's HuggingFaceStorageReader
 and verify every element against the known-value formula.
 
-Usage: torch_hf_load.py CKPT_DIR EXPECT_JSON
+Usage: torch_hf_load.py CKPT_DIR EXPECT_JSON [CKPT_DIR EXPECT_JSON ...]
+  (several pairs share one torch import; the first failure stops it)
 
-EXPECT_JSON: {"<fqn>": {"dtype": "float32"|"bfloat16"|"int64"|"bool"|..., "shape": [...]}, ...}
-(dtype names are torch attribute names: torch.<dtype>).
+EXPECT_JSON is either
+- {"<fqn>": {"dtype": "float32"|"bfloat16"|"int64"|"bool"|..., "shape": [...]}, ...}
+  (dtype names are torch attribute names: torch.<dtype>), or
+- a checkpoint's corockpt.metadata.json ({"format": "corockpt", "tensors": {name:
+  {"dtype", "shape", "chunks"}}, ...}): every tensor it records is expected, with its
+  dtype and global shape (corockpt's dtype names are torch's).
 
 Known-value formula, for tensor name n and row-major element index i:
     v = (fnv1a32(n) + i) % 251
@@ -32,10 +37,10 @@ def fnv1a32(name: str) -> int:
 
 
 def main(argv):
-    if len(argv) != 3:
+    if len(argv) < 3 or len(argv) % 2 != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    ckpt_dir, expect_path = argv[1], argv[2]
+    pairs = list(zip(argv[1::2], argv[2::2]))
 
     try:
         import torch
@@ -50,8 +55,25 @@ def main(argv):
         print(f"skipped: torch not importable (safetensors missing: {e})")
         return SKIP
 
+    for ckpt_dir, expect_path in pairs:
+        rc = check(torch, dcp, HuggingFaceStorageReader, ckpt_dir, expect_path)
+        if rc != 0:
+            return rc
+    return 0
+
+
+def check(torch, dcp, HuggingFaceStorageReader, ckpt_dir, expect_path):
+    """Loads one checkpoint and checks it; 0 when every element matches, else 1."""
     with open(expect_path, "r", encoding="utf-8") as f:
         expect = json.load(f)
+    if expect.get("format") == "corockpt" and isinstance(expect.get("tensors"), dict):
+        expect = {
+            name: {"dtype": record["dtype"], "shape": record["shape"]}
+            for name, record in expect["tensors"].items()
+        }
+        if not expect:
+            print(f"FAIL: {expect_path} records no tensors")
+            return 1
 
     state_dict = {}
     for name, spec in expect.items():
@@ -115,7 +137,8 @@ def main(argv):
             return 1
         checked += n
 
-    print(f"ok: {len(expect)} tensors, {checked} elements checked in {ckpt_dir}")
+    print(f"ok: torch {torch.__version__} DCP HuggingFaceStorageReader: {len(expect)} tensors, "
+          f"{checked} elements checked in {ckpt_dir}")
     return 0
 
 

@@ -1,0 +1,958 @@
+// corockpt_bench_save: save_checkpoint of an MoE-shaped model on 8 in-process ranks,
+// against fio writing the same bytes (io_uring, O_DIRECT) and torch.save + fsync; then a
+// load of that checkpoint resharded onto 6 ranks, against fio reading the same bytes.
+//
+// The model (built in code): mesh "global" [8] and "dp_ep" [2, 4]; three dense `flat`
+// units on all 8 ranks (weight [R, H] and bias [H] each) and an expert unit on dp_ep
+// with 8 experts (w1 [F, H], w2 [H, F]; experts split over ep, Shard(0) over dp), Adam,
+// float32; R and F are chosen so that params + exp_avg + exp_avg_sq make --size-gib.
+// The load model is the same on 6 ranks: "global" [6], "dp_ep" [3, 2] (4 experts a rank,
+// 3-way uneven shards).
+//
+// Each save round alternates: (A) save_checkpoint on the 8 ranks into a fresh directory,
+// timed from the call to the commit on every rank (removing it is not timed); (B) fio,
+// one io_uring job writing 8 files round-robin, bs 4 MiB, iodepth 32, O_DIRECT,
+// fallocate=native, end_fsync=1 (its own reported runtime, as bench/storage_bench.cpp
+// explains); (C) torch.save of the same tensors (one dict per rank, created before its
+// clock starts) + fsync of each file, through Debian's python3-torch (/usr/bin/python3).
+// Summary: the median of the per-round ratios with their spread (min..max); the last
+// line is `save/fio = X.XX`.
+//
+// Load rounds alternate (A) load_checkpoint on 6 ranks of the last checkpoint saved and
+// (B) fio reading the 8 files of its last write round (io_uring, O_DIRECT). The page
+// cache cannot be dropped without root, and load reads buffered: before each load the
+// checkpoint's pages are evicted with posix_fadvise(DONTNEED) (no root needed; clean
+// pages go), and the fraction still resident (mincore) is printed.
+//
+// Where the save's time goes: the storage plugins record every write_at and fsync as a
+// span; each save round prints the time to the first write, the mean writes in flight
+// and the share of the round with no write in flight, and the tail after the last write.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "ckpt/known_values.hpp"
+#include "ckpt/load.hpp"
+#include "ckpt/local_chunks.hpp"
+#include "ckpt/model.hpp"
+#include "ckpt/model_spec.hpp"
+#include "ckpt/save.hpp"
+#include "plugins/comm/local/local_communicator.hpp"
+#include "plugins/storage/make_storage.hpp"
+#include "runtime/buffer_pool.hpp"
+#include "runtime/runtime.hpp"
+
+namespace corockpt {
+namespace {
+
+constexpr std::uint64_t gib = std::uint64_t{1} << 30;
+constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+constexpr std::int64_t hidden = 1024;  // H
+constexpr int num_experts = 8;
+constexpr int fio_files = 8;  // one per saving rank
+constexpr std::uint64_t fio_block = 4 * mib;
+constexpr unsigned fio_depth = 32;
+constexpr const char* system_python = "/usr/bin/python3";  // Debian's, with python3-torch
+
+struct Options {
+  double size_gib = 4.0;
+  std::size_t pairs = 5;
+  std::size_t load_pairs = 5;
+  std::string dir = "/tmp";  // the parent of a fresh corockpt-bench-save-<pid>
+  std::string storage = "auto";
+  std::string staging = "plain";  // plain (the CLI's), thp, or both (thp as an extra contender)
+  int torch_threads = 8;
+  int load_concurrency = LoadOptions{}.concurrency;
+  bool mark_clock = false;  // print CLOCK_MONOTONIC around each timed run
+};
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// For `perf record -k CLOCK_MONOTONIC` and `perf report --time FROM,TO`: seconds.micros.
+double monotonic_now() {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+void mark(bool on, const char* what, std::size_t round, double from) {
+  if (on) std::printf("clock: %s round %zu %.6f,%.6f\n", what, round, from, monotonic_now());
+}
+
+double cpu_seconds(int who) {
+  rusage usage{};
+  ::getrusage(who, &usage);
+  auto seconds = [](timeval t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "corockpt_bench_save: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <class T>
+T take(Result<T> result, const char* what) {
+  if (!result) die(std::string(what) + ": " + result.error().to_string());
+  return std::move(*result);
+}
+
+// ---------------------------------------------------------------- the model
+
+struct Shape {
+  std::int64_t dense_rows = 0;   // R
+  std::int64_t expert_rows = 0;  // F
+  std::uint64_t state_bytes() const {
+    const std::int64_t params = 3 * (dense_rows * hidden + hidden) + num_experts * 2 * expert_rows * hidden;
+    return static_cast<std::uint64_t>(params) * 4 * 3;  // float32; param, exp_avg, exp_avg_sq
+  }
+};
+
+// A quarter of the params dense, three quarters in the experts.
+Shape shape_for(std::uint64_t bytes) {
+  const double params = static_cast<double>(bytes) / 12.0;
+  auto multiple_of_8 = [](double rows) { return std::max<std::int64_t>(8, static_cast<std::int64_t>(rows) / 8 * 8); };
+  return {multiple_of_8(params / 4 / 3 / hidden), multiple_of_8(params * 3 / 4 / (2.0 * num_experts * hidden))};
+}
+
+ModelSpec make_spec(int world, int dp, int ep, const Shape& shape) {
+  ModelSpec spec;
+  spec.world_size = world;
+  spec.meshes.push_back(MeshSpec{"global", {world}, {"fsdp"}});
+  spec.meshes.push_back(MeshSpec{"dp_ep", {dp, ep}, {"dp", "ep"}});
+  for (const char* name : {"embed", "attn", "head"}) {
+    UnitSpec unit;
+    unit.name = name;
+    unit.prefix = std::string(name) + ".";
+    unit.mesh = "global";
+    unit.layout = UnitLayout::flat;
+    spec.units.push_back(unit);
+    spec.params.push_back(ParamSpec{.unit = name, .name = "weight", .shape = {shape.dense_rows, hidden}});
+    spec.params.push_back(ParamSpec{.unit = name, .name = "bias", .shape = {hidden}});
+  }
+  UnitSpec experts;
+  experts.name = "experts";
+  experts.prefix = "moe.experts.{expert}.";
+  experts.mesh = "dp_ep";
+  experts.layout = UnitLayout::flat;
+  experts.shard_dim = "dp";
+  experts.expert_dim = "ep";
+  experts.num_experts = num_experts;
+  spec.units.push_back(experts);
+  spec.params.push_back(ParamSpec{.unit = "experts", .name = "w1.weight", .shape = {shape.expert_rows, hidden}});
+  spec.params.push_back(ParamSpec{.unit = "experts", .name = "w2.weight", .shape = {hidden, shape.expert_rows}});
+  spec.optimizer = OptimizerSpec{};  // Adam
+  if (auto ok = validate(spec); !ok) die("the model spec: " + ok.error().to_string());
+  return spec;
+}
+
+Task<std::unique_ptr<Model>> build_rank(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world) {
+  auto model = co_await Model::build(spec, rank, std::move(world));
+  if (!model) co_return fail(model.error().with_rank(rank));
+  co_return std::move(*model);
+}
+
+// splitmix64: incompressible, non-zero bytes (no layer below may shortcut zeros).
+void fill_random(std::span<std::byte> bytes, std::uint64_t seed) {
+  std::uint64_t state = seed;
+  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= bytes.size(); i += sizeof(std::uint64_t)) {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    std::memcpy(bytes.data() + i, &z, sizeof z);
+  }
+}
+
+bool is_state(const LocalChunk& chunk) { return chunk.name.starts_with("state."); }
+
+/// The ranks of one world: their models, built and with memory. Params hold their known
+/// values (Model::allocate); with `fill_states`, optimizer states hold random bytes
+/// (fill_known_state would hash a name per element: minutes at 4 GiB).
+struct Ranks {
+  std::vector<std::shared_ptr<Communicator>> world;
+  std::vector<std::unique_ptr<Model>> models;
+};
+
+Ranks make_ranks(Runtime& runtime, const ModelSpec& spec, bool fill_states) {
+  Ranks ranks;
+  ranks.world = take(make_local_world(runtime, spec.world_size), "make_local_world");
+  std::vector<TaskHandle<std::unique_ptr<Model>>> handles;
+  for (int r = 0; r < spec.world_size; ++r) {
+    handles.push_back(runtime.spawn(runtime.make_strand(), build_rank(spec, r, ranks.world[r])));
+  }
+  for (auto& handle : handles) ranks.models.push_back(take(handle.get(), "Model::build"));
+  // allocate() fills every param element with its known value: two threads (the cores).
+  auto work = [&](std::size_t first) {
+    for (std::size_t r = first; r < ranks.models.size(); r += 2) {
+      ranks.models[r]->allocate();
+      if (!fill_states) continue;
+      auto chunks = take(LocalChunks::of(*ranks.models[r]), "LocalChunks::of");
+      for (const auto& chunk : chunks.chunks()) {
+        if (is_state(chunk) && !chunk.name.ends_with(".step")) fill_random(chunk.bytes, std::hash<std::string>{}(chunk.name) + r);
+      }
+    }
+  };
+  std::thread helper(work, 1);
+  work(0);
+  helper.join();
+  return ranks;
+}
+
+// ---------------------------------------------------------------- disk and memory
+
+std::uint64_t available_bytes(const std::string& dir) {
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) die("statvfs " + dir + ": " + std::strerror(errno));
+  return std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
+}
+
+std::uint64_t memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+/// Bytes of `dir`'s regular files, recursively.
+std::uint64_t tree_bytes(const std::string& dir) {
+  std::uint64_t total = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += entry.file_size();
+  }
+  return total;
+}
+
+std::vector<std::string> data_files(const std::string& ckpt) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(ckpt)) {
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+/// Fraction of `files`' pages in the page cache (mincore).
+double cached_fraction(const std::vector<std::string>& files) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  std::uint64_t resident = 0, pages = 0;
+  for (const auto& path : files) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      const auto size = static_cast<std::size_t>(st.st_size);
+      void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+      if (map != MAP_FAILED) {
+        std::vector<unsigned char> vec((size + page - 1) / page);
+        if (::mincore(map, size, vec.data()) == 0) {
+          for (unsigned char v : vec) resident += v & 1;
+          pages += vec.size();
+        }
+        ::munmap(map, size);
+      }
+    }
+    ::close(fd);
+  }
+  return pages ? static_cast<double>(resident) / static_cast<double>(pages) : 0.0;
+}
+
+/// Evicts `files`' clean pages from the page cache (no root needed, unlike drop_caches).
+void evict(const std::vector<std::string>& files) {
+  for (const auto& path : files) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+}
+
+// ---------------------------------------------------------------- child processes
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+/// Runs `args` (found on PATH), waits. @returns the exit status and the CPU its tree used.
+struct ChildRun {
+  int status = -1;
+  double cpu_seconds = 0;
+  bool ok() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+};
+
+ChildRun spawn_wait(const std::vector<std::string>& args, bool quiet = false) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  if (quiet) {
+    ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    ::posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  }
+  const double cpu_start = cpu_seconds(RUSAGE_CHILDREN);
+  pid_t pid = 0;
+  ChildRun run;
+  const int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return run;
+  while (::waitpid(pid, &run.status, 0) < 0) {
+    if (errno != EINTR) return run;
+  }
+  run.cpu_seconds = cpu_seconds(RUSAGE_CHILDREN) - cpu_start;
+  return run;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+}
+
+// ---------------------------------------------------------------- fio
+
+struct FioPlan {
+  std::string dir;
+  std::uint64_t file_bytes = 0;  // whole blocks
+  std::uint64_t total_bytes() const { return file_bytes * fio_files; }
+};
+
+struct Measurement {
+  double seconds = 0;
+  double cpu_seconds = 0;
+  std::uint64_t bytes = 0;
+  double gb_per_s() const { return static_cast<double>(bytes) / 1e9 / seconds; }
+  double cpu_per_gib() const { return cpu_seconds / (static_cast<double>(bytes) / static_cast<double>(gib)); }
+};
+
+std::string fio_output_path(const FioPlan& plan) { return plan.dir + "/fio-output.json"; }
+
+// As bench/storage_bench.cpp: one io_uring job over the files round-robin, each file's
+// space reserved before fio's clock starts, no fixedbufs (fio 3.33 fails end_fsync with
+// them), and fio's own job runtime as its time (it excludes exec and setup).
+Measurement fio_run(const FioPlan& plan, bool write) {
+  auto arg = [](std::string name, auto value) { return "--" + name + "=" + std::to_string(value); };
+  std::vector<std::string> args = {
+      "fio", "--name=corockpt-bench-save", "--ioengine=io_uring", "--direct=1",
+      write ? "--rw=write" : "--rw=read", arg("bs", fio_block), arg("iodepth", fio_depth),
+      arg("nrfiles", fio_files), arg("filesize", plan.file_bytes), arg("size", plan.total_bytes()),
+      "--file_service_type=roundrobin", "--filename_format=fio.$filenum", "--directory=" + plan.dir,
+      "--output-format=json", "--output=" + fio_output_path(plan), "--eta=never"};
+  if (write) {
+    args.push_back("--end_fsync=1");
+    args.push_back("--fallocate=native");
+  }
+  const auto run = spawn_wait(args);
+  if (!run.ok()) die("fio failed (status " + std::to_string(run.status) + "); its messages are above");
+  const auto json = read_json(fio_output_path(plan));
+  ::unlink(fio_output_path(plan).c_str());
+  const std::string dir = write ? "write" : "read";
+  using Pointer = nlohmann::json::json_pointer;
+  auto number = [&](const std::string& pointer) -> double {
+    if (json.is_discarded() || !json.contains(Pointer(pointer)) || !json.at(Pointer(pointer)).is_number()) {
+      die("fio's JSON output lacks " + pointer);
+    }
+    return json.at(Pointer(pointer)).get<double>();
+  };
+  const double runtime_ms = number("/jobs/0/" + dir + "/runtime");
+  const double io_bytes = number("/jobs/0/" + dir + "/io_bytes");
+  if (number("/jobs/0/error") != 0 || io_bytes != static_cast<double>(plan.total_bytes()) || runtime_ms <= 0) {
+    die("fio moved " + std::to_string(io_bytes) + " of " + std::to_string(plan.total_bytes()) + " bytes");
+  }
+  return {runtime_ms / 1000.0, run.cpu_seconds, plan.total_bytes()};
+}
+
+void remove_fio_files(const FioPlan& plan) {
+  for (int i = 0; i < fio_files; ++i) ::unlink((plan.dir + "/fio." + std::to_string(i)).c_str());
+}
+
+// ---------------------------------------------------------------- torch.save
+
+// One dict of tensors per file, created before the clock starts; then torch.save of
+// each to its path and an fsync of it, the files on `threads` threads (as ranks would
+// save at once); the result as JSON.
+constexpr const char* torch_script = R"PY(
+import json, os, resource, sys, time
+import torch
+from concurrent.futures import ThreadPoolExecutor
+job = json.load(open(sys.argv[1]))
+files = []
+for f in job["files"]:
+    d = {}
+    for i, (name, n) in enumerate(f["tensors"]):
+        d[name] = torch.tensor(1.0) if n < 0 else torch.arange(n, dtype=torch.float32).add_(i + 1)
+    files.append((f["path"], d))
+def save(item):
+    path, d = item
+    torch.save(d, path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+if job["threads"] > 1:
+    with ThreadPoolExecutor(job["threads"]) as pool:
+        list(pool.map(save, files))
+else:
+    for item in files:
+        save(item)
+t1, c1 = time.perf_counter(), cpu()
+size = sum(os.path.getsize(p) for p, _ in files)
+json.dump({"seconds": t1 - t0, "cpu": c1 - c0, "bytes": size}, open(job["result"], "w"))
+)PY";
+
+bool torch_available() {
+  if (::access(system_python, X_OK) != 0) return false;
+  return spawn_wait({system_python, "-c", "import torch"}, /*quiet=*/true).ok();
+}
+
+struct TorchJob {
+  std::string job_path;
+  std::string result_path;
+  std::vector<std::string> files;
+};
+
+/// Describes the torch job: per saving rank, one file of its written chunks (same names,
+/// same bytes as float32 tensors; Adam's steps as 0-d tensors).
+TorchJob make_torch_job(Ranks& ranks, const std::string& dir, int threads) {
+  TorchJob job{dir + "/torch-job.json", dir + "/torch-result.json", {}};
+  nlohmann::json files = nlohmann::json::array();
+  for (auto& model : ranks.models) {
+    auto chunks = take(LocalChunks::of(*model), "LocalChunks::of");
+    nlohmann::json tensors = nlohmann::json::array();
+    int k = 0;
+    for (const auto& chunk : chunks.chunks()) {
+      if (!chunk.writer || chunk.box.empty()) continue;
+      const std::int64_t n = chunk.box.ndim() == 0 ? -1 : static_cast<std::int64_t>(chunk.bytes.size() / 4);
+      tensors.push_back({chunk.name + "#" + std::to_string(k++), n});
+    }
+    const std::string path = dir + "/torch." + std::to_string(model->rank()) + ".pt";
+    job.files.push_back(path);
+    files.push_back({{"path", path}, {"tensors", std::move(tensors)}});
+  }
+  std::ofstream(job.job_path) << nlohmann::json{{"files", files}, {"threads", threads}, {"result", job.result_path}}.dump();
+  return job;
+}
+
+Measurement torch_run(const TorchJob& job) {
+  const auto run = spawn_wait({system_python, "-c", torch_script, job.job_path});
+  if (!run.ok()) die("the torch.save job failed (status " + std::to_string(run.status) + "); its messages are above");
+  const auto json = read_json(job.result_path);
+  ::unlink(job.result_path.c_str());
+  if (json.is_discarded() || !json.contains("seconds")) die("the torch.save job wrote no result");
+  for (const auto& file : job.files) ::unlink(file.c_str());
+  return {json["seconds"].get<double>(), json["cpu"].get<double>(), json["bytes"].get<std::uint64_t>()};
+}
+
+// ---------------------------------------------------------------- where the time goes
+
+// From the storage plugin's spans (write_at / read_at / fsync) of one timed run. "In
+// flight" counts from the operation's call, so it includes time queued in the ring.
+struct IoProfile {
+  std::size_t ops = 0;
+  double first_op_s = 0;      // from the call to the first operation
+  double mean_in_flight = 0;  // operation time summed / [first start, last end]
+  double idle_share = 0;      // share of [first start, last end] with none in flight
+  double median_op_ms = 0;
+  double fsync_tail_s = 0;   // last operation's end -> last fsync's end
+  double commit_tail_s = 0;  // the later of those -> every rank returned
+};
+
+/// The profile of the `op` spans ("write_at" or "read_at") of one run.
+IoProfile profile_spans(const std::vector<SpanRecord>& spans, std::string_view op, std::int64_t start_ns,
+                        std::int64_t end_ns) {
+  IoProfile p;
+  std::vector<std::pair<std::int64_t, std::int64_t>> ops;
+  std::int64_t last_fsync = start_ns;
+  for (const auto& s : spans) {
+    if (s.name == op) ops.emplace_back(s.start_ns, s.start_ns + s.duration_ns);
+    if (s.name == "fsync") last_fsync = std::max(last_fsync, s.start_ns + s.duration_ns);
+  }
+  if (ops.empty()) return p;
+  std::sort(ops.begin(), ops.end());
+  p.ops = ops.size();
+  const std::int64_t first = ops.front().first;
+  std::int64_t last = first, busy = 0, summed = 0, covered_to = first;
+  std::vector<double> durations;
+  for (auto [b, e] : ops) {
+    summed += e - b;
+    durations.push_back(static_cast<double>(e - b) / 1e6);
+    last = std::max(last, e);
+    if (e > covered_to) {
+      busy += e - std::max(b, covered_to);
+      covered_to = e;
+    }
+  }
+  std::sort(durations.begin(), durations.end());
+  const double window = static_cast<double>(std::max<std::int64_t>(last - first, 1));
+  p.first_op_s = static_cast<double>(first - start_ns) / 1e9;
+  p.mean_in_flight = static_cast<double>(summed) / window;
+  p.idle_share = 1.0 - static_cast<double>(busy) / window;
+  p.median_op_ms = durations[durations.size() / 2];
+  p.fsync_tail_s = static_cast<double>(std::max<std::int64_t>(last_fsync - last, 0)) / 1e9;
+  p.commit_tail_s = static_cast<double>(std::max<std::int64_t>(end_ns - std::max(last_fsync, last), 0)) / 1e9;
+  return p;
+}
+
+// ---------------------------------------------------------------- the runs
+
+/// Staging memory on transparent huge pages: each buffer 2 MiB-aligned and
+/// madvise(MADV_HUGEPAGE)d (THP is "madvise" here), touched now so the pages exist. A
+/// 4 MiB O_DIRECT write from 4 KiB pages has 1024 segments, more than a virtio disk's
+/// max_segments (254), so the block layer splits it into 5 requests; from 2 MiB pages
+/// it has 2 and goes as one.
+class HugePageAllocator final : public BufferAllocator {
+ public:
+  Result<std::byte*> allocate(std::size_t bytes, std::size_t alignment) override {
+    constexpr std::size_t huge = 2 * mib;
+    (void)alignment;  // 2 MiB is more than any asked for
+    const std::size_t length = bytes + huge;
+    void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return fail(system_error(errno, "mmap"));
+    auto* aligned = reinterpret_cast<std::byte*>((reinterpret_cast<std::uintptr_t>(base) + huge - 1) & ~(huge - 1));
+    ::madvise(aligned, bytes, MADV_HUGEPAGE);  // advice: without THP, plain pages
+    std::memset(aligned, 0, bytes);
+    std::lock_guard lock(mutex_);
+    mappings_.push_back({aligned, base, length});
+    return aligned;
+  }
+  void deallocate(std::byte* memory, std::size_t bytes) override {
+    (void)bytes;
+    std::lock_guard lock(mutex_);
+    for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
+      if (it->aligned != memory) continue;
+      ::munmap(it->base, it->length);
+      mappings_.erase(it);
+      return;
+    }
+  }
+  std::string_view name() const override { return "host (transparent huge pages)"; }
+
+ private:
+  struct Mapping {
+    std::byte* aligned;
+    void* base;
+    std::size_t length;
+  };
+  std::mutex mutex_;
+  std::vector<Mapping> mappings_;
+};
+
+/// This process's anonymous memory on huge pages (/proc/self/smaps_rollup), in bytes.
+std::uint64_t anon_huge_bytes() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("AnonHugePages:")) return std::stoull(line.substr(14)) * 1024;
+  }
+  return 0;
+}
+
+/// A storage plugin and its staging buffers on the shared runtime.
+struct Engines {
+  Runtime& runtime;
+  std::unique_ptr<Storage> storage;
+  std::unique_ptr<BufferPool> staging;
+  bool registered = false;
+  bool huge_pages = false;
+  CheckpointIo io() { return {&runtime, storage.get(), staging.get()}; }
+};
+
+// As the CLI makes them (tools/corockpt/cli_support.cpp): 32 staging buffers of 4 MiB,
+// offered to the storage for registration; from huge pages with `huge_pages`.
+std::unique_ptr<Engines> make_engines(Runtime& runtime, StorageKind kind, bool huge_pages) {
+  auto engines = std::make_unique<Engines>(Engines{runtime, nullptr, nullptr, false, huge_pages});
+  engines->storage = take(make_storage(runtime, kind), "make_storage");
+  std::shared_ptr<BufferAllocator> allocator = make_host_allocator();
+  if (huge_pages) allocator = std::make_shared<HugePageAllocator>();
+  engines->staging =
+      take(BufferPool::create({.buffer_bytes = 4 << 20, .buffer_count = 32}, allocator), "BufferPool::create");
+  engines->registered = engines->storage->register_buffers(engines->staging->regions());
+  return engines;
+}
+
+struct SaveRun {
+  Measurement m;
+  IoProfile profile;
+  std::size_t files = 0;  // data files, all ranks
+};
+
+SaveRun save_run(Engines& engines, Ranks& ranks, const std::string& ckpt) {
+  Runtime& runtime = engines.runtime;
+  runtime.tracer().clear();
+  runtime.tracer().enable(true);
+  SaveOptions options;  // checksums on (the default 1 MiB blocks)
+  const double cpu_start = cpu_seconds(RUSAGE_SELF);
+  const std::int64_t start_ns = runtime.tracer().now_ns();
+  const auto start = Clock::now();
+  std::vector<TaskHandle<SaveReport>> handles;
+  for (auto& model : ranks.models) {
+    handles.push_back(runtime.spawn(runtime.make_strand(), save_checkpoint(*model, engines.io(), ckpt, options)));
+  }
+  std::uint64_t bytes = 0;
+  std::size_t files = 0;
+  for (auto& handle : handles) {
+    const auto report = take(handle.get(), "save_checkpoint");
+    bytes = report.total_bytes;
+    files += report.rank_files;
+  }
+  const double seconds = seconds_since(start);
+  const std::int64_t end_ns = runtime.tracer().now_ns();
+  const double cpu = cpu_seconds(RUSAGE_SELF) - cpu_start;
+  runtime.tracer().enable(false);
+  return {{seconds, cpu, bytes}, profile_spans(runtime.tracer().spans(), "write_at", start_ns, end_ns), files};
+}
+
+struct LoadRun {
+  Measurement m;
+  std::uint64_t bytes_read = 0;
+  IoProfile profile;  // of the reads
+};
+
+LoadRun load_run(Engines& engines, Ranks& ranks, const std::string& ckpt, std::uint64_t ckpt_bytes, int concurrency) {
+  Runtime& runtime = engines.runtime;
+  LoadOptions options;
+  options.concurrency = concurrency;
+  runtime.tracer().clear();
+  runtime.tracer().enable(true);
+  const double cpu_start = cpu_seconds(RUSAGE_SELF);
+  const std::int64_t start_ns = runtime.tracer().now_ns();
+  const auto start = Clock::now();
+  std::vector<TaskHandle<LoadReport>> handles;
+  for (auto& model : ranks.models) {
+    handles.push_back(runtime.spawn(runtime.make_strand(), load_checkpoint(*model, engines.io(), ckpt, options)));
+  }
+  std::uint64_t read = 0;
+  for (auto& handle : handles) read += take(handle.get(), "load_checkpoint").bytes_read;
+  const double seconds = seconds_since(start);
+  const std::int64_t end_ns = runtime.tracer().now_ns();
+  const double cpu = cpu_seconds(RUSAGE_SELF) - cpu_start;
+  runtime.tracer().enable(false);
+  return {{seconds, cpu, ckpt_bytes}, read, profile_spans(runtime.tracer().spans(), "read_at", start_ns, end_ns)};
+}
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+Spread spread_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  if (n == 0) return {};
+  const double median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+  return {median, values.front(), values.back()};
+}
+
+void print_run(const char* phase, std::size_t round, const char* name, const Measurement& m) {
+  std::printf("%s round %zu  %-12s %6.3f GB/s  %6.2f s  %6.3f CPU s/GiB\n", phase, round, name, m.gb_per_s(), m.seconds,
+              m.cpu_per_gib());
+  std::fflush(stdout);
+}
+
+std::string fmt(const char* format, double a, double b = 0, double c = 0) {
+  char text[256];
+  std::snprintf(text, sizeof text, format, a, b, c);
+  return text;
+}
+
+int run(const Options& options) {
+  const auto kind = take(parse_storage_kind(options.storage), "--storage");
+  if (!on_path("fio")) {
+    std::fprintf(stderr, "corockpt_bench_save: fio is not installed (not found on PATH); apt-get install fio\n");
+    return 2;
+  }
+  const std::string dir = options.dir + "/corockpt-bench-save-" + std::to_string(::getpid());
+  if (::mkdir(dir.c_str(), 0755) != 0) die("mkdir " + dir + ": " + std::strerror(errno));
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+
+  // Space: the checkpoint, fio's files and torch's files may coexist (3x); memory: the
+  // 8-rank model and torch's copy of it (then the 6-rank model and its read buffers).
+  const auto requested = static_cast<std::uint64_t>(std::llround(options.size_gib * static_cast<double>(gib)));
+  std::uint64_t size = requested;
+  const std::uint64_t disk = available_bytes(dir);
+  if (disk < 3 * size) {
+    size = disk / 3;
+    std::printf("free space: %.2f GiB free on %s, less than 3x %.2f GiB: scaling down to %.2f GiB\n",
+                static_cast<double>(disk) / gib, dir.c_str(), static_cast<double>(requested) / gib,
+                static_cast<double>(size) / gib);
+  }
+  const std::uint64_t memory = memory_available();
+  if (memory != 0 && 5 * size / 2 > memory) {
+    size = memory * 2 / 5;
+    std::printf("memory: %.2f GiB available, less than 2.5x the state: scaling down to %.2f GiB\n",
+                static_cast<double>(memory) / gib, static_cast<double>(size) / gib);
+  }
+  const Shape shape = shape_for(size);
+  if (size < 64 * mib) die("too little room for a meaningful run (" + std::to_string(size) + " bytes)");
+  const ModelSpec spec8 = make_spec(8, 2, 4, shape);
+  const ModelSpec spec6 = make_spec(6, 3, 2, shape);
+
+  Runtime runtime;  // first: outlives the storages and the ranks
+  const std::uint64_t huge_before = anon_huge_bytes();
+  auto engines = make_engines(runtime, kind, options.staging == "thp");
+  std::unique_ptr<Engines> thp_engines;
+  if (options.staging == "both") thp_engines = make_engines(runtime, kind, true);
+  const std::uint64_t huge_staging = anon_huge_bytes() - huge_before;
+  const bool torch = torch_available();
+  std::printf("corockpt_bench_save: %.3f GiB of state (3 dense units [%lld, %lld] + bias, %d experts w1 [%lld, %lld] "
+              "w2 [%lld, %lld], float32, Adam), 8 ranks (mesh 2x4); %zu save pairs, %zu load pairs; dir %s\n",
+              static_cast<double>(shape.state_bytes()) / gib, static_cast<long long>(shape.dense_rows),
+              static_cast<long long>(hidden), num_experts, static_cast<long long>(shape.expert_rows),
+              static_cast<long long>(hidden), static_cast<long long>(hidden), static_cast<long long>(shape.expert_rows),
+              options.pairs, options.load_pairs, dir.c_str());
+  std::printf("engines: storage %s, staging 32 x 4 MiB from %s (registered: %s), %zu worker threads; checksums on "
+              "(CRC-32C per 1 MiB)\n",
+              std::string(engines->storage->name()).c_str(), engines->staging->allocator_name().data(),
+              engines->registered ? "yes" : "no", runtime.worker_count());
+  if (thp_engines) {
+    std::printf("extra contender: corockpt-thp, the same with staging from %s (registered: %s)\n",
+                thp_engines->staging->allocator_name().data(), thp_engines->registered ? "yes" : "no");
+  }
+  if (options.staging != "plain") {
+    std::printf("huge pages: %.0f MiB of the staging is on huge pages\n", static_cast<double>(huge_staging) / mib);
+  }
+  std::printf("fio: io_uring, O_DIRECT, bs 4 MiB, iodepth %u, %d files, end_fsync; torch: %s\n", fio_depth, fio_files,
+              torch ? "python3-torch via /usr/bin/python3" : "skipped");
+  std::printf("note: the page cache cannot be dropped without root; writes are O_DIRECT (fio, corockpt) or end in "
+              "fsync (torch), and before each load the checkpoint's pages are evicted with fadvise(DONTNEED)\n");
+  std::fflush(stdout);
+
+  auto setup = Clock::now();
+  Ranks ranks8 = make_ranks(runtime, spec8, /*fill_states=*/true);
+  std::printf("setup: 8-rank model allocated and filled in %.1f s\n", seconds_since(setup));
+  std::fflush(stdout);
+
+  std::optional<TorchJob> torch_job;
+  if (torch) torch_job = make_torch_job(ranks8, dir, options.torch_threads);
+  else std::printf("torch_save: skipped (%s cannot import torch: install python3-torch)\n", system_python);
+
+  // ---- save rounds: A corockpt, B fio, C torch.save
+  std::vector<double> save_fio, save_torch, thp_fio, thp_save;
+  std::vector<Measurement> saves, fios, torches, thps;
+  std::uint64_t ckpt_bytes = 0;
+  FioPlan plan{dir, 0};
+  std::string last_ckpt;
+  for (std::size_t i = 1; i <= options.pairs; ++i) {
+    const std::string ckpt = dir + "/ckpt-" + std::to_string(i);
+    const double save_mark = monotonic_now();
+    auto save = save_run(*engines, ranks8, ckpt);
+    mark(options.mark_clock, "save", i, save_mark);
+    ckpt_bytes = save.m.bytes;
+    if (plan.file_bytes == 0) plan.file_bytes = std::max<std::uint64_t>(1, (ckpt_bytes / fio_files + fio_block / 2) / fio_block) * fio_block;
+    print_run("save", i, "corockpt", save.m);
+    const auto& p = save.profile;
+    std::printf("               %zu data files, writes %zu, median %.1f ms; first write after %.3f s; %.1f in flight on average, "
+                "none in flight %.1f%% of the time; fsync tail %.3f s, commit tail %.3f s\n",
+                save.files, p.ops, p.median_op_ms, p.first_op_s, p.mean_in_flight, 100 * p.idle_share, p.fsync_tail_s,
+                p.commit_tail_s);
+    if (i < options.pairs || options.load_pairs == 0) {
+      std::filesystem::remove_all(ckpt);
+    } else {
+      last_ckpt = ckpt;
+    }
+    const auto fio = fio_run(plan, /*write=*/true);
+    print_run("save", i, "fio", fio);
+    if (i < options.pairs || options.load_pairs == 0) remove_fio_files(plan);  // the last ones are read back
+    saves.push_back(save.m);
+    fios.push_back(fio);
+    save_fio.push_back(save.m.gb_per_s() / fio.gb_per_s());
+    if (torch_job) {
+      const auto t = torch_run(*torch_job);
+      print_run("save", i, "torch.save", t);
+      torches.push_back(t);
+      save_torch.push_back(save.m.gb_per_s() / t.gb_per_s());
+    }
+    if (thp_engines) {
+      const std::string thp_ckpt = dir + "/ckpt-thp-" + std::to_string(i);
+      auto thp = save_run(*thp_engines, ranks8, thp_ckpt);
+      print_run("save", i, "corockpt-thp", thp.m);
+      std::printf("               writes %zu, median %.1f ms; %.1f in flight on average, none in flight %.1f%% of "
+                  "the time\n",
+                  thp.profile.ops, thp.profile.median_op_ms, thp.profile.mean_in_flight, 100 * thp.profile.idle_share);
+      std::filesystem::remove_all(thp_ckpt);
+      thps.push_back(thp.m);
+      thp_fio.push_back(thp.m.gb_per_s() / fio.gb_per_s());
+      thp_save.push_back(thp.m.gb_per_s() / save.m.gb_per_s());
+    }
+  }
+  ranks8.models.clear();  // the memory goes back before the 6-rank model takes as much
+
+  // ---- load rounds: A corockpt resharded 8 -> 6, B fio direct reads
+  std::vector<double> load_fio;
+  std::vector<Measurement> loads, fio_reads;
+  if (!last_ckpt.empty()) {
+    setup = Clock::now();
+    Ranks ranks6 = make_ranks(runtime, spec6, /*fill_states=*/false);
+    std::printf("setup: 6-rank model (mesh 3x2) allocated in %.1f s; loading %s (%.3f GiB of data files), %d reads "
+                "in flight per rank\n",
+                seconds_since(setup), last_ckpt.c_str(), static_cast<double>(tree_bytes(last_ckpt)) / gib,
+                options.load_concurrency);
+    const auto files = data_files(last_ckpt);
+    for (std::size_t i = 1; i <= options.load_pairs; ++i) {
+      const double cached_before = cached_fraction(files);
+      evict(files);
+      const double cached_after = cached_fraction(files);
+      // Poison the params: the check below sees what this load wrote.
+      for (auto& model : ranks6.models) {
+        auto chunks = take(LocalChunks::of(*model), "LocalChunks::of");
+        for (auto& chunk : chunks.chunks()) std::memset(chunk.bytes.data(), 0xff, chunk.bytes.size());
+      }
+      const double load_mark = monotonic_now();
+      auto load = load_run(*engines, ranks6, last_ckpt, ckpt_bytes, options.load_concurrency);
+      mark(options.mark_clock, "load", i, load_mark);
+      print_run("load", i, "corockpt", load.m);
+      const auto& p = load.profile;
+      std::printf("               read %.3f GiB (whole checksum blocks) in %zu reads (%.1f MiB each), median %.1f ms; "
+                  "first read after %.3f s; %.1f in flight on average, none in flight %.1f%% of the time; tail after "
+                  "the last read %.3f s; page cache before: %.0f%% resident, %.0f%% after eviction\n",
+                  static_cast<double>(load.bytes_read) / gib, p.ops,
+                  p.ops ? static_cast<double>(load.bytes_read) / static_cast<double>(p.ops) / mib : 0.0,
+                  p.median_op_ms, p.first_op_s, p.mean_in_flight, 100 * p.idle_share, p.commit_tail_s,
+                  100 * cached_before, 100 * cached_after);
+      const auto fio = fio_run(plan, /*write=*/false);
+      print_run("load", i, "fio read", fio);
+      loads.push_back(load.m);
+      fio_reads.push_back(fio);
+      load_fio.push_back(load.m.gb_per_s() / fio.gb_per_s());
+    }
+    // The params hold their known values (the states were random bytes: not checked).
+    std::int64_t checked = 0;
+    for (auto& model : ranks6.models) {
+      auto chunks = take(LocalChunks::of(*model), "LocalChunks::of");
+      std::vector<LocalChunk> params;
+      for (const auto& chunk : chunks.chunks()) {
+        if (!is_state(chunk)) params.push_back(chunk);
+      }
+      const auto check = check_known_values(params);
+      if (!check.ok()) die("after the load, rank " + std::to_string(model->rank()) + ": " + *check.first_mismatch);
+      checked += check.checked;
+    }
+    std::printf("load check: %lld param elements on 6 ranks equal their known values\n", static_cast<long long>(checked));
+    remove_fio_files(plan);
+    std::filesystem::remove_all(last_ckpt);
+  }
+
+  // ---- summary (the last line is save/fio)
+  auto median_rate = [](const std::vector<Measurement>& ms) {
+    std::vector<double> v;
+    for (const auto& m : ms) v.push_back(m.gb_per_s());
+    return spread_of(v).median;
+  };
+  auto median_cpu = [](const std::vector<Measurement>& ms) {
+    std::vector<double> v;
+    for (const auto& m : ms) v.push_back(m.cpu_per_gib());
+    return spread_of(v).median;
+  };
+  if (!loads.empty()) {
+    const auto ratio = spread_of(load_fio);
+    std::printf("median load 8->6: corockpt %.3f GB/s, fio read %.3f GB/s; CPU s/GiB corockpt %.3f, fio %.3f\n",
+                median_rate(loads), median_rate(fio_reads), median_cpu(loads), median_cpu(fio_reads));
+    std::printf("%s", fmt("load/fio median %.2f (spread %.2f..%.2f)\n", ratio.median, ratio.min, ratio.max).c_str());
+    std::printf("load/fio = %.2f\n", ratio.median);
+  }
+  std::printf("median save: corockpt %.3f GB/s, fio %.3f GB/s", median_rate(saves), median_rate(fios));
+  if (!torches.empty()) std::printf(", torch.save %.3f GB/s", median_rate(torches));
+  std::printf("; CPU s/GiB corockpt %.3f, fio %.3f", median_cpu(saves), median_cpu(fios));
+  if (!torches.empty()) std::printf(", torch.save %.3f", median_cpu(torches));
+  std::printf("\n");
+  const auto vs_fio = spread_of(save_fio);
+  if (!thps.empty()) {
+    const auto a = spread_of(thp_fio), b = spread_of(thp_save);
+    std::printf("median save corockpt-thp %.3f GB/s; CPU s/GiB %.3f\n", median_rate(thps), median_cpu(thps));
+    std::printf("%s", fmt("save(thp)/fio median %.2f (spread %.2f..%.2f)\n", a.median, a.min, a.max).c_str());
+    std::printf("%s", fmt("save(thp)/save median %.2f (spread %.2f..%.2f)\n", b.median, b.min, b.max).c_str());
+  }
+  if (!torches.empty()) {
+    const auto vs_torch = spread_of(save_torch);
+    std::printf("%s", fmt("save/torch_save median %.2f (spread %.2f..%.2f)\n", vs_torch.median, vs_torch.min, vs_torch.max).c_str());
+  }
+  std::printf("%s", fmt("save/fio median %.2f (spread %.2f..%.2f)\n", vs_fio.median, vs_fio.min, vs_fio.max).c_str());
+  if (!torches.empty()) {
+    std::printf("save/torch_save = %.2f\n", spread_of(save_torch).median);
+  } else {
+    std::printf("torch_save: skipped\n");
+  }
+  std::printf("save/fio = %.2f\n", vs_fio.median);
+  return 0;
+}
+
+}  // namespace
+}  // namespace corockpt
+
+int main(int argc, char** argv) {
+  using namespace corockpt;
+  CLI::App app{"save_checkpoint on 8 ranks against fio and torch.save; load resharded 8 -> 6 against fio"};
+  Options options;
+  app.add_option("--size-gib", options.size_gib, "GiB of model state (params + Adam states), scaled to the free space")
+      ->check(CLI::Range(0.01, 1e5));
+  app.add_option("--pairs", options.pairs, "save rounds (corockpt, fio, torch.save)")->check(CLI::Range(1, 1000));
+  app.add_option("--load-pairs", options.load_pairs, "load rounds (corockpt, fio read); 0: no load")
+      ->check(CLI::Range(0, 1000));
+  app.add_option("--dir", options.dir, "parent of the bench's fresh directory (default /tmp)")->check(CLI::ExistingDirectory);
+  app.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
+      ->check(CLI::IsMember({"auto", "uring", "posix"}));
+  app.add_option("--staging", options.staging,
+                 "staging memory: plain (4 KiB pages, as the CLI), thp (2 MiB transparent huge pages), or both "
+                 "(thp as a fourth contender each round)")
+      ->check(CLI::IsMember({"plain", "thp", "both"}));
+  app.add_option("--load-concurrency", options.load_concurrency, "LoadOptions::concurrency: reads in flight per rank")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--torch-threads", options.torch_threads, "threads saving the torch files at once (1: one after another)")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--mark-clock", options.mark_clock,
+               "print CLOCK_MONOTONIC around each timed save and load (for perf record -k CLOCK_MONOTONIC)");
+  CLI11_PARSE(app, argc, argv);
+  return run(options);
+}
