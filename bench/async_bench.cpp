@@ -31,8 +31,11 @@
 //     timed from a barrier before to the last rank's end;
 // (C) sync save: save_checkpoint on all 8 ranks, from the call to the commit on every
 //     rank.
-// Checkpoint directories are removed after each phase, untimed. Summary: medians of the
-// per-round ratios with their spread (min..max); the last line is `stall/sync_save`.
+// Checkpoint directories are removed after each phase, untimed. Where the steps' time
+// goes: the process's CPU (getrusage, every thread) at each step's end, so the CPU a
+// persist takes from training shows as the step's CPU during persist minus a quiet one's;
+// and the sync save's CPU per GiB. Summary: medians of the per-round ratios with their
+// spread (min..max); the last line is `stall/sync_save`.
 
 #include <sys/resource.h>
 #include <sys/statvfs.h>

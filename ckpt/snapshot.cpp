@@ -51,6 +51,9 @@ Result<std::unique_ptr<Snapshot>> Snapshot::create(std::span<const LocalChunk> c
     auto memory = snapshot->allocator_->allocate(snapshot->bytes_, 4096);
     if (!memory) return fail(memory.error());
     snapshot->memory_ = *memory;
+    // Touched now, so the first snapshot does not pay the page faults inside the
+    // training loop's fence.
+    std::memset(snapshot->memory_, 0, snapshot->bytes_);
   }
   std::uint64_t at = 0;
   for (const auto& chunk : chunks) {
