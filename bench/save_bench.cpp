@@ -24,9 +24,19 @@
 // checkpoint's pages are evicted with posix_fadvise(DONTNEED) (no root needed; clean
 // pages go), and the fraction still resident (mincore) is printed.
 //
-// Where the save's time goes: the storage plugins record every write_at and fsync as a
-// span; each save round prints the time to the first write, the mean writes in flight
-// and the share of the round with no write in flight, and the tail after the last write.
+// Where the time goes: the storage plugins record every write_at, read_at and fsync as a
+// span; each round prints the time to the first operation, the mean operations in
+// flight, the share of the round with none in flight, and the tail after the last one.
+// `--mark-clock` prints CLOCK_MONOTONIC around each timed run, for
+// `perf record -k CLOCK_MONOTONIC` + `perf report --time FROM,TO`.
+//
+// `--staging both` adds (D) each round: the same save with the staging buffers on
+// transparent huge pages (HugePageAllocator below), to show what that gains.
+//
+// Sizes: --size-gib is scaled down, with a message, to a third of the free disk (the
+// checkpoint, fio's files and torch's may coexist) and to 40% of MemAvailable (the
+// model and torch's copy of it). Everything goes into a fresh corockpt-bench-save-<pid>
+// under --dir, removed at the end.
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -119,8 +129,14 @@ double cpu_seconds(int who) {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+std::string bench_dir;  // removed on the way out, also by die()
+
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "corockpt_bench_save: %s\n", what.c_str());
+  if (!bench_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(bench_dir, ec);
+  }
   std::exit(1);
 }
 
@@ -222,7 +238,8 @@ Ranks make_ranks(Runtime& runtime, const ModelSpec& spec, bool fill_states) {
       if (!fill_states) continue;
       auto chunks = take(LocalChunks::of(*ranks.models[r]), "LocalChunks::of");
       for (const auto& chunk : chunks.chunks()) {
-        if (is_state(chunk) && !chunk.name.ends_with(".step")) fill_random(chunk.bytes, std::hash<std::string>{}(chunk.name) + r);
+        if (!is_state(chunk) || chunk.name.ends_with(".step")) continue;
+        fill_random(chunk.bytes, std::hash<std::string>{}(chunk.name) + r);
       }
     }
   };
@@ -477,7 +494,8 @@ TorchJob make_torch_job(Ranks& ranks, const std::string& dir, int threads) {
     job.files.push_back(path);
     files.push_back({{"path", path}, {"tensors", std::move(tensors)}});
   }
-  std::ofstream(job.job_path) << nlohmann::json{{"files", files}, {"threads", threads}, {"result", job.result_path}}.dump();
+  const nlohmann::json description = {{"files", files}, {"threads", threads}, {"result", job.result_path}};
+  std::ofstream(job.job_path) << description.dump();
   return job;
 }
 
@@ -709,6 +727,7 @@ int run(const Options& options) {
   }
   const std::string dir = options.dir + "/corockpt-bench-save-" + std::to_string(::getpid());
   if (::mkdir(dir.c_str(), 0755) != 0) die("mkdir " + dir + ": " + std::strerror(errno));
+  bench_dir = dir;
   struct Cleanup {
     std::string dir;
     ~Cleanup() {
@@ -779,7 +798,7 @@ int run(const Options& options) {
   else std::printf("torch_save: skipped (%s cannot import torch: install python3-torch)\n", system_python);
 
   // ---- save rounds: A corockpt, B fio, C torch.save
-  std::vector<double> save_fio, save_torch, thp_fio, thp_save;
+  std::vector<double> save_fio, save_torch, thp_fio, thp_save, thp_torch;
   std::vector<Measurement> saves, fios, torches, thps;
   std::uint64_t ckpt_bytes = 0;
   FioPlan plan{dir, 0};
@@ -790,11 +809,13 @@ int run(const Options& options) {
     auto save = save_run(*engines, ranks8, ckpt);
     mark(options.mark_clock, "save", i, save_mark);
     ckpt_bytes = save.m.bytes;
-    if (plan.file_bytes == 0) plan.file_bytes = std::max<std::uint64_t>(1, (ckpt_bytes / fio_files + fio_block / 2) / fio_block) * fio_block;
+    if (plan.file_bytes == 0) {  // fio's share of a rank: the nearest whole number of blocks
+      plan.file_bytes = std::max<std::uint64_t>(1, (ckpt_bytes / fio_files + fio_block / 2) / fio_block) * fio_block;
+    }
     print_run("save", i, "corockpt", save.m);
     const auto& p = save.profile;
-    std::printf("               %zu data files, writes %zu, median %.1f ms; first write after %.3f s; %.1f in flight on average, "
-                "none in flight %.1f%% of the time; fsync tail %.3f s, commit tail %.3f s\n",
+    std::printf("               %zu data files, writes %zu, median %.1f ms; first write after %.3f s; %.1f in flight "
+                "on average, none in flight %.1f%% of the time; fsync tail %.3f s, commit tail %.3f s\n",
                 save.files, p.ops, p.median_op_ms, p.first_op_s, p.mean_in_flight, 100 * p.idle_share, p.fsync_tail_s,
                 p.commit_tail_s);
     if (i < options.pairs || options.load_pairs == 0) {
@@ -825,6 +846,7 @@ int run(const Options& options) {
       thps.push_back(thp.m);
       thp_fio.push_back(thp.m.gb_per_s() / fio.gb_per_s());
       thp_save.push_back(thp.m.gb_per_s() / save.m.gb_per_s());
+      if (!torches.empty()) thp_torch.push_back(thp.m.gb_per_s() / torches.back().gb_per_s());
     }
   }
   ranks8.models.clear();  // the memory goes back before the 6-rank model takes as much
@@ -879,7 +901,8 @@ int run(const Options& options) {
       if (!check.ok()) die("after the load, rank " + std::to_string(model->rank()) + ": " + *check.first_mismatch);
       checked += check.checked;
     }
-    std::printf("load check: %lld param elements on 6 ranks equal their known values\n", static_cast<long long>(checked));
+    std::printf("load check: %lld param elements on 6 ranks equal their known values\n",
+                static_cast<long long>(checked));
     remove_fio_files(plan);
     std::filesystem::remove_all(last_ckpt);
   }
@@ -913,10 +936,15 @@ int run(const Options& options) {
     std::printf("median save corockpt-thp %.3f GB/s; CPU s/GiB %.3f\n", median_rate(thps), median_cpu(thps));
     std::printf("%s", fmt("save(thp)/fio median %.2f (spread %.2f..%.2f)\n", a.median, a.min, a.max).c_str());
     std::printf("%s", fmt("save(thp)/save median %.2f (spread %.2f..%.2f)\n", b.median, b.min, b.max).c_str());
+    if (!thp_torch.empty()) {
+      const auto c = spread_of(thp_torch);
+      std::printf("%s", fmt("save(thp)/torch_save median %.2f (spread %.2f..%.2f)\n", c.median, c.min, c.max).c_str());
+    }
   }
   if (!torches.empty()) {
     const auto vs_torch = spread_of(save_torch);
-    std::printf("%s", fmt("save/torch_save median %.2f (spread %.2f..%.2f)\n", vs_torch.median, vs_torch.min, vs_torch.max).c_str());
+    std::printf("%s", fmt("save/torch_save median %.2f (spread %.2f..%.2f)\n", vs_torch.median, vs_torch.min,
+                          vs_torch.max).c_str());
   }
   std::printf("%s", fmt("save/fio median %.2f (spread %.2f..%.2f)\n", vs_fio.median, vs_fio.min, vs_fio.max).c_str());
   if (!torches.empty()) {
@@ -940,7 +968,8 @@ int main(int argc, char** argv) {
   app.add_option("--pairs", options.pairs, "save rounds (corockpt, fio, torch.save)")->check(CLI::Range(1, 1000));
   app.add_option("--load-pairs", options.load_pairs, "load rounds (corockpt, fio read); 0: no load")
       ->check(CLI::Range(0, 1000));
-  app.add_option("--dir", options.dir, "parent of the bench's fresh directory (default /tmp)")->check(CLI::ExistingDirectory);
+  app.add_option("--dir", options.dir, "parent of the bench's fresh directory (default /tmp)")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--staging", options.staging,
@@ -949,7 +978,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"plain", "thp", "both"}));
   app.add_option("--load-concurrency", options.load_concurrency, "LoadOptions::concurrency: reads in flight per rank")
       ->check(CLI::Range(1, 1024));
-  app.add_option("--torch-threads", options.torch_threads, "threads saving the torch files at once (1: one after another)")
+  app.add_option("--torch-threads", options.torch_threads,
+                 "threads saving the torch files at once (1: one after another)")
       ->check(CLI::Range(1, 64));
   app.add_flag("--mark-clock", options.mark_clock,
                "print CLOCK_MONOTONIC around each timed save and load (for perf record -k CLOCK_MONOTONIC)");
