@@ -94,7 +94,8 @@ Task<std::vector<std::byte>> CheckpointReader::read(const std::string& name, con
   const std::uint64_t block = metadata_.block_size;
   const std::uint64_t length = chunk.end - chunk.begin;
   const std::uint64_t first = from / block * block;
-  const std::uint64_t last = std::min(length, (to + block - 1) / block * block);
+  // Rounded up without overflow (block_size comes from the metadata: any value).
+  const std::uint64_t last = std::min(length, to % block == 0 ? to : to - to % block + std::min(block, length - (to - to % block)));
   auto it = files_.find(chunk.file);
   if (it == files_.end()) {
     co_return fail(Errc::internal, "data file not opened before reading", {.fqn = name, .path = chunk.file});

@@ -267,7 +267,7 @@ struct UnitCollector {
         Range rows = rows_of(slot.spec->shape, n, r);
         std::size_t piece = bytes_of(rows.length * row, slot.spec->dtype);
         for (int kind = 0; kind < kinds; ++kind) {
-          if (full[kind]) {
+          if (full[kind] && piece > 0) {  // an empty tensor has no memory to copy into
             std::memcpy(full[kind]->data() + bytes_of(rows.offset * row, slot.spec->dtype), recv.data() + cursor[r], piece);
           }
           cursor[r] += piece;

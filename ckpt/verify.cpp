@@ -155,13 +155,17 @@ Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
     }
     File& file = *reader->file(name);
     auto wrong_size = co_await size_problem(*io.storage, file, size);
-    if (!wrong_size) co_return fail(wrong_size.error());
+    if (!wrong_size) {  // unreadable: a problem of this file, not a reason to stop
+      report.problems.push_back({name, "", wrong_size.error().message});
+      continue;
+    }
     if (!wrong_size->empty()) {
       report.problems.push_back({name, "", *wrong_size});
       continue;  // its header and ranges cannot be trusted
     }
     if (auto ok = co_await check_header(io, file, name, size, by_file[name], md, report.problems); !ok) {
-      co_return fail(ok.error());
+      report.problems.push_back({name, "", ok.error().message});
+      continue;
     }
     for (const auto& ref : by_file[name]) {
       queue.chunks.push_back(ref);

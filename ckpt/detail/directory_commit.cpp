@@ -38,6 +38,8 @@ Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
   auto entries = co_await io.storage->list(parent);
   if (!entries && entries.error().code == Errc::not_found) {
     if (auto made = co_await io.storage->make_dir(parent); !made) co_return fail(made.error());
+    // The new parent's own entry must survive a power cut too, or the checkpoint would.
+    if (auto synced = co_await io.storage->fsync_dir(parent_of(parent)); !synced) co_return fail(synced.error());
     entries = std::vector<DirEntry>{};
   }
   if (!entries) co_return fail(entries.error());

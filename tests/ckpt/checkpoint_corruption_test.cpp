@@ -420,10 +420,8 @@ TEST_CASE("Checkpoint corruption: a data file replaced by a directory") {
   check_names(error, {file});
 }
 
-// A known bug, so tagged [!shouldfail] (drop the tag with the fix): verify_checkpoint
-// promises to fail only when it cannot run, but the read error of its size probe on a
-// data file it cannot read ("Is a directory") ends it with that error, not a problem.
-TEST_CASE("Checkpoint corruption: verify reports a data file replaced by a directory", "[!shouldfail]") {
+// verify fails only when it cannot run: a data file it cannot read is a problem of that file.
+TEST_CASE("Checkpoint corruption: verify reports a data file replaced by a directory") {
   Damaged ckpt;
   const std::string file = ckpt.chunk(tensor, 0).file;
   std::filesystem::remove(ckpt.path(file));
@@ -437,11 +435,9 @@ TEST_CASE("Checkpoint corruption: verify reports a data file replaced by a direc
   CHECK(has_problem(*report, file, "", ""));
 }
 
-// A known bug, so tagged [!shouldfail] (drop the tag with the fix): with a block_size
-// near 2^64 (metadata that parses: one block per chunk), CheckpointReader::read's
-// `(to + block - 1)` wraps, nothing is read or checked, and it returns zeros: load fills
-// zeros and verify reports nothing, flipped byte or not.
-TEST_CASE("Checkpoint corruption: a flipped byte is found whatever the checksum block size", "[!shouldfail]") {
+// A block_size near 2^64 (metadata that parses: one block per chunk) must not wrap the
+// reader's rounding: the flipped byte is still found.
+TEST_CASE("Checkpoint corruption: a flipped byte is found whatever the checksum block size") {
   Damaged ckpt;
   const ChunkAt chunk = ckpt.chunk(tensor, 8);
   const std::uint64_t at = chunk.begin + (chunk.end - chunk.begin) / 2 + 1;

@@ -304,11 +304,8 @@ TEST_CASE("Checkpoint crash: a power cut right after a save keeps the new checkp
   check_loads_clean(io, spec, b_dir);
 }
 
-// A known bug, so tagged [!shouldfail] (drop the tag with the fix): when save creates the
-// missing parent, detail::make_temporary_directory never fsyncs the parent's own parent,
-// so the parent's entry is not durable and a power cut after a successful save loses the
-// whole checkpoint.
-TEST_CASE("Checkpoint crash: a save that creates its missing parent directory survives a power cut", "[!shouldfail]") {
+// A save that creates its missing parent makes the parent's own entry durable too.
+TEST_CASE("Checkpoint crash: a save that creates its missing parent directory survives a power cut") {
   const ModelSpec spec = crash_spec();
   TestIo io;
   auto& storage = use(io, std::make_unique<PowerCutStorage>());  // no /ckpts yet

@@ -102,6 +102,9 @@ done
 before=$(cd "$ckpt" && ls -l --time-style=+%s.%N | md5sum)
 if "$corockpt" save --spec "$spec" "$ckpt" >"$work/resave.log" 2>&1; then
   fail "save onto the existing checkpoint $ckpt exited 0"
+elif ! grep -q -i exist "$work/resave.log"; then
+  fail "save onto the existing checkpoint failed, but not because it exists"
+  sed 's/^/    | /' "$work/resave.log" | tail -n 5
 else
   echo "ok: save onto an existing checkpoint exits non-zero: $(head -n 1 "$work/resave.log")"
 fi
@@ -189,8 +192,11 @@ else
 fi
 if "$corockpt" load --spec "$spec" "$bad" --check >"$work/load-bad.log" 2>&1; then
   fail "load --check exited 0 on the corrupted checkpoint"
-else
+elif grep -q -i -e checksum -e mismatch -e corrupt "$work/load-bad.log"; then
   echo "ok: load --check exits non-zero on it: $(grep -m1 'corockpt load' "$work/load-bad.log" || tail -n 1 "$work/load-bad.log")"
+else
+  fail "load --check exited non-zero on the corrupted checkpoint, but not for a checksum or value mismatch"
+  sed 's/^/    | /' "$work/load-bad.log" | tail -n 5
 fi
 
 if ((failures)); then

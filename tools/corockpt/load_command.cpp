@@ -33,7 +33,9 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
     // Poison everything first (NaN bytes, step -1): what the check sees came from disk.
     auto chunks = LocalChunks::of(**model);
     if (!chunks) co_return fail(chunks.error().with_rank(rank));
-    for (auto& chunk : chunks->chunks()) std::memset(chunk.bytes.data(), 0xff, chunk.bytes.size());
+    for (auto& chunk : chunks->chunks()) {
+      if (!chunk.bytes.empty()) std::memset(chunk.bytes.data(), 0xff, chunk.bytes.size());  // empty: no memory
+    }
     (*model)->set_step(-1);
   }
   LoadOptions options;  // named: GCC 12 mishandles temporaries with non-trivial members in co_await calls
