@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "ckpt/detail/directory_commit.hpp"
 #include "ckpt/format/crc32c.hpp"
 #include "runtime/when_all.hpp"
 
@@ -9,25 +10,19 @@ namespace corockpt {
 
 namespace {
 
-std::string strip_trailing_slashes(std::string dir) {
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  return dir;
-}
-
 // No real checkpoint's metadata comes near this; a larger file is not ours.
 constexpr std::uint64_t max_metadata_bytes = 1ull << 32;
 
 }  // namespace
 
 bool is_partial_checkpoint_name(std::string_view path) {
-  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
-  const auto slash = path.rfind('/');
-  const std::string_view name = slash == std::string_view::npos ? path : path.substr(slash + 1);
-  return name.find(".tmp-") != std::string_view::npos;
+  const std::string dir = detail::strip_trailing_slashes(std::string(path));
+  const auto slash = dir.rfind('/');
+  return dir.find(".tmp-", slash == std::string::npos ? 0 : slash + 1) != std::string::npos;
 }
 
 Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string dir) {
-  const std::string path = strip_trailing_slashes(std::move(dir)) + "/" + std::string(checkpoint_metadata_file);
+  const std::string path = detail::strip_trailing_slashes(std::move(dir)) + "/" + std::string(checkpoint_metadata_file);
   auto file = co_await io.storage->open(path, {.mode = OpenMode::read, .direct = DirectIo::never});
   if (!file) {
     if (file.error().code == Errc::not_found) {
@@ -57,7 +52,7 @@ Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string d
 }
 
 Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open(CheckpointIo io, std::string dir) {
-  dir = strip_trailing_slashes(std::move(dir));
+  dir = detail::strip_trailing_slashes(std::move(dir));
   if (is_partial_checkpoint_name(dir)) {
     co_return fail(Errc::invalid_argument, "a partial checkpoint (a save that has not committed) is never loaded",
                    {.path = dir, .operation = "open checkpoint"});

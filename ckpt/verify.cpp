@@ -3,6 +3,7 @@
 #include <map>
 
 #include "ckpt/checkpoint_reader.hpp"
+#include "ckpt/detail/directory_commit.hpp"
 #include "ckpt/format/safetensors.hpp"
 #include "runtime/when_all.hpp"
 
@@ -125,7 +126,7 @@ Task<void> check_checksums(CheckpointReader& reader, ChecksumQueue& queue, std::
 
 Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
                                      std::function<void(std::uint64_t, std::uint64_t)> progress) {
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  dir = detail::strip_trailing_slashes(std::move(dir));
   VerifyReport report;
   if (is_partial_checkpoint_name(dir)) {
     report.problems.push_back({"", "", "a partial checkpoint: a save that did not commit (never loaded)"});

@@ -14,11 +14,7 @@ namespace corockpt::cli {
 
 namespace {
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
+using detail::shape_text;
 
 int run(const std::string& dir) {
   auto engines = Engines::make(StorageKind::automatic);
