@@ -30,8 +30,9 @@
 // `--mark-clock` prints CLOCK_MONOTONIC around each timed run, for
 // `perf record -k CLOCK_MONOTONIC` + `perf report --time FROM,TO`.
 //
-// `--staging both` adds (D) each round: the same save with the staging buffers on
-// transparent huge pages (HugePageAllocator below), to show what that gains.
+// `--staging both` adds (D) each round: the same save with the staging buffers on 4 KiB
+// pages (SmallPageAllocator below) instead of the host allocator's transparent huge
+// pages, to show what those gain.
 //
 // Sizes: --size-gib is scaled down, with a message, to a third of the free disk (the
 // checkpoint, fio's files and torch's may coexist) and to 40% of MemAvailable (the
@@ -99,7 +100,7 @@ struct Options {
   std::size_t load_pairs = 5;
   std::string dir = "/tmp";  // the parent of a fresh corockpt-bench-save-<pid>
   std::string storage = "auto";
-  std::string staging = "plain";  // plain (the CLI's), thp, or both (thp as an extra contender)
+  std::string staging = "default";  // default (the CLI's: huge pages), small (4 KiB pages), or both
   int torch_threads = 8;
   int load_concurrency = LoadOptions{}.concurrency;
   bool mark_clock = false;  // print CLOCK_MONOTONIC around each timed run
@@ -561,46 +562,22 @@ IoProfile profile_spans(const std::vector<SpanRecord>& spans, std::string_view o
 
 // ---------------------------------------------------------------- the runs
 
-/// Staging memory on transparent huge pages: each buffer 2 MiB-aligned and
-/// madvise(MADV_HUGEPAGE)d (THP is "madvise" here), touched now so the pages exist. A
-/// 4 MiB O_DIRECT write from 4 KiB pages has 1024 segments, more than a virtio disk's
-/// max_segments (254), so the block layer splits it into 5 requests; from 2 MiB pages
-/// it has 2 and goes as one.
-class HugePageAllocator final : public BufferAllocator {
+/// Staging memory on 4 KiB pages (MADV_NOHUGEPAGE), touched now so the pages exist: what
+/// the host allocator gave before it used transparent huge pages. A 4 MiB O_DIRECT write
+/// from 4 KiB pages has 1024 segments, more than a virtio disk's max_segments (254), so
+/// the block layer splits it into 5 requests; from 2 MiB pages it has 2 and goes as one.
+class SmallPageAllocator final : public BufferAllocator {
  public:
   Result<std::byte*> allocate(std::size_t bytes, std::size_t alignment) override {
-    constexpr std::size_t huge = 2 * mib;
-    (void)alignment;  // 2 MiB is more than any asked for
-    const std::size_t length = bytes + huge;
-    void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) return fail(system_error(errno, "mmap"));
-    auto* aligned = reinterpret_cast<std::byte*>((reinterpret_cast<std::uintptr_t>(base) + huge - 1) & ~(huge - 1));
-    ::madvise(aligned, bytes, MADV_HUGEPAGE);  // advice: without THP, plain pages
-    std::memset(aligned, 0, bytes);
-    std::lock_guard lock(mutex_);
-    mappings_.push_back({aligned, base, length});
-    return aligned;
+    (void)alignment;  // mmap's 4096 is all anyone asks for
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return fail(system_error(errno, "mmap"));
+    ::madvise(p, bytes, MADV_NOHUGEPAGE);
+    std::memset(p, 0, bytes);
+    return static_cast<std::byte*>(p);
   }
-  void deallocate(std::byte* memory, std::size_t bytes) override {
-    (void)bytes;
-    std::lock_guard lock(mutex_);
-    for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
-      if (it->aligned != memory) continue;
-      ::munmap(it->base, it->length);
-      mappings_.erase(it);
-      return;
-    }
-  }
-  std::string_view name() const override { return "host (transparent huge pages)"; }
-
- private:
-  struct Mapping {
-    std::byte* aligned;
-    void* base;
-    std::size_t length;
-  };
-  std::mutex mutex_;
-  std::vector<Mapping> mappings_;
+  void deallocate(std::byte* memory, std::size_t bytes) override { ::munmap(memory, bytes); }
+  std::string_view name() const override { return "host (4 KiB pages)"; }
 };
 
 /// This process's anonymous memory on huge pages (/proc/self/smaps_rollup), in bytes.
@@ -618,17 +595,17 @@ struct Engines {
   std::unique_ptr<Storage> storage;
   std::unique_ptr<BufferPool> staging;
   bool registered = false;
-  bool huge_pages = false;
+  bool small_pages = false;
   CheckpointIo io() { return {&runtime, storage.get(), staging.get()}; }
 };
 
 // As the CLI makes them (tools/corockpt/cli_support.cpp): 32 staging buffers of 4 MiB,
-// offered to the storage for registration; from huge pages with `huge_pages`.
-std::unique_ptr<Engines> make_engines(Runtime& runtime, StorageKind kind, bool huge_pages) {
-  auto engines = std::make_unique<Engines>(Engines{runtime, nullptr, nullptr, false, huge_pages});
+// offered to the storage for registration; from 4 KiB pages with `small_pages`.
+std::unique_ptr<Engines> make_engines(Runtime& runtime, StorageKind kind, bool small_pages) {
+  auto engines = std::make_unique<Engines>(Engines{runtime, nullptr, nullptr, false, small_pages});
   engines->storage = take(make_storage(runtime, kind), "make_storage");
   std::shared_ptr<BufferAllocator> allocator = make_host_allocator();
-  if (huge_pages) allocator = std::make_shared<HugePageAllocator>();
+  if (small_pages) allocator = std::make_shared<SmallPageAllocator>();
   engines->staging =
       take(BufferPool::create({.buffer_bytes = 4 << 20, .buffer_count = 32}, allocator), "BufferPool::create");
   engines->registered = engines->storage->register_buffers(engines->staging->regions());
@@ -759,11 +736,9 @@ int run(const Options& options) {
   const ModelSpec spec6 = make_spec(6, 3, 2, shape);
 
   Runtime runtime;  // first: outlives the storages and the ranks
-  const std::uint64_t huge_before = anon_huge_bytes();
-  auto engines = make_engines(runtime, kind, options.staging == "thp");
-  std::unique_ptr<Engines> thp_engines;
-  if (options.staging == "both") thp_engines = make_engines(runtime, kind, true);
-  const std::uint64_t huge_staging = anon_huge_bytes() - huge_before;
+  auto engines = make_engines(runtime, kind, options.staging == "small");
+  std::unique_ptr<Engines> small_engines;
+  if (options.staging == "both") small_engines = make_engines(runtime, kind, true);
   const bool torch = torch_available();
   std::printf("corockpt_bench_save: %.3f GiB of state (3 dense units [%lld, %lld] + bias, %d experts w1 [%lld, %lld] "
               "w2 [%lld, %lld], float32, Adam), 8 ranks (mesh 2x4); %zu save pairs, %zu load pairs; dir %s\n",
@@ -775,12 +750,9 @@ int run(const Options& options) {
               "(CRC-32C per 1 MiB)\n",
               std::string(engines->storage->name()).c_str(), engines->staging->allocator_name().data(),
               engines->registered ? "yes" : "no", runtime.worker_count());
-  if (thp_engines) {
-    std::printf("extra contender: corockpt-thp, the same with staging from %s (registered: %s)\n",
-                thp_engines->staging->allocator_name().data(), thp_engines->registered ? "yes" : "no");
-  }
-  if (options.staging != "plain") {
-    std::printf("huge pages: %.0f MiB of the staging is on huge pages\n", static_cast<double>(huge_staging) / mib);
+  if (small_engines) {
+    std::printf("extra contender: corockpt-4k, the same with staging from %s (registered: %s)\n",
+                small_engines->staging->allocator_name().data(), small_engines->registered ? "yes" : "no");
   }
   std::printf("fio: io_uring, O_DIRECT, bs 4 MiB, iodepth %u, %d files, end_fsync; torch: %s\n", fio_depth, fio_files,
               torch ? "python3-torch via /usr/bin/python3" : "skipped");
@@ -798,8 +770,8 @@ int run(const Options& options) {
   else std::printf("torch_save: skipped (%s cannot import torch: install python3-torch)\n", system_python);
 
   // ---- save rounds: A corockpt, B fio, C torch.save
-  std::vector<double> save_fio, save_torch, thp_fio, thp_save, thp_torch;
-  std::vector<Measurement> saves, fios, torches, thps;
+  std::vector<double> save_fio, save_torch, small_fio, small_save, small_torch;
+  std::vector<Measurement> saves, fios, torches, smalls;
   std::uint64_t ckpt_bytes = 0;
   FioPlan plan{dir, 0};
   std::string last_ckpt;
@@ -835,18 +807,18 @@ int run(const Options& options) {
       torches.push_back(t);
       save_torch.push_back(save.m.gb_per_s() / t.gb_per_s());
     }
-    if (thp_engines) {
-      const std::string thp_ckpt = dir + "/ckpt-thp-" + std::to_string(i);
-      auto thp = save_run(*thp_engines, ranks8, thp_ckpt);
-      print_run("save", i, "corockpt-thp", thp.m);
+    if (small_engines) {
+      const std::string small_ckpt = dir + "/ckpt-4k-" + std::to_string(i);
+      auto small = save_run(*small_engines, ranks8, small_ckpt);
+      print_run("save", i, "corockpt-4k", small.m);
       std::printf("               writes %zu, median %.1f ms; %.1f in flight on average, none in flight %.1f%% of "
                   "the time\n",
-                  thp.profile.ops, thp.profile.median_op_ms, thp.profile.mean_in_flight, 100 * thp.profile.idle_share);
-      std::filesystem::remove_all(thp_ckpt);
-      thps.push_back(thp.m);
-      thp_fio.push_back(thp.m.gb_per_s() / fio.gb_per_s());
-      thp_save.push_back(thp.m.gb_per_s() / save.m.gb_per_s());
-      if (!torches.empty()) thp_torch.push_back(thp.m.gb_per_s() / torches.back().gb_per_s());
+                  small.profile.ops, small.profile.median_op_ms, small.profile.mean_in_flight, 100 * small.profile.idle_share);
+      std::filesystem::remove_all(small_ckpt);
+      smalls.push_back(small.m);
+      small_fio.push_back(small.m.gb_per_s() / fio.gb_per_s());
+      small_save.push_back(small.m.gb_per_s() / save.m.gb_per_s());
+      if (!torches.empty()) small_torch.push_back(small.m.gb_per_s() / torches.back().gb_per_s());
     }
   }
   ranks8.models.clear();  // the memory goes back before the 6-rank model takes as much
@@ -930,15 +902,17 @@ int run(const Options& options) {
   std::printf("; CPU s/GiB corockpt %.3f, fio %.3f", median_cpu(saves), median_cpu(fios));
   if (!torches.empty()) std::printf(", torch.save %.3f", median_cpu(torches));
   std::printf("\n");
+  std::printf("huge pages: %.0f MiB of this process's memory is on transparent huge pages (staging, model)\n",
+              static_cast<double>(anon_huge_bytes()) / mib);
   const auto vs_fio = spread_of(save_fio);
-  if (!thps.empty()) {
-    const auto a = spread_of(thp_fio), b = spread_of(thp_save);
-    std::printf("median save corockpt-thp %.3f GB/s; CPU s/GiB %.3f\n", median_rate(thps), median_cpu(thps));
-    std::printf("%s", fmt("save(thp)/fio median %.2f (spread %.2f..%.2f)\n", a.median, a.min, a.max).c_str());
-    std::printf("%s", fmt("save(thp)/save median %.2f (spread %.2f..%.2f)\n", b.median, b.min, b.max).c_str());
-    if (!thp_torch.empty()) {
-      const auto c = spread_of(thp_torch);
-      std::printf("%s", fmt("save(thp)/torch_save median %.2f (spread %.2f..%.2f)\n", c.median, c.min, c.max).c_str());
+  if (!smalls.empty()) {
+    const auto a = spread_of(small_fio), b = spread_of(small_save);
+    std::printf("median save corockpt-4k %.3f GB/s; CPU s/GiB %.3f\n", median_rate(smalls), median_cpu(smalls));
+    std::printf("%s", fmt("save(4k)/fio median %.2f (spread %.2f..%.2f)\n", a.median, a.min, a.max).c_str());
+    std::printf("%s", fmt("save(4k)/save median %.2f (spread %.2f..%.2f)\n", b.median, b.min, b.max).c_str());
+    if (!small_torch.empty()) {
+      const auto c = spread_of(small_torch);
+      std::printf("%s", fmt("save(4k)/torch_save median %.2f (spread %.2f..%.2f)\n", c.median, c.min, c.max).c_str());
     }
   }
   if (!torches.empty()) {
@@ -973,9 +947,9 @@ int main(int argc, char** argv) {
   app.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--staging", options.staging,
-                 "staging memory: plain (4 KiB pages, as the CLI), thp (2 MiB transparent huge pages), or both "
-                 "(thp as a fourth contender each round)")
-      ->check(CLI::IsMember({"plain", "thp", "both"}));
+                 "staging memory: default (the host allocator's, as the CLI: 2 MiB transparent huge pages), small "
+                 "(4 KiB pages), or both (small as a fourth contender each round)")
+      ->check(CLI::IsMember({"default", "small", "both"}));
   app.add_option("--load-concurrency", options.load_concurrency, "LoadOptions::concurrency: reads in flight per rank")
       ->check(CLI::Range(1, 1024));
   app.add_option("--torch-threads", options.torch_threads,

@@ -57,14 +57,14 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
   auto chunks = LocalChunks::of(model);
   if (!chunks) return fail(chunks.error().with_rank(model.rank()));
   self->live_.emplace(std::move(*chunks));
-  const std::uint64_t needed = Snapshot::bytes_needed(self->live_->chunks());
+  const std::uint64_t needed = Snapshot::bytes_needed(self->live_->chunks(), model.rank());
   for (const auto& chunk : self->live_->chunks()) {
     if (chunk.writer) self->stats_.state_bytes += chunk.bytes.size();
   }
   const std::uint64_t budget = self->options_.staging_budget == 0 ? needed : self->options_.staging_budget;
   if (budget >= needed) {
     auto allocator = self->options_.allocator ? self->options_.allocator : make_host_allocator();
-    auto snapshot = Snapshot::create(self->live_->chunks(), std::move(allocator));
+    auto snapshot = Snapshot::create(self->live_->chunks(), model.rank(), std::move(allocator));
     if (!snapshot) return fail(snapshot.error().with_rank(model.rank()));
     self->snapshot_ = std::move(*snapshot);
     self->stats_.staging_bytes = needed;
@@ -140,7 +140,14 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
     }
     state->snapshot.set();
     persist_start = Clock::now();
-    saved = co_await save_chunks(model_, snapshot_->chunks(), io_, dir, std::move(options));
+    if (taken) {
+      options.file_images = snapshot_->file_images();
+      saved = co_await save_chunks(model_, snapshot_->chunks(), io_, dir, std::move(options));
+    } else {
+      // Only a stopping runtime fails a copy; the other ranks' saves then fail by their
+      // deadline, and nothing commits.
+      saved = fail(taken.error().with_rank(model_.rank()));
+    }
   } else {
     // No snapshot memory: the live state is read until this rank's data is durable.
     SaveHandle::State* s = state.get();

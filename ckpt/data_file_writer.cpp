@@ -32,9 +32,10 @@ class FileImage {
   std::uint64_t size() const { return size_; }
   std::vector<WrittenChunk> take_written() { return std::move(written_); }
 
-  /// Copies file bytes [offset, offset + length) into `out` and checksums every chunk
-  /// block that starts in that range (reading the block from the chunk itself, so blocks
-  /// need not line up with staging buffers and each is computed exactly once).
+  /// Copies file bytes [offset, offset + length) into `out` (unless it is null: the file
+  /// is written in place) and checksums every chunk block that starts in that range
+  /// (reading the block from the chunk itself, so blocks need not line up with staging
+  /// buffers and each is computed exactly once).
   /// Runs on a worker; calls for different ranges touch different checksums.
   void fill(std::uint64_t offset, std::uint64_t length, std::byte* out) {
     const std::uint64_t stop = offset + length;
@@ -42,7 +43,7 @@ class FileImage {
       const Segment& s = segments_[i];
       const std::uint64_t from = std::max(offset, s.at), to = std::min(stop, s.at + s.bytes.size());
       if (from >= to) continue;
-      std::memcpy(out + (from - offset), s.bytes.data() + (from - s.at), to - from);
+      if (out) std::memcpy(out + (from - offset), s.bytes.data() + (from - s.at), to - from);
       if (i == 0) continue;
       auto& crcs = written_[i - 1].crc32c;
       for (std::uint64_t k = (from - s.at + block_ - 1) / block_; s.at + k * block_ < to; ++k) {
@@ -98,6 +99,40 @@ Task<void> write_pieces(CheckpointIo io, File& file, FileImage& image, Progress&
   co_return Result<void>{};
 }
 
+// The same loop for a file whose image is in memory: checksum a piece on a worker, write
+// it from the image. The number of these loops bounds the writes in flight.
+Task<void> write_pieces_in_place(CheckpointIo io, File& file, FileImage& image, std::span<const std::byte> memory,
+                                 Progress& progress) {
+  const std::uint64_t piece = io.staging->buffer_bytes();
+  const std::uint64_t align = std::max<std::uint32_t>(file.offset_alignment(), 1);
+  while (progress.next < image.size() && !progress.failed) {
+    const std::uint64_t offset = progress.next;
+    const std::uint64_t length = std::min<std::uint64_t>(piece, image.size() - offset);
+    progress.next += length;
+    FileImage* staged = &image;
+    auto checksums = co_await io.runtime->offload([staged, offset, length] { staged->fill(offset, length, nullptr); });
+    if (!checksums) co_return fail(checksums.error());
+    const std::uint64_t padded = (length + align - 1) / align * align;  // within the image: checked by the caller
+    auto wrote = co_await io.storage->write_at(file, offset, memory.subspan(offset, padded));
+    if (!wrote) {
+      progress.failed = true;
+      co_return fail(wrote.error());
+    }
+    if (progress.on_written) progress.on_written(length);
+  }
+  co_return Result<void>{};
+}
+
+// Whether `content.image` can go to `file` as it is: aligned for it, and padded far
+// enough for its last aligned write.
+bool writable_in_place(const DataFileContent& content, const File& file, std::uint64_t size) {
+  if (content.image.empty()) return false;
+  const std::uint64_t align = std::max<std::uint32_t>(file.offset_alignment(), 1);
+  const auto address = reinterpret_cast<std::uintptr_t>(content.image.data());
+  return address % std::max<std::uint32_t>(file.memory_alignment(), 1) == 0 &&
+         content.image.size() >= (size + align - 1) / align * align;
+}
+
 }  // namespace
 
 Task<std::vector<WrittenChunk>> write_data_file(CheckpointIo io, std::string path, const DataFileContent& content,
@@ -110,9 +145,16 @@ Task<std::vector<WrittenChunk>> write_data_file(CheckpointIo io, std::string pat
 
   Progress progress{.on_written = std::move(on_written)};
   const std::uint64_t pieces = (image.size() + io.staging->buffer_bytes() - 1) / io.staging->buffer_bytes();
+  // A device with a coarser alignment than the image's is written through the staging
+  // buffers instead.
+  const bool in_place = writable_in_place(content, *file, image.size());
   std::vector<Task<void>> workers;
   for (std::uint64_t w = 0; w < std::min<std::uint64_t>(pieces, io.staging->buffer_count()); ++w) {
-    workers.push_back(write_pieces(io, *file, image, progress));
+    if (in_place) {
+      workers.push_back(write_pieces_in_place(io, *file, image, content.image, progress));
+    } else {
+      workers.push_back(write_pieces(io, *file, image, progress));
+    }
   }
   if (auto ok = all_ok(co_await when_all(std::move(workers))); !ok) co_return fail(ok.error());
   // The padded tail of an O_DIRECT file goes; a buffered file already has its size.

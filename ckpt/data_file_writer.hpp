@@ -5,9 +5,15 @@
 /// last one zero-padded, then truncated to the true size — with many writes in flight,
 /// the space reserved first (a full disk fails before data moves) and an fsync last.
 /// Each chunk's CRC-32C per checksum block is computed from the bytes as they are staged.
+///
+/// A file whose image is already in memory (a snapshot laid out by data_file_layout.hpp)
+/// is written from there, with no copy into the staging buffers: only the checksums are
+/// computed on the workers.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,9 +22,16 @@
 
 namespace corockpt {
 
+/// Memory alignment and size granule of a file image written in place.
+inline constexpr std::size_t file_image_alignment = 4096;
+
 struct DataFileContent {
   std::string header;                     ///< the first bytes of the file (length + JSON)
   std::vector<const LocalChunk*> chunks;  ///< packed after the header, in this order
+  /// Empty, or the whole file already in memory: the header, then the chunks (whose
+  /// bytes must be these), starting file_image_alignment-aligned and zero-padded to a
+  /// multiple of it. Written from there instead of through the staging buffers.
+  std::span<const std::byte> image;
 };
 
 struct WrittenChunk {

@@ -1,40 +1,16 @@
 #include "ckpt/save.hpp"
 
-#include <cstdio>
 #include <map>
 
+#include "ckpt/data_file_layout.hpp"
 #include "ckpt/data_file_writer.hpp"
 #include "ckpt/detail/directory_commit.hpp"
 #include "ckpt/detail/rank0_exchange.hpp"
-#include "ckpt/format/safetensors.hpp"
 #include "runtime/when_all.hpp"
 
 namespace corockpt {
 
 namespace {
-
-std::string data_file_name(int rank, std::size_t k) {
-  char name[64];
-  std::snprintf(name, sizeof name, "rank%05d-%03zu.safetensors", rank, k);
-  return name;
-}
-
-// DCP's Hugging Face convention: where each tensor's chunk sits in the full tensor.
-std::map<std::string, std::string> dcp_metadata(const std::vector<const LocalChunk*>& chunks) {
-  nlohmann::json sharding = nlohmann::json::object();
-  for (const LocalChunk* chunk : chunks) sharding[chunk->name] = {{"saved_offsets", chunk->box.offsets}};
-  return {{"DCP_SHARDING_INFO", sharding.dump()}, {"DCP_VERSION", "1.0"}, {"format", "pt"}};
-}
-
-std::string safetensors_header(const std::vector<const LocalChunk*>& chunks) {
-  std::vector<SafetensorsEntry> entries;
-  std::uint64_t at = 0;
-  for (const LocalChunk* chunk : chunks) {
-    entries.push_back({chunk->name, chunk->dtype, chunk->box.sizes, at, at + chunk->bytes.size()});
-    at += chunk->bytes.size();
-  }
-  return encode_safetensors_header(entries, dcp_metadata(chunks));
-}
 
 // Step 2 on every rank: this rank's data files in `tmp`, and its plan.
 Task<CheckpointMetadata> write_rank_files(const Model& model, std::span<const LocalChunk> chunks, CheckpointIo io,
@@ -42,23 +18,23 @@ Task<CheckpointMetadata> write_rank_files(const Model& model, std::span<const Lo
   CheckpointMetadata plan;
   plan.world_size = model.world_size();
   plan.block_size = options.checksum_block;
-  // File k holds each tensor's k-th chunk: at most one chunk per tensor per file.
-  std::vector<DataFileContent> files;
-  std::map<std::string, std::size_t> count;
   for (const LocalChunk& chunk : chunks) {
     TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
     record.dtype = chunk.dtype;
     record.shape = chunk.shape;
-    if (!chunk.writer || chunk.box.empty()) continue;
-    const std::size_t k = count[chunk.name]++;
-    if (k == files.size()) files.emplace_back();
-    files[k].chunks.push_back(&chunk);
   }
+  const std::vector<DataFileLayout> layout = layout_data_files(chunks, model.rank());
+  if (!options.file_images.empty() && options.file_images.size() != layout.size()) {
+    co_return fail(Errc::internal, "save: " + std::to_string(options.file_images.size()) + " file images for " +
+                                       std::to_string(layout.size()) + " data files");
+  }
+  std::vector<DataFileContent> files(layout.size());
   std::uint64_t total = 0;
-  for (auto& file : files) {
-    file.header = safetensors_header(file.chunks);
-    total += file.header.size();
-    for (const LocalChunk* chunk : file.chunks) total += chunk->bytes.size();
+  for (std::size_t k = 0; k < layout.size(); ++k) {
+    files[k].header = layout[k].header;
+    for (std::size_t i : layout[k].chunks) files[k].chunks.push_back(&chunks[i]);
+    if (!options.file_images.empty()) files[k].image = options.file_images[k];
+    total += layout[k].size;
   }
   auto done = std::make_shared<std::uint64_t>(0);
   std::function<void(std::uint64_t)> on_written;
@@ -67,13 +43,13 @@ Task<CheckpointMetadata> write_rank_files(const Model& model, std::span<const Lo
   }
   std::vector<Task<std::vector<WrittenChunk>>> writes;
   for (std::size_t k = 0; k < files.size(); ++k) {
-    writes.push_back(write_data_file(io, tmp + "/" + data_file_name(model.rank(), k), files[k],
+    writes.push_back(write_data_file(io, tmp + "/" + layout[k].name, files[k],
                                      options.checksum_block, on_written));
   }
   auto written = all_ok(co_await when_all(std::move(writes)));
   if (!written) co_return fail(written.error());
   for (std::size_t k = 0; k < files.size(); ++k) {
-    const std::string name = data_file_name(model.rank(), k);
+    const std::string& name = layout[k].name;
     const auto& ranges = (*written)[k];
     plan.files[name] = ranges.empty() ? files[k].header.size() : ranges.back().end;
     for (std::size_t c = 0; c < files[k].chunks.size(); ++c) {

@@ -29,6 +29,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -48,6 +49,10 @@ struct SaveOptions {
   /// Called on this rank's executor once its data files are durable (before the plans
   /// go to rank 0): from then on the chunks' memory is no longer read.
   std::function<void()> on_data_written;
+  /// The images of this rank's data files, in layout_data_files' order for the chunks,
+  /// when the chunks lie in them (a Snapshot's): the files are then written from there
+  /// with no staging copy. Empty: through the staging buffers.
+  std::vector<std::span<const std::byte>> file_images;
 };
 
 struct SaveReport {

@@ -3,18 +3,25 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ckpt/data_file_layout.hpp"
+#include "ckpt/data_file_writer.hpp"
 #include "runtime/when_all.hpp"
 
 namespace corockpt {
 
 namespace {
 
-constexpr std::uint64_t chunk_alignment = 64;
 constexpr std::uint64_t copy_piece = 16ull << 20;
 
-std::uint64_t aligned(std::uint64_t bytes) { return (bytes + chunk_alignment - 1) / chunk_alignment * chunk_alignment; }
+std::uint64_t padded_image(std::uint64_t bytes) {
+  return (bytes + file_image_alignment - 1) / file_image_alignment * file_image_alignment;
+}
 
-bool staged(const LocalChunk& chunk) { return chunk.writer && !chunk.box.empty(); }
+std::uint64_t images_bytes(const std::vector<DataFileLayout>& files) {
+  std::uint64_t total = 0;
+  for (const auto& file : files) total += padded_image(file.size);
+  return total;
+}
 
 struct Piece {
   const std::byte* from;
@@ -34,38 +41,39 @@ Task<void> copy_pieces(Runtime& runtime, std::vector<Piece> pieces) {
 
 }  // namespace
 
-std::uint64_t Snapshot::bytes_needed(std::span<const LocalChunk> chunks) {
-  std::uint64_t total = 0;
-  for (const auto& chunk : chunks) {
-    if (staged(chunk)) total += aligned(chunk.bytes.size());
-  }
-  return total;
+std::uint64_t Snapshot::bytes_needed(std::span<const LocalChunk> chunks, int rank) {
+  return images_bytes(layout_data_files(chunks, rank));
 }
 
-Result<std::unique_ptr<Snapshot>> Snapshot::create(std::span<const LocalChunk> chunks,
+Result<std::unique_ptr<Snapshot>> Snapshot::create(std::span<const LocalChunk> chunks, int rank,
                                                    std::shared_ptr<BufferAllocator> allocator) {
+  const std::vector<DataFileLayout> files = layout_data_files(chunks, rank);
   std::unique_ptr<Snapshot> snapshot(new Snapshot());
   snapshot->allocator_ = std::move(allocator);
-  snapshot->bytes_ = bytes_needed(chunks);
+  snapshot->bytes_ = images_bytes(files);
   if (snapshot->bytes_ > 0) {
-    auto memory = snapshot->allocator_->allocate(snapshot->bytes_, 4096);
+    auto memory = snapshot->allocator_->allocate(snapshot->bytes_, file_image_alignment);
     if (!memory) return fail(memory.error());
     snapshot->memory_ = *memory;
-    // Touched now, so the first snapshot does not pay the page faults inside the
-    // training loop's fence.
+    // Touched now (and the pads zeroed for good), so the first snapshot does not pay
+    // the page faults inside the training loop's fence.
     std::memset(snapshot->memory_, 0, snapshot->bytes_);
   }
-  std::uint64_t at = 0;
-  for (const auto& chunk : chunks) {
-    LocalChunk copy = chunk;
-    copy.step_of = nullptr;  // the snapshot's step is a value, not the live param's
-    if (staged(chunk)) {
-      copy.bytes = {snapshot->memory_ + at, chunk.bytes.size()};
-      at += aligned(chunk.bytes.size());
-    } else {
-      copy.bytes = {};
+  snapshot->chunks_.assign(chunks.begin(), chunks.end());
+  for (LocalChunk& chunk : snapshot->chunks_) {
+    chunk.step_of = nullptr;  // the snapshot's step is a value, not the live param's
+    chunk.bytes = {};         // listed only, unless a file holds it
+  }
+  std::byte* image = snapshot->memory_;
+  for (const DataFileLayout& file : files) {
+    std::memcpy(image, file.header.data(), file.header.size());
+    std::uint64_t at = file.header.size();
+    for (std::size_t i : file.chunks) {
+      snapshot->chunks_[i].bytes = {image + at, chunks[i].bytes.size()};
+      at += chunks[i].bytes.size();
     }
-    snapshot->chunks_.push_back(std::move(copy));
+    snapshot->file_images_.emplace_back(image, padded_image(file.size));
+    image += padded_image(file.size);
   }
   return snapshot;
 }
@@ -77,15 +85,13 @@ Snapshot::~Snapshot() {
 Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live) {
   // Pieces grouped into about one job per worker, so every core copies.
   std::uint64_t total = 0;
-  for (std::size_t i = 0; i < live.size(); ++i) {
-    if (staged(chunks_[i])) total += live[i].bytes.size();
-  }
+  for (const LocalChunk& chunk : chunks_) total += chunk.bytes.size();
   const std::uint64_t per_job = std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
   std::vector<Task<void>> jobs;
   std::vector<Piece> job;
   std::uint64_t in_job = 0;
   for (std::size_t i = 0; i < live.size(); ++i) {
-    if (!staged(chunks_[i])) continue;
+    if (chunks_[i].bytes.empty()) continue;  // in no file
     const std::span<std::byte> from = live[i].bytes;
     for (std::uint64_t at = 0; at < from.size(); at += copy_piece) {
       const std::size_t n = std::min<std::uint64_t>(copy_piece, from.size() - at);

@@ -5,6 +5,10 @@
 /// checkpoint. Taking it is the only part of an asynchronous save the training loop
 /// waits for: a memory copy, spread over the worker pool, with no collective. The save
 /// then persists from the snapshot while the training loop mutates its state.
+///
+/// The memory is laid out as the images of the rank's data files (data_file_layout.hpp:
+/// each file's header, then its chunks, page-aligned and zero-padded to a page), so the
+/// save writes the files straight from it (O_DIRECT) with no second copy.
 
 #include <cstdint>
 #include <memory>
@@ -19,12 +23,12 @@ namespace corockpt {
 
 class Snapshot {
  public:
-  /// The staging memory for `chunks`' writer chunks (each 64-byte aligned).
-  /// @returns the allocator's error.
-  static Result<std::unique_ptr<Snapshot>> create(std::span<const LocalChunk> chunks,
+  /// The staging memory for the data files `rank` writes for `chunks`, touched now so
+  /// the first snapshot pays no page faults. @returns the allocator's error.
+  static Result<std::unique_ptr<Snapshot>> create(std::span<const LocalChunk> chunks, int rank,
                                                   std::shared_ptr<BufferAllocator> allocator);
-  /// The bytes `create` would allocate for `chunks`.
-  static std::uint64_t bytes_needed(std::span<const LocalChunk> chunks);
+  /// The bytes `create` would allocate.
+  static std::uint64_t bytes_needed(std::span<const LocalChunk> chunks, int rank);
   ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
@@ -36,6 +40,8 @@ class Snapshot {
   /// The chunks as of the last `take`, their bytes in the staging memory (chunks this
   /// rank does not write keep a null view: they are only listed).
   std::span<const LocalChunk> chunks() const { return chunks_; }
+  /// The data files' images, each padded to a page (SaveOptions::file_images).
+  const std::vector<std::span<const std::byte>>& file_images() const { return file_images_; }
   std::uint64_t bytes() const { return bytes_; }
 
  private:
@@ -44,6 +50,7 @@ class Snapshot {
   std::byte* memory_ = nullptr;
   std::uint64_t bytes_ = 0;
   std::vector<LocalChunk> chunks_;
+  std::vector<std::span<const std::byte>> file_images_;
 };
 
 }  // namespace corockpt

@@ -28,7 +28,8 @@ class BufferAllocator {
   virtual std::string_view name() const = 0;
 };
 
-/// Plain page-aligned host memory from anonymous mmap (what io_uring can register).
+/// Plain page-aligned host memory from anonymous mmap (what io_uring can register);
+/// allocations of 2 MiB or more on transparent huge pages where the kernel offers them.
 std::shared_ptr<BufferAllocator> make_host_allocator();
 
 class BufferPool;

@@ -79,3 +79,19 @@ TEST_CASE("buffer_pool - bad options are refused with a reason") {
   auto empty = BufferPool::create({.buffer_bytes = 4096, .buffer_count = 0}, make_host_allocator());
   REQUIRE_FALSE(empty);
 }
+
+TEST_CASE("buffer_pool - the host allocator puts large buffers on huge-page boundaries and small ones on pages") {
+  auto allocator = make_host_allocator();
+  for (std::size_t bytes : {std::size_t{4096}, std::size_t{10000}, std::size_t{2} << 20, (std::size_t{5} << 20) + 1}) {
+    auto memory = allocator->allocate(bytes, 4096);
+    REQUIRE(memory);
+    const auto address = reinterpret_cast<std::uintptr_t>(*memory);
+    CHECK(address % 4096 == 0);
+    if (bytes >= (std::size_t{2} << 20)) CHECK(address % (std::size_t{2} << 20) == 0);
+    // Every byte is usable (the trimmed over-mapping left none of it out).
+    for (std::size_t i = 0; i < bytes; i += 4096) (*memory)[i] = std::byte{1};
+    (*memory)[bytes - 1] = std::byte{2};
+    allocator->deallocate(*memory, bytes);
+  }
+  CHECK_FALSE(allocator->allocate(4096, 8192));  // larger alignments are refused
+}
