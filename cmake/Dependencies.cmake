@@ -34,3 +34,18 @@ if(COROCKPT_WITH_CUDA)
   endif()
 endif()
 message(STATUS "corockpt: CUDA plugins ${COROCKPT_HAVE_CUDA}")
+
+# NCCL: the nccl communicator is built when CUDA is found and NCCL sits beside it (or in
+# the system's paths). corockpt_nccl carries its header and library.
+set(COROCKPT_HAVE_NCCL OFF)
+if(COROCKPT_HAVE_CUDA)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_ROOT}/include)
+  find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_ROOT}/lib64 ${CUDAToolkit_ROOT}/lib)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(COROCKPT_HAVE_NCCL ON)
+    add_library(corockpt_nccl INTERFACE)
+    target_include_directories(corockpt_nccl SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
+    target_link_libraries(corockpt_nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)
+  endif()
+endif()
+message(STATUS "corockpt: NCCL communicator ${COROCKPT_HAVE_NCCL}")
