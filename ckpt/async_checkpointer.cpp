@@ -63,11 +63,21 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
   }
   const std::uint64_t budget = self->options_.staging_budget == 0 ? needed : self->options_.staging_budget;
   if (budget >= needed) {
-    auto allocator = self->options_.allocator ? self->options_.allocator : make_host_allocator();
+    std::shared_ptr<BufferAllocator> allocator = self->options_.allocator;
+    if (!allocator) allocator = self->options_.device ? self->options_.device->staging_allocator() : make_host_allocator();
     auto snapshot = Snapshot::create(self->live_->chunks(), model.rank(), std::move(allocator));
     if (!snapshot) return fail(snapshot.error().with_rank(model.rank()));
     self->snapshot_ = std::move(*snapshot);
     self->stats_.staging_bytes = needed;
+  } else {
+    for (const auto& chunk : self->live_->chunks()) {
+      if (chunk.writer && chunk.space != MemorySpace::host) {
+        return fail(Errc::invalid_argument,
+                    "a staging budget smaller than the state streams from host memory, and " + chunk.name + " lies in " +
+                        std::string(to_string(chunk.space)) + " memory",
+                    {.rank = model.rank(), .fqn = chunk.name, .operation = "AsyncCheckpointer"});
+      }
+    }
   }
   return self;
 }
@@ -130,7 +140,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
   std::optional<ScopedSpan> span;
   if (model_.tracer()) span.emplace(*model_.tracer(), "snapshot step " + std::to_string(state->step), "copy", model_.rank());
   if (snapshot_) {
-    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks());
+    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks(), options_.device.get());
     span.reset();
     if (model_.tracer()) span.emplace(*model_.tracer(), "persist step " + std::to_string(state->step), "checkpoint", model_.rank());
     {

@@ -17,7 +17,8 @@
 ///
 /// With a staging budget smaller than the state there is no snapshot memory: the save
 /// writes straight from the live state and the snapshot counts as taken once this rank's
-/// data files are durable (the stall grows to the write time; `stats()` shows it).
+/// data files are durable (the stall grows to the write time; `stats()` shows it). That
+/// needs the state in host memory.
 ///
 /// At most one save is in flight. A request while one runs waits for it (`wait`, the
 /// default: the new snapshot starts when the previous save ends) or is skipped (`skip`);
@@ -55,8 +56,11 @@ struct AsyncCheckpointerOptions {
   /// Staging memory for the snapshot; 0 means "the state's size". Smaller than the
   /// state: no snapshot, the save streams from the live state (the stall grows).
   std::uint64_t staging_budget = 0;
-  /// Where snapshot memory comes from (pinned host memory when CUDA is used); null means
-  /// plain page-aligned host memory.
+  /// The device the model's memory lies on (its TensorViews' space `cuda`): snapshots
+  /// copy through it. Null: host memory.
+  std::shared_ptr<Device> device;
+  /// Where snapshot memory comes from; null means the device's staging allocator (pinned
+  /// host memory for cuda), or plain page-aligned host memory without a device.
   std::shared_ptr<BufferAllocator> allocator;
   /// Keep this many newest checkpoints (rank 0 deletes older ones after each commit);
   /// 0 keeps all.

@@ -400,6 +400,12 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
   if (options.experts_to_rank0 && !options.full_state_dict) {
     co_return fail(Errc::invalid_argument, "experts_to_rank0 needs full_state_dict");
   }
+  if (model.memory_space() != MemorySpace::host) {
+    co_return fail(Errc::unavailable,
+                   "get_state_dict gathers host memory; this model lies in " +
+                       std::string(to_string(model.memory_space())) + " memory (checkpoint it with AsyncCheckpointer)",
+                   {.rank = model.rank(), .operation = "get_state_dict"});
+  }
   model.initialize_optimizer_state();
   const std::vector<std::string> state_names =
       model.has_optimizer() ? optimizer_state_names(*model.spec().optimizer) : std::vector<std::string>{};

@@ -1,6 +1,7 @@
 #include "ckpt/load.hpp"
 
 #include <algorithm>
+#include <memory>
 
 #include "ckpt/checkpoint_reader.hpp"
 #include "ckpt/detail/shard_rows.hpp"
@@ -90,9 +91,51 @@ Task<void> run_reads(CheckpointIo io, CheckpointReader& reader, Queue& queue, co
 
 }  // namespace
 
+namespace {
+
+bool on_device(const LocalChunk& chunk) { return !chunk.bytes.empty() && chunk.space != MemorySpace::host; }
+
+// Chunks in device memory are loaded into host copies of them, then copied back: the
+// copies start as the device's bytes, so what the load leaves alone (not strict) stays.
+Task<LoadReport> load_through_host(CheckpointReader& reader, std::span<LocalChunk> chunks, CheckpointIo io,
+                                   LoadOptions options) {
+  std::shared_ptr<Device> device = std::move(options.device);
+  std::vector<LocalChunk> mirror(chunks.begin(), chunks.end());
+  std::vector<std::vector<std::byte>> memory;
+  std::vector<Task<void>> copies;
+  for (auto& chunk : mirror) {
+    if (!on_device(chunk)) continue;
+    if (device->space() != chunk.space) {
+      co_return fail(Errc::invalid_argument,
+                     chunk.name + " lies in " + std::string(to_string(chunk.space)) + " memory, the load's device is " +
+                         std::string(to_string(device->space())),
+                     {.fqn = chunk.name, .operation = "load"});
+    }
+    std::span<std::byte> host = memory.emplace_back(chunk.bytes.size());
+    copies.push_back(device->copy_to_host(host, chunk.bytes));
+    chunk.bytes = host;
+    chunk.space = MemorySpace::host;
+  }
+  if (auto ok = all_ok(co_await when_all(std::move(copies))); !ok) co_return fail(ok.error());
+  copies.clear();
+  auto report = co_await load_from(reader, mirror, io, std::move(options));
+  if (!report) co_return fail(report.error());
+  // Host chunks (steps among them) were loaded in place: the mirror shares their memory.
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    if (on_device(chunks[i])) copies.push_back(device->copy_to_device(chunks[i].bytes, mirror[i].bytes));
+  }
+  if (auto ok = all_ok(co_await when_all(std::move(copies))); !ok) co_return fail(ok.error());
+  co_return report;
+}
+
+}  // namespace
+
 Task<LoadReport> load_chunks(std::span<LocalChunk> chunks, CheckpointIo io, std::string dir, LoadOptions options) {
   auto reader = co_await CheckpointReader::open(io, std::move(dir));
   if (!reader) co_return fail(reader.error());
+  if (options.device && std::ranges::any_of(chunks, on_device)) {
+    co_return co_await load_through_host(**reader, chunks, io, std::move(options));
+  }
   co_return co_await load_from(**reader, chunks, io, std::move(options));
 }
 
@@ -101,6 +144,14 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
   const CheckpointMetadata& metadata = reader.metadata();
   LoadReport report{.saved_world_size = metadata.world_size, .user = metadata.user};
 
+  for (const auto& target : chunks) {
+    if (on_device(target)) {
+      co_return fail(Errc::invalid_argument,
+                     target.name + " lies in " + std::string(to_string(target.space)) +
+                         " memory: load it with LoadOptions::device",
+                     {.fqn = target.name, .path = reader.dir(), .operation = "load"});
+    }
+  }
   Queue queue;
   std::set<std::string> files;
   std::set<std::string> checked;  // tensors whose tiling is known good

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "ckpt/checkpoint_reader.hpp"
 #include "ckpt/local_chunks.hpp"
 #include "ckpt/model.hpp"
+#include "plugins/device/device.hpp"
 
 namespace corockpt {
 
@@ -33,6 +35,9 @@ struct LoadOptions {
   int concurrency = 16;
   /// Called on this rank's executor as data arrives (bytes done, of total).
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  /// The device the model's memory lies on (chunks of space `cuda`): they are loaded
+  /// into host copies, then copied to the device. Without it such chunks are an error.
+  std::shared_ptr<Device> device;
 };
 
 struct LoadReport {

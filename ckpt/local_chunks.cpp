@@ -45,10 +45,10 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
     if (!holders) return fail(holders.error());
 
     auto add = [&](const std::string& name, const ParamSlot& slot, const Box& box, std::byte* data, DType dtype,
-                   const std::vector<int>& who) {
+                   const std::vector<int>& who, MemorySpace space) {
       out.chunks_.push_back(LocalChunk{.name = name, .dtype = dtype, .shape = slot.spec->shape, .box = box,
                                        .bytes = {data, bytes_of(box.numel(), dtype)},
-                                       .writer = writes(who, name, rank)});
+                                       .space = space, .writer = writes(who, name, rank)});
     };
     const std::int64_t slice_begin = inst.group_rank * inst.flat_slice;
     for (auto& slot : inst.params) {
@@ -60,13 +60,13 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
         return n;
       }();
       if (slot.spec->buffer) {
-        add(slot.fqn, slot, slot.box, slot.value.data, slot.value.dtype, *holders);
+        add(slot.fqn, slot, slot.box, slot.value.data, slot.value.dtype, *holders, slot.value.space);
         continue;
       }
       if (!inst.is_flat()) {
-        add(names[0], slot, slot.box, slot.value.data, slot.value.dtype, *replicas);
+        add(names[0], slot, slot.box, slot.value.data, slot.value.dtype, *replicas, slot.value.space);
         for (std::size_t s = 0; s < slot.states.size(); ++s) {
-          add(names[s + 1], slot, slot.box, slot.states[s].data, slot.states[s].dtype, *replicas);
+          add(names[s + 1], slot, slot.box, slot.states[s].data, slot.states[s].dtype, *replicas, slot.states[s].space);
         }
       } else {
         // The part of the param inside this rank's slice of the concatenation.
@@ -76,16 +76,17 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
         if (from < to) {
           std::size_t at = bytes_of(from - slice_begin, inst.flat_dtype);
           for (const Box& box : flat_range_boxes(slot.spec->shape, from - slot.flat_offset, to - slot.flat_offset)) {
-            add(names[0], slot, box, inst.flat_value.data + at, inst.flat_dtype, *replicas);
+            add(names[0], slot, box, inst.flat_value.data + at, inst.flat_dtype, *replicas, inst.flat_value.space);
             for (std::size_t s = 0; s < inst.flat_states.size() && slot.spec->has_optimizer_state(); ++s) {
-              add(names[s + 1], slot, box, inst.flat_states[s].data + at, inst.flat_dtype, *replicas);
+              add(names[s + 1], slot, box, inst.flat_states[s].data + at, inst.flat_dtype, *replicas,
+                  inst.flat_states[s].space);
             }
             at += bytes_of(box.numel(), inst.flat_dtype);
           }
         } else {  // listed though empty here, so a save knows every tensor of the model
           const Box none{std::vector<std::int64_t>(slot.spec->shape.size(), 0),
                          std::vector<std::int64_t>(slot.spec->shape.size(), 0)};
-          for (std::size_t n = 0; n < names.size(); ++n) add(names[n], slot, none, nullptr, inst.flat_dtype, *replicas);
+          for (std::size_t n = 0; n < names.size(); ++n) add(names[n], slot, none, nullptr, inst.flat_dtype, *replicas, MemorySpace::host);
         }
       }
       if (adam && slot.spec->has_optimizer_state()) {

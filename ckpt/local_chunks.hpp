@@ -35,6 +35,8 @@ struct LocalChunk {
   std::vector<std::int64_t> shape;  ///< the global shape
   Box box;
   std::span<std::byte> bytes;  ///< the box's elements, row-major, in this rank's memory
+  /// Where `bytes` lie: `cuda` memory is never read here, only copied through a Device.
+  MemorySpace space = MemorySpace::host;
   bool writer = false;         ///< this rank writes it when saving
   ParamSlot* step_of = nullptr;  ///< Adam's step: the slot it belongs to (see store_steps)
 };

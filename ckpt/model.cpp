@@ -148,6 +148,47 @@ void Model::allocate() {
   }
 }
 
+Task<void> Model::move_to(std::shared_ptr<Device> device) {
+  std::vector<TensorView*> views;
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      views.push_back(&slot.value);
+      for (auto& state : slot.states) views.push_back(&state);
+    }
+    views.push_back(&inst.flat_value);
+    for (auto& state : inst.flat_states) views.push_back(&state);
+  }
+  for (TensorView* view : views) {
+    if (!view->data || view->space != MemorySpace::host || view->nbytes() == 0) continue;
+    auto memory = device->allocate(view->nbytes());
+    if (!memory) co_return fail(memory.error().with_rank(rank_));
+    if (auto ok = co_await device->copy_to_device(memory->bytes(), view->bytes()); !ok) {
+      co_return fail(ok.error().with_rank(rank_));
+    }
+    view->data = memory->data();
+    view->space = device->space();
+    device_memory_.push_back(std::move(*memory));
+  }
+  memory_.clear();
+  co_return Result<void>{};
+}
+
+MemorySpace Model::memory_space() const {
+  for (const auto& inst : instances_) {
+    if (inst.flat_value.space != MemorySpace::host) return inst.flat_value.space;
+    for (const auto& slot : inst.params) {
+      if (slot.value.space != MemorySpace::host) return slot.value.space;
+      for (const auto& state : slot.states) {
+        if (state.space != MemorySpace::host) return state.space;
+      }
+    }
+    for (const auto& state : inst.flat_states) {
+      if (state.space != MemorySpace::host) return state.space;
+    }
+  }
+  return MemorySpace::host;
+}
+
 namespace {
 
 using detail::shape_text;

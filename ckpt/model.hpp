@@ -88,6 +88,14 @@ class Model {
   /// checkpoint holds is then a function of its name and index (`corockpt save`).
   void fill_known_state();
 
+  /// Moves every tensor (params, buffers, optimizer states, flat slices) into `device`
+  /// memory holding its current bytes, as PyTorch's `model.to("cuda")` does; the host
+  /// memory `allocate` made is released. Fill values (`allocate`, `fill_known_state`)
+  /// before: they are written on the host. @returns the device's errors.
+  Task<void> move_to(std::shared_ptr<Device> device);
+  /// `cuda` when any tensor lies in device memory, else `host`.
+  MemorySpace memory_space() const;
+
   /// Points `fqn` — a `per_param` param or a buffer this rank holds — at the training
   /// loop's memory: `value` is the local shard (the whole tensor for a buffer) and
   /// `states` the optimizer's states in optimizer_state_names order, all of the param's
@@ -138,6 +146,7 @@ class Model {
   std::shared_ptr<Communicator> world_;
   std::vector<UnitInstance> instances_;
   std::vector<std::vector<std::byte>> memory_;  // what allocate() made
+  std::vector<DeviceMemory> device_memory_;     // what move_to() made
   Tracer* tracer_ = nullptr;
 };
 

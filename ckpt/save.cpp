@@ -1,11 +1,13 @@
 #include "ckpt/save.hpp"
 
+#include <algorithm>
 #include <map>
 
 #include "ckpt/data_file_layout.hpp"
 #include "ckpt/data_file_writer.hpp"
 #include "ckpt/detail/directory_commit.hpp"
 #include "ckpt/detail/rank0_exchange.hpp"
+#include "ckpt/snapshot.hpp"
 #include "runtime/when_all.hpp"
 
 namespace corockpt {
@@ -22,6 +24,12 @@ Task<CheckpointMetadata> write_rank_files(const Model& model, std::span<const Lo
     TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
     record.dtype = chunk.dtype;
     record.shape = chunk.shape;
+    if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host) {
+      co_return fail(Errc::invalid_argument,
+                     chunk.name + " lies in " + std::string(to_string(chunk.space)) +
+                         " memory: save it with SaveOptions::device, or from a snapshot",
+                     {.fqn = chunk.name, .operation = "save"});
+    }
   }
   const std::vector<DataFileLayout> layout = layout_data_files(chunks, model.rank());
   if (!options.file_images.empty() && options.file_images.size() != layout.size()) {
@@ -184,7 +192,21 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
 Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) co_return fail(chunks.error().with_rank(model.rank()));
-  co_return co_await save_chunks(model, chunks->chunks(), io, std::move(dir), std::move(options));
+  const bool on_device = std::ranges::any_of(chunks->chunks(), [](const LocalChunk& c) {
+    return c.writer && !c.box.empty() && c.space != MemorySpace::host;
+  });
+  if (!on_device || !options.device) {
+    co_return co_await save_chunks(model, chunks->chunks(), io, std::move(dir), std::move(options));
+  }
+  // Device memory is written from a copy in the device's staging memory, made for this
+  // save (an AsyncCheckpointer keeps one for every save instead).
+  auto snapshot = Snapshot::create(chunks->chunks(), model.rank(), options.device->staging_allocator());
+  if (!snapshot) co_return fail(snapshot.error().with_rank(model.rank()));
+  if (auto taken = co_await (*snapshot)->take(*io.runtime, chunks->chunks(), options.device.get()); !taken) {
+    co_return fail(taken.error().with_rank(model.rank()));
+  }
+  options.file_images = (*snapshot)->file_images();
+  co_return co_await save_chunks(model, (*snapshot)->chunks(), io, std::move(dir), std::move(options));
 }
 
 }  // namespace corockpt

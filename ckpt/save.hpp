@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@
 #include "ckpt/format/checkpoint_metadata.hpp"
 #include "ckpt/local_chunks.hpp"
 #include "ckpt/model.hpp"
+#include "plugins/device/device.hpp"
 
 namespace corockpt {
 
@@ -53,6 +55,10 @@ struct SaveOptions {
   /// when the chunks lie in them (a Snapshot's): the files are then written from there
   /// with no staging copy. Empty: through the staging buffers.
   std::vector<std::span<const std::byte>> file_images;
+  /// The device the model's memory lies on, for save_checkpoint: its state is first
+  /// copied into a snapshot of the device's staging memory (allocated for this save),
+  /// then written. save_chunks never reads device memory: give it a snapshot.
+  std::shared_ptr<Device> device;
 };
 
 struct SaveReport {

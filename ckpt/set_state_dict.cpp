@@ -323,6 +323,12 @@ Task<void> set_unit(Setter& setter, UnitInstance& inst) { co_return co_await set
 }  // namespace
 
 Task<SetReport> set_state_dict(Model& model, const StateDict& state, StateDictOptions options) {
+  if (model.memory_space() != MemorySpace::host) {
+    co_return fail(Errc::unavailable,
+                   "set_state_dict writes host memory; this model lies in " +
+                       std::string(to_string(model.memory_space())) + " memory (load it with LoadOptions::device)",
+                   {.rank = model.rank(), .operation = "set_state_dict"});
+  }
   SetReport report;
   Setter setter(model, state, options, report);
   if (options.full_state_dict && options.broadcast_from_rank0) {

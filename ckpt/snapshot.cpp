@@ -63,6 +63,7 @@ Result<std::unique_ptr<Snapshot>> Snapshot::create(std::span<const LocalChunk> c
   for (LocalChunk& chunk : snapshot->chunks_) {
     chunk.step_of = nullptr;  // the snapshot's step is a value, not the live param's
     chunk.bytes = {};         // listed only, unless a file holds it
+    chunk.space = MemorySpace::host;
   }
   std::byte* image = snapshot->memory_;
   for (const DataFileLayout& file : files) {
@@ -82,16 +83,34 @@ Snapshot::~Snapshot() {
   if (memory_) allocator_->deallocate(memory_, bytes_);
 }
 
-Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live) {
-  // Pieces grouped into about one job per worker, so every core copies.
-  std::uint64_t total = 0;
-  for (const LocalChunk& chunk : chunks_) total += chunk.bytes.size();
-  const std::uint64_t per_job = std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
+Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, Device* device) {
   std::vector<Task<void>> jobs;
+  // Device chunks: one copy each, all issued now (the device's stream orders them).
+  bool ordered = false;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (chunks_[i].bytes.empty() || live[i].space == MemorySpace::host) continue;
+    if (!device || device->space() != live[i].space) {
+      co_return fail(Errc::invalid_argument,
+                     live[i].name + " lies in " + std::string(to_string(live[i].space)) +
+                         " memory: the snapshot needs that device (AsyncCheckpointerOptions::device)",
+                     {.fqn = live[i].name, .operation = "snapshot"});
+    }
+    if (!ordered) {
+      if (auto ok = device->order_after_compute(); !ok) co_return fail(ok.error());
+      ordered = true;
+    }
+    jobs.push_back(device->copy_to_host(chunks_[i].bytes, live[i].bytes));
+  }
+  // Host chunks: pieces grouped into about one job per worker, so every core copies.
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (live[i].space == MemorySpace::host) total += chunks_[i].bytes.size();
+  }
+  const std::uint64_t per_job = std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
   std::vector<Piece> job;
   std::uint64_t in_job = 0;
   for (std::size_t i = 0; i < live.size(); ++i) {
-    if (chunks_[i].bytes.empty()) continue;  // in no file
+    if (chunks_[i].bytes.empty() || live[i].space != MemorySpace::host) continue;  // in no file, or copied above
     const std::span<std::byte> from = live[i].bytes;
     for (std::uint64_t at = 0; at < from.size(); at += copy_piece) {
       const std::size_t n = std::min<std::uint64_t>(copy_piece, from.size() - at);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ckpt/local_chunks.hpp"
+#include "plugins/device/device.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/runtime.hpp"
 
@@ -34,8 +35,12 @@ class Snapshot {
   Snapshot& operator=(const Snapshot&) = delete;
 
   /// Copies `live` (the same list `create` saw, in the same order) into the staging
-  /// memory: pieces of at most 16 MiB, in parallel on the runtime's workers.
-  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live);
+  /// memory: host chunks in pieces of at most 16 MiB, in parallel on the runtime's
+  /// workers; chunks in `device` memory through `device` (after the compute it has
+  /// queued: Device::order_after_compute), all issued at once.
+  /// @returns Errc::invalid_argument when a chunk lies in device memory and `device` is
+  ///   null or of another space; the device's copy errors.
+  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live, Device* device = nullptr);
 
   /// The chunks as of the last `take`, their bytes in the staging memory (chunks this
   /// rank does not write keep a null view: they are only listed).

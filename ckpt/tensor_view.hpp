@@ -15,15 +15,9 @@
 #include <vector>
 
 #include "ckpt/dtype.hpp"
+#include "plugins/device/device.hpp"  // MemorySpace: `cuda` memory is never dereferenced on the host
 
 namespace corockpt {
-
-/// Where a tensor's bytes live. `cuda` memory must not be dereferenced on the host.
-enum class MemorySpace { host, cuda };
-
-inline std::string_view to_string(MemorySpace space) {
-  return space == MemorySpace::host ? "host" : "cuda";
-}
 
 /// Elements of a tensor of this shape: the product of its entries (1 for a 0-d shape).
 /// Entries must be >= 0.
