@@ -64,6 +64,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "ckpt/async_checkpointer.hpp"
 #include "ckpt/checkpoint_directory.hpp"
 #include "ckpt/local_chunks.hpp"
@@ -403,15 +404,8 @@ SyncRun sync_save_run(Runtime& runtime, std::vector<Rank>& ranks, const Checkpoi
 
 // ---------------------------------------------------------------- the summary
 
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread spread_of(std::vector<double> values) {
-  if (values.empty()) return {};
-  std::sort(values.begin(), values.end());
-  return {median_of(values), values.front(), values.back()};
-}
+using bench::Spread;
+using bench::spread_of;
 
 struct Round {
   AsyncRun async;

@@ -26,6 +26,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "plugins/device/cuda/cuda_device.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/runtime.hpp"
@@ -44,16 +45,8 @@ struct Options {
   int device = 0;
 };
 
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread spread_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  const double median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  return {median, values.front(), values.back()};
-}
+using bench::Spread;
+using bench::spread_of;
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -71,6 +71,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "ckpt/known_values.hpp"
 #include "ckpt/load.hpp"
 #include "ckpt/local_chunks.hpp"
@@ -672,17 +673,8 @@ LoadRun load_run(Engines& engines, Ranks& ranks, const std::string& ckpt, std::u
   return {{seconds, cpu, ckpt_bytes}, read, profile_spans(runtime.tracer().spans(), "read_at", start_ns, end_ns)};
 }
 
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread spread_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  if (n == 0) return {};
-  const double median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  return {median, values.front(), values.back()};
-}
+using bench::Spread;
+using bench::spread_of;
 
 void print_run(const char* phase, std::size_t round, const char* name, const Measurement& m) {
   std::printf("%s round %zu  %-12s %6.3f GB/s  %6.2f s  %6.3f CPU s/GiB\n", phase, round, name, m.gb_per_s(), m.seconds,

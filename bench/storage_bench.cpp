@@ -38,6 +38,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "plugins/storage/make_storage.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/runtime.hpp"
@@ -439,16 +440,8 @@ Result<Round> run_round(Engines& engines, const Plan& plan, std::size_t number) 
   return round;
 }
 
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread spread_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  const double median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  return {median, values.front(), values.back()};
-}
+using bench::Spread;
+using bench::spread_of;
 
 template <class F>
 Spread spread_over(const std::vector<Round>& rounds, F value) {

@@ -13,6 +13,7 @@
 #include "ckpt/known_values.hpp"
 #include "ckpt/load.hpp"
 #include "ckpt/save.hpp"
+#include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/scrambling_device.hpp"
@@ -42,41 +43,12 @@ Task<std::unique_ptr<Model>> model_on_device(const ModelSpec& spec, int rank, st
   co_return std::move(*model);
 }
 
-// Loads `dir` into fresh host models on every rank: ok if every rank holds the known values.
-Result<void> loads_known_values(TestIo& io, const ModelSpec& spec, const std::string& dir) {
-  auto results = test::run_local_ranks<std::int64_t>(io.runtime(), spec.world_size, [&](int r, std::shared_ptr<Communicator> w) {
-    return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, CheckpointIo c, std::string d) -> Task<std::int64_t> {
-      auto model = co_await Model::build(s, rank, std::move(world));
-      if (!model) co_return fail(model.error());
-      (*model)->allocate();
-      LoadOptions options;  // named: GCC 12 mishandles default-argument temporaries in co_await calls
-      auto loaded = co_await load_checkpoint(**model, c, std::move(d), std::move(options));
-      if (!loaded) co_return fail(loaded.error());
-      auto chunks = LocalChunks::of(**model);
-      auto check = check_known_values(chunks->chunks());
-      if (!check.ok()) co_return fail(Errc::corrupt, *check.first_mismatch);
-      co_return check.checked;
-    }(spec, r, std::move(w), io.io(), dir);
-  });
-  for (auto& r : results) {
-    if (!r) return fail(r.error());
+// Loads `dir` into fresh host models on every rank and checks each holds the known values.
+void check_loads_known_values(TestIo& io, const ModelSpec& spec, const std::string& dir) {
+  for (auto& loaded : test::load_on(io, spec, dir)) {
+    INFO((loaded ? loaded->mismatch : loaded.error().to_string()));
+    CHECK((loaded && loaded->mismatch.empty()));
   }
-  return {};
-}
-
-// Saves the known values from host models on every rank.
-void save_host_models(TestIo& io, const ModelSpec& spec, const std::string& dir) {
-  auto results = test::run_local_ranks<SaveReport>(io.runtime(), spec.world_size, [&](int r, std::shared_ptr<Communicator> w) {
-    return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, CheckpointIo c, std::string d) -> Task<SaveReport> {
-      auto model = co_await Model::build(s, rank, std::move(world));
-      if (!model) co_return fail(model.error());
-      (*model)->allocate();
-      (*model)->fill_known_state();
-      SaveOptions options;  // named: GCC 12 mishandles default-argument temporaries in co_await calls
-      co_return co_await save_checkpoint(**model, c, std::move(d), std::move(options));
-    }(spec, r, std::move(w), io.io(), dir);
-  });
-  for (auto& r : results) REQUIRE(r.has_value());
 }
 
 }  // namespace
@@ -115,9 +87,7 @@ TEST_CASE("Device checkpoints: an async save of a model in device memory snapsho
   }
   CHECK(device->ordered >= 4);            // every rank's snapshot waited for the queued compute
   CHECK(device->staging_allocators >= 4);  // snapshot memory came from the device's allocator
-  auto loaded = loads_known_values(io, spec, tmp.file("ckpts/step-00000001"));
-  INFO((loaded ? std::string("ok") : loaded.error().to_string()));
-  CHECK(loaded.has_value());
+  check_loads_known_values(io, spec, tmp.file("ckpts/step-00000001"));
 }
 
 TEST_CASE("Device checkpoints: save_checkpoint copies device memory through SaveOptions::device and refuses without it") {
@@ -147,9 +117,7 @@ TEST_CASE("Device checkpoints: save_checkpoint copies device memory through Save
       }
     }
     if (with_device) {
-      auto loaded = loads_known_values(io, spec, dir);
-      INFO((loaded ? std::string("ok") : loaded.error().to_string()));
-      CHECK(loaded.has_value());
+      check_loads_known_values(io, spec, dir);
     } else {
       CHECK_FALSE(std::filesystem::exists(dir));  // nothing committed
     }
@@ -159,7 +127,7 @@ TEST_CASE("Device checkpoints: save_checkpoint copies device memory through Save
 TEST_CASE("Device checkpoints: load_checkpoint fills device memory through LoadOptions::device, on another world size") {
   TempDir tmp;
   TestIo io;
-  save_host_models(io, seed(4, 2), tmp.file("ckpt"));
+  test::save_on(io, seed(4, 2), tmp.file("ckpt"));
   const ModelSpec spec = seed(2, 2);
   auto device = std::make_shared<ScramblingDevice>();
   for (bool with_device : {true, false}) {

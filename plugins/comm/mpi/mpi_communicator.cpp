@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "plugins/comm/detail/injected_latency.hpp"
+#include "plugins/comm/detail/planned_communicator.hpp"
 #include "plugins/comm/mpi/mpi_library.hpp"
 #include "plugins/comm/mpi/mpi_progress.hpp"
 #include "runtime/deadline.hpp"
@@ -17,40 +18,13 @@ namespace corockpt {
 
 namespace {
 
+using comm_detail::OpKind;
+using comm_detail::Plan;
 using mpi_detail::lock_mpi;
 using mpi_detail::mpi_error;
 using mpi_detail::MpiOperation;
 using mpi_detail::MpiProgress;
 using mpi_detail::OwnedComm;
-
-constexpr int max_tag = 32767;
-
-enum class OpKind { all_gather, all_gather_v, gather_v, broadcast, barrier, send, recv, split };
-
-std::string to_string(OpKind kind) {
-  switch (kind) {
-    case OpKind::all_gather: return "all_gather";
-    case OpKind::all_gather_v: return "all_gather_v";
-    case OpKind::gather_v: return "gather_v";
-    case OpKind::broadcast: return "broadcast";
-    case OpKind::barrier: return "barrier";
-    case OpKind::send: return "send";
-    case OpKind::recv: return "recv";
-    case OpKind::split: return "split";
-  }
-  return "operation";
-}
-
-/// One operation as the caller asked for it.
-struct Plan {
-  OpKind kind = OpKind::barrier;
-  std::span<const std::byte> send;
-  std::span<std::byte> recv;
-  std::span<const std::size_t> counts;
-  int root = -1;
-  int peer = -1;
-  int tag = 0;
-};
 
 std::string bytes(std::size_t n) { return std::to_string(n) + " bytes"; }
 
@@ -60,7 +34,7 @@ void copy_bytes(std::byte* to, std::span<const std::byte> from) {
   if (!from.empty()) std::memcpy(to, from.data(), from.size());
 }
 
-class MpiCommunicator final : public Communicator {
+class MpiCommunicator final : public comm_detail::PlannedCommunicator {
  public:
   /// Takes ownership of `comm`.
   MpiCommunicator(Runtime& runtime, MPI_Comm comm, std::string name, CommOptions options)
@@ -77,32 +51,10 @@ class MpiCommunicator final : public Communicator {
   std::string_view backend() const override { return "mpi"; }
   const std::string& name() const override { return name_; }
 
-  Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {
-    return run({.kind = OpKind::all_gather, .send = send, .recv = recv});
-  }
-  Task<void> all_gather_v(std::span<const std::byte> send, std::span<std::byte> recv,
-                          std::span<const std::size_t> counts) override {
-    return run({.kind = OpKind::all_gather_v, .send = send, .recv = recv, .counts = counts});
-  }
-  Task<void> gather_v(std::span<const std::byte> send, std::span<std::byte> recv, std::span<const std::size_t> counts,
-                      int root) override {
-    return run({.kind = OpKind::gather_v, .send = send, .recv = recv, .counts = counts, .root = root});
-  }
-  Task<void> broadcast(std::span<std::byte> data, int root) override {
-    return run({.kind = OpKind::broadcast, .recv = data, .root = root});
-  }
-  Task<void> barrier() override { return run({.kind = OpKind::barrier}); }
-  Task<void> send(std::span<const std::byte> data, int peer, int tag) override {
-    return run({.kind = OpKind::send, .send = data, .peer = peer, .tag = tag});
-  }
-  Task<void> recv(std::span<std::byte> data, int peer, int tag) override {
-    return run({.kind = OpKind::recv, .recv = data, .peer = peer, .tag = tag});
-  }
   Task<std::shared_ptr<Communicator>> split(int color, int key) override;
 
  private:
-  Task<void> run(Plan plan);
-  std::string describe(const Plan& plan) const;
+  Task<void> run(Plan plan) override;
   /// Checks the plan, stages the bytes and starts the MPI request.
   Result<std::shared_ptr<MpiOperation>> start(const Plan& plan, const std::string& what);
   /// Fills the operation's int counts and displacements. @returns the total.
@@ -124,17 +76,9 @@ class MpiCommunicator final : public Communicator {
   std::optional<Error> broken_because_;
 };
 
-std::string MpiCommunicator::describe(const Plan& plan) const {
-  std::string what = to_string(plan.kind) + " on " + name_;
-  if (plan.kind == OpKind::send) what += " to rank " + std::to_string(plan.peer);
-  if (plan.kind == OpKind::recv) what += " from rank " + std::to_string(plan.peer);
-  if (plan.kind == OpKind::send || plan.kind == OpKind::recv) what += " (tag " + std::to_string(plan.tag) + ")";
-  return what;
-}
-
 Task<void> MpiCommunicator::run(Plan plan) {
   const std::string operation = to_string(plan.kind);
-  const std::string what = describe(plan);
+  const std::string what = comm_detail::describe(plan, name_);
   if (auto broken = broken_error()) co_return fail(std::move(broken->with_rank(rank_).with_operation(operation)));
   ScopedSpan span(runtime_.tracer(), what, "comm", world_rank_);
 
@@ -189,13 +133,7 @@ Result<std::shared_ptr<MpiOperation>> MpiCommunicator::start(const Plan& plan, c
   auto sends_wrong = [me](const Plan& p) {
     return "sends " + bytes(p.send.size()) + " but its count is " + std::to_string(p.counts[me]);
   };
-  if ((plan.kind == OpKind::gather_v || plan.kind == OpKind::broadcast) && (plan.root < 0 || plan.root >= size_)) {
-    return invalid("root " + std::to_string(plan.root) + " is outside 0.." + std::to_string(size_ - 1));
-  }
-  if (plan.kind == OpKind::send || plan.kind == OpKind::recv) {
-    if (plan.peer < 0 || plan.peer >= size_) return invalid("no such rank in a group of " + std::to_string(size_));
-    if (plan.tag < 0 || plan.tag > max_tag) return invalid("tags are 0.." + std::to_string(max_tag));
-  }
+  if (auto addressed = comm_detail::check_addressing(plan, size_, what); !addressed) return fail(addressed.error());
   // One buffer's size as an MPI count (the v-collectives check their totals instead).
   const std::size_t one_buffer = plan.kind == OpKind::send ? plan.send.size() : plan.recv.size();
   if ((plan.kind == OpKind::broadcast || plan.kind == OpKind::send || plan.kind == OpKind::recv) &&

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "plugins/comm/detail/injected_latency.hpp"
+#include "plugins/comm/detail/planned_communicator.hpp"
 #include "plugins/device/cuda/cuda_device.hpp"
 #include "plugins/device/cuda/cuda_error.hpp"
 #include "runtime/deadline.hpp"
@@ -31,10 +32,11 @@ static_assert(sizeof(ncclUniqueId) == std::tuple_size_v<NcclUniqueId>, "NcclUniq
 
 namespace {
 
+using comm_detail::OpKind;
+using comm_detail::Plan;
 using cuda_detail::cuda_error;
 using cuda_detail::use_device;
 
-constexpr int max_tag = 32767;
 constexpr std::chrono::microseconds shortest_pause{20};
 constexpr std::chrono::microseconds longest_pause{2000};
 
@@ -113,6 +115,19 @@ struct NcclState {
       waiting.push_back(ticket);
     }
     return ticket;
+  }
+
+  /// Waits until `ticket` holds the turn to enqueue. @returns Errc::cancelled when the
+  /// wait is stopped (a deadline): the caller's TurnGuard then gives the place up.
+  Task<void> wait_turn(std::shared_ptr<Ticket> ticket) {
+    bool granted = false;
+    {
+      std::lock_guard lock(mutex);
+      granted = ticket->granted;
+    }
+    if (granted) co_return Result<void>{};
+    Task<void> waiting = ticket->granted_signal->wait();
+    co_return co_await std::move(waiting);
   }
 
   /// Gives the turn up (or the place in the queue, if the turn never came).
@@ -266,35 +281,9 @@ class RecordedEvent {
 // ---------------------------------------------------------------------------------------
 // The communicator
 
-enum class OpKind { all_gather, all_gather_v, gather_v, broadcast, barrier, send, recv };
-
-std::string to_string(OpKind kind) {
-  switch (kind) {
-    case OpKind::all_gather: return "all_gather";
-    case OpKind::all_gather_v: return "all_gather_v";
-    case OpKind::gather_v: return "gather_v";
-    case OpKind::broadcast: return "broadcast";
-    case OpKind::barrier: return "barrier";
-    case OpKind::send: return "send";
-    case OpKind::recv: return "recv";
-  }
-  return "operation";
-}
-
-/// One operation as the caller asked for it.
-struct Plan {
-  OpKind kind = OpKind::barrier;
-  std::span<const std::byte> send;
-  std::span<std::byte> recv;
-  std::span<const std::size_t> counts;
-  int root = -1;
-  int peer = -1;
-  int tag = 0;
-};
-
 std::string bytes(std::size_t n) { return std::to_string(n) + " bytes"; }
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public comm_detail::PlannedCommunicator {
  public:
   NcclCommunicator(Runtime& runtime, std::shared_ptr<NcclState> state, std::unique_ptr<StreamResources> resources,
                    int rank, int size, std::string name, CommOptions options, int world_rank)
@@ -315,35 +304,13 @@ class NcclCommunicator final : public Communicator {
   std::string_view backend() const override { return "nccl"; }
   const std::string& name() const override { return name_; }
 
-  Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {
-    return run({.kind = OpKind::all_gather, .send = send, .recv = recv});
-  }
-  Task<void> all_gather_v(std::span<const std::byte> send, std::span<std::byte> recv,
-                          std::span<const std::size_t> counts) override {
-    return run({.kind = OpKind::all_gather_v, .send = send, .recv = recv, .counts = counts});
-  }
-  Task<void> gather_v(std::span<const std::byte> send, std::span<std::byte> recv, std::span<const std::size_t> counts,
-                      int root) override {
-    return run({.kind = OpKind::gather_v, .send = send, .recv = recv, .counts = counts, .root = root});
-  }
-  Task<void> broadcast(std::span<std::byte> data, int root) override {
-    return run({.kind = OpKind::broadcast, .recv = data, .root = root});
-  }
-  Task<void> barrier() override { return run({.kind = OpKind::barrier}); }
-  Task<void> send(std::span<const std::byte> data, int peer, int tag) override {
-    return run({.kind = OpKind::send, .send = data, .peer = peer, .tag = tag});
-  }
-  Task<void> recv(std::span<std::byte> data, int peer, int tag) override {
-    return run({.kind = OpKind::recv, .recv = data, .peer = peer, .tag = tag});
-  }
   Task<std::shared_ptr<Communicator>> split(int color, int key) override;
 
  private:
   int device() const { return resources_->device; }
   cudaStream_t stream() const { return resources_->stream; }
 
-  Task<void> run(Plan plan);
-  std::string describe(const Plan& plan) const;
+  Task<void> run(Plan plan) override;
   /// What can be checked on this rank: sizes, root, peer, tag, device memory.
   Result<void> check(const Plan& plan, const std::string& what) const;
   Result<void> check_device_memory(const void* pointer, const std::string& what, const char* which) const;
@@ -370,14 +337,6 @@ class NcclCommunicator final : public Communicator {
   int world_rank_;
 };
 
-std::string NcclCommunicator::describe(const Plan& plan) const {
-  std::string what = to_string(plan.kind) + " on " + name_;
-  if (plan.kind == OpKind::send) what += " to rank " + std::to_string(plan.peer);
-  if (plan.kind == OpKind::recv) what += " from rank " + std::to_string(plan.peer);
-  if (plan.kind == OpKind::send || plan.kind == OpKind::recv) what += " (tag " + std::to_string(plan.tag) + ")";
-  return what;
-}
-
 Result<void> NcclCommunicator::check_device_memory(const void* pointer, const std::string& what,
                                                    const char* which) const {
   cudaPointerAttributes attributes{};
@@ -396,13 +355,7 @@ Result<void> NcclCommunicator::check(const Plan& plan, const std::string& what) 
   const auto ranks = static_cast<std::size_t>(size_);
   const auto me = static_cast<std::size_t>(rank_);
   auto invalid = [&what](const std::string& why) { return fail(Errc::invalid_argument, what + ": " + why); };
-  if ((plan.kind == OpKind::gather_v || plan.kind == OpKind::broadcast) && (plan.root < 0 || plan.root >= size_)) {
-    return invalid("root " + std::to_string(plan.root) + " is outside 0.." + std::to_string(size_ - 1));
-  }
-  if (plan.kind == OpKind::send || plan.kind == OpKind::recv) {
-    if (plan.peer < 0 || plan.peer >= size_) return invalid("no such rank in a group of " + std::to_string(size_));
-    if (plan.tag < 0 || plan.tag > max_tag) return invalid("tags are 0.." + std::to_string(max_tag));
-  }
+  if (auto addressed = comm_detail::check_addressing(plan, size_, what); !addressed) return fail(addressed.error());
   std::size_t total = 0;
   if (plan.kind == OpKind::all_gather_v || plan.kind == OpKind::gather_v) {
     if (plan.counts.size() != ranks) {
@@ -518,6 +471,8 @@ Result<bool> NcclCommunicator::enqueue(const Plan& plan) {
     case OpKind::recv:
       if (!plan.recv.empty()) call(ncclRecv(recv, plan.recv.size(), ncclUint8, plan.peer, comm, s), "ncclRecv");
       break;
+    case OpKind::split:  // split() makes its own call (ncclCommSplit), never a Plan
+      break;
   }
   const ncclResult_t ended = ncclGroupEnd();
   if (first_error != ncclSuccess) return fail(nccl_error(first_error, failed_call, comm));
@@ -528,16 +483,8 @@ Result<bool> NcclCommunicator::enqueue(const Plan& plan) {
 
 Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket) {
   TurnGuard turn(state_, ticket);
-  bool granted = false;
-  {
-    std::lock_guard lock(state_->mutex);
-    granted = ticket->granted;
-  }
-  if (!granted) {
-    Task<void> waiting = ticket->granted_signal->wait();
-    Result<void> my_turn = co_await std::move(waiting);
-    if (!my_turn) co_return my_turn;
-  }
+  Task<void> turn_comes = state_->wait_turn(ticket);
+  if (Result<void> my_turn = co_await std::move(turn_comes); !my_turn) co_return my_turn;
 
   auto enqueued = enqueue(plan);
   if (!enqueued) co_return fail(std::move(enqueued.error()));
@@ -581,7 +528,7 @@ Task<void> NcclCommunicator::abort(const Error& why) {
 
 Task<void> NcclCommunicator::run(Plan plan) {
   const std::string operation = to_string(plan.kind);
-  const std::string what = describe(plan);
+  const std::string what = comm_detail::describe(plan, name_);
   if (auto broken = broken_error()) co_return fail(std::move(broken->with_rank(rank_).with_operation(operation)));
   ScopedSpan span(runtime_.tracer(), what, "comm", world_rank_);
 
@@ -635,16 +582,8 @@ Task<std::shared_ptr<Communicator>> NcclCommunicator::split(int color, int key) 
 Task<std::shared_ptr<Communicator>> NcclCommunicator::split_in_turn(int color, int key, std::string what,
                                                                     std::shared_ptr<Ticket> ticket) {
   TurnGuard turn(state_, ticket);
-  bool granted = false;
-  {
-    std::lock_guard lock(state_->mutex);
-    granted = ticket->granted;
-  }
-  if (!granted) {
-    Task<void> waiting = ticket->granted_signal->wait();
-    Result<void> my_turn = co_await std::move(waiting);
-    if (!my_turn) co_return fail(std::move(my_turn.error()));
-  }
+  Task<void> turn_comes = state_->wait_turn(ticket);
+  if (Result<void> my_turn = co_await std::move(turn_comes); !my_turn) co_return fail(std::move(my_turn.error()));
   auto resources = make_resources(device());
   if (!resources) co_return fail(std::move(resources.error()));
 

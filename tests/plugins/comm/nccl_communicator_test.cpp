@@ -1,8 +1,7 @@
 // The nccl communicator on real GPUs, bootstrapped through the local backend (one
 // process, one rank per GPU). Without a GPU (no driver, no device, or corockpt built
-// without CUDA) the program prints why and exits 77, which CTest reports as skipped. The
+// without CUDA) the program prints why and exits 77, which CTest reports as skipped (tests/support/cuda_test_main.cpp). The
 // cases that need two GPUs say so and pass on a machine with one.
-#define CATCH_CONFIG_RUNNER
 #include "plugins/comm/nccl/nccl_communicator.hpp"
 
 #include <catch2/catch.hpp>
@@ -259,13 +258,4 @@ TEST_CASE("comm nccl - a recv with no matching send times out then the communica
   auto later = rt.spawn(rt.make_strand(), world[0].comm->barrier()).get();
   REQUIRE_FALSE(later);
   CHECK(later.error().code == Errc::unavailable);
-}
-
-int main(int argc, char* argv[]) {
-  auto count = cuda_device_count();
-  if (!count) {
-    std::printf("skipped: no usable GPU: %s\n", count.error().to_string().c_str());
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
 }

@@ -1,6 +1,5 @@
 // The cuda device on a real GPU. Without one (no driver, no device, or corockpt built
-// without CUDA) the program prints why and exits 77, which CTest reports as skipped.
-#define CATCH_CONFIG_RUNNER
+// without CUDA) the program prints why and exits 77, which CTest reports as skipped (tests/support/cuda_test_main.cpp).
 #include "plugins/device/cuda/cuda_device.hpp"
 
 #include <catch2/catch.hpp>
@@ -160,13 +159,4 @@ TEST_CASE("device cuda - a failing CUDA call is an Error naming it", "[device][c
   auto missing = make_cuda_device(rt, {.device = 1 << 20});
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == Errc::unavailable);
-}
-
-int main(int argc, char* argv[]) {
-  auto count = cuda_device_count();
-  if (!count) {
-    std::printf("skipped: no usable GPU: %s\n", count.error().to_string().c_str());
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
 }
