@@ -36,6 +36,17 @@
 // persist takes from training shows as the step's CPU during persist minus a quiet one's;
 // and the sync save's CPU per GiB. Summary: medians of the per-round ratios with their
 // spread (min..max); the last line is `stall/sync_save`.
+//
+// `--device cuda` (default --size-gib 8): the same figures with the state in GPU memory
+// (Model::move_to; every rank on GPU `rank % count`), the checkpointer copying through the
+// cuda device into pinned staging memory. Forward/backward is a kernel keeping every SM
+// busy for --forward-ms on the rank's compute stream (which the snapshot's copies
+// overlap), the optimizer pass a kernel adding 1 on the same stream, each waited for so a
+// step's time is the GPU's; the memcpy baseline is cudaMemcpyAsync of the same chunks
+// into pinned memory; the sync save is save_checkpoint through SaveOptions::device (which
+// pins its own snapshot memory per save). So the last line is the stall of an async save
+// of that much device state beside the synchronous save's time. Without a GPU it says why
+// and exits 77.
 
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -71,6 +82,7 @@
 #include "ckpt/model.hpp"
 #include "ckpt/model_spec.hpp"
 #include "ckpt/save.hpp"
+#include "examples/train/cuda_training.hpp"
 #include "examples/train/synthetic_training.hpp"
 #include "plugins/comm/local/local_communicator.hpp"
 #include "plugins/storage/make_storage.hpp"
@@ -98,6 +110,7 @@ struct Options {
   std::string dir = "/tmp";  // the parent of a fresh corockpt-bench-async-<pid>
   std::string storage = "auto";
   std::string pass = "params";
+  std::string device = "host";
 };
 
 using Clock = std::chrono::steady_clock;
@@ -164,6 +177,7 @@ Task<std::unique_ptr<Model>> build_rank(const ModelSpec& spec, int rank, std::sh
 /// the chunks a snapshot copies, and the memcpy baseline's destination.
 struct Rank {
   explicit Rank(Runtime& runtime) : strand(runtime.make_strand()) {}
+  std::unique_ptr<example::GpuRank> gpu;  // --device cuda; first: destroyed after its users
   std::unique_ptr<Model> model;
   Runtime::Strand strand;
   std::unique_ptr<AsyncCheckpointer> checkpointer;
@@ -171,6 +185,7 @@ struct Rank {
   std::vector<std::span<const std::byte>> copied;
   std::uint64_t copied_bytes = 0;  // with the snapshot's 64-byte alignment of each chunk
   std::byte* copy_buffer = nullptr;
+  std::shared_ptr<BufferAllocator> copy_allocator;  // pinned memory with a GPU
 };
 
 constexpr std::uint64_t aligned64(std::uint64_t n) { return (n + 63) / 64 * 64; }
@@ -191,10 +206,26 @@ void list_memory(Rank& rank, bool whole_state) {
   }
 }
 
-/// The optimizer step's stand-in: a read-modify-write of every element.
+/// Forward/backward's stand-in: a sleep, or a kernel on the rank's GPU waited for.
+void forward_backward(Rank& rank, std::chrono::milliseconds forward) {
+  if (!rank.gpu) {
+    std::this_thread::sleep_for(forward);
+    return;
+  }
+  take(rank.gpu->forward_backward(static_cast<double>(forward.count())), "the forward/backward kernel");
+  take(rank.gpu->synchronize(), "forward/backward");
+}
+
+/// The optimizer step's stand-in: a read-modify-write of every element (on the GPU: a
+/// kernel, waited for).
 void optimizer_pass(Rank& rank, std::int64_t step) {
-  for (std::span<float> values : rank.pass) {
-    for (float& v : values) v += 1.0f;
+  if (rank.gpu) {
+    for (std::span<float> values : rank.pass) take(rank.gpu->add(values, 1.0f), "the optimizer pass");
+    take(rank.gpu->synchronize(), "the optimizer pass");
+  } else {
+    for (std::span<float> values : rank.pass) {
+      for (float& v : values) v += 1.0f;
+    }
   }
   rank.model->set_step(static_cast<double>(step));
 }
@@ -202,9 +233,14 @@ void optimizer_pass(Rank& rank, std::int64_t step) {
 void memcpy_state(Rank& rank) {
   std::uint64_t at = 0;
   for (auto bytes : rank.copied) {
-    std::memcpy(rank.copy_buffer + at, bytes.data(), bytes.size());
+    if (rank.gpu) {
+      take(rank.gpu->copy_to_host({rank.copy_buffer + at, bytes.size()}, bytes), "the memcpy baseline");
+    } else {
+      std::memcpy(rank.copy_buffer + at, bytes.data(), bytes.size());
+    }
     at += aligned64(bytes.size());
   }
+  if (rank.gpu) take(rank.gpu->synchronize(), "the memcpy baseline");
 }
 
 // ---------------------------------------------------------------- disk and memory
@@ -319,21 +355,21 @@ AsyncRun async_run(std::vector<Rank>& ranks, std::int64_t& step, std::chrono::mi
     std::int64_t s = first;
     barrier.arrive_and_wait();
     for (int q = 0; q < quiet_steps; ++q) {
-      std::this_thread::sleep_for(forward);
+      forward_backward(rank, forward);
       optimizer_pass(rank, ++s);
       barrier.arrive_and_wait();
     }
     // The end of step `save_step`: the checkpoint of its state.
     nlohmann::json user = {{"step", save_step}};
     handles[r] = take(rank.checkpointer->async_save(save_step, std::move(user)), "async_save");
-    std::this_thread::sleep_for(forward);
+    forward_backward(rank, forward);
     const auto fence = Clock::now();
     take(handles[r].wait_snapshot(), "the snapshot");
     blocked[r] = seconds_since(fence);
     optimizer_pass(rank, ++s);
     barrier.arrive_and_wait();
     for (int n = 0; marks.persisting && n < max_persist_steps; ++n) {
-      std::this_thread::sleep_for(forward);
+      forward_backward(rank, forward);
       optimizer_pass(rank, ++s);
       barrier.arrive_and_wait();
     }
@@ -391,11 +427,14 @@ struct SyncRun {
 };
 
 SyncRun sync_save_run(Runtime& runtime, std::vector<Rank>& ranks, const CheckpointIo& io, const std::string& dir) {
-  SaveOptions options;  // checksums on (the default blocks), as the async save
   const double cpu_start = cpu_seconds();
   const auto start = Clock::now();
   std::vector<TaskHandle<SaveReport>> handles;
-  for (auto& rank : ranks) handles.push_back(runtime.spawn(rank.strand, save_checkpoint(*rank.model, io, dir, options)));
+  for (auto& rank : ranks) {
+    SaveOptions options;  // checksums on (the default blocks), as the async save
+    if (rank.gpu) options.device = rank.gpu->device();
+    handles.push_back(runtime.spawn(rank.strand, save_checkpoint(*rank.model, io, dir, std::move(options))));
+  }
   for (auto& handle : handles) take(handle.get(), "save_checkpoint");
   const SyncRun run{seconds_since(start), cpu_seconds() - cpu_start};
   remove_tree(dir);
@@ -445,6 +484,13 @@ const char* verdict(bool met) { return met ? "met" : "NOT met"; }
 // ---------------------------------------------------------------- the run
 
 int run(const Options& options) {
+  const bool on_gpu = options.device == "cuda";
+  if (on_gpu) {
+    if (auto gpu = example::gpu_for_rank(0); !gpu) {
+      std::printf("corockpt_bench_async: --device cuda: no usable GPU: %s\n", gpu.error().to_string().c_str());
+      return 77;
+    }
+  }
   const auto kind = take(parse_storage_kind(options.storage), "--storage");
   const bool whole_state = options.pass == "state";
   const std::string dir = options.dir + "/corockpt-bench-async-" + std::to_string(::getpid());
@@ -480,11 +526,24 @@ int run(const Options& options) {
   const bool registered = storage->register_buffers(staging->regions());
   const CheckpointIo io{&runtime, storage.get(), staging.get()};
 
+  // The ranks' GPUs first: the header names them.
+  std::vector<Rank> ranks;
+  ranks.reserve(world_size);
+  for (int r = 0; r < world_size; ++r) ranks.emplace_back(runtime);
+  if (on_gpu) {
+    for (int r = 0; r < world_size; ++r) {
+      const int ordinal = take(example::gpu_for_rank(r), "the rank's GPU");
+      ranks[r].gpu = take(example::make_gpu_rank(runtime, ordinal), "make_gpu_rank");
+    }
+  }
   std::printf("corockpt_bench_async: %d ranks (mesh %dx%d), hidden %lld, %d experts, %d layers, flat, float32, Adam; "
-              "%.3f GiB of state requested; %zu pairs; forward/backward %d ms; optimizer pass over the %s; dir %s\n",
+              "%.3f GiB of %s state requested; %zu pairs; forward/backward %d ms (%s); optimizer pass over the %s; "
+              "dir %s\n",
               world_size, world_size / expert_groups, expert_groups, static_cast<long long>(shape.hidden), num_experts,
-              num_layers, static_cast<double>(state_bytes_of(shape.hidden)) / gib, options.pairs, options.forward_ms,
+              num_layers, static_cast<double>(state_bytes_of(shape.hidden)) / gib, on_gpu ? "device" : "host",
+              options.pairs, options.forward_ms, on_gpu ? "a kernel on every SM" : "a sleep",
               whole_state ? "params and Adam moments" : "params", dir.c_str());
+  if (on_gpu) std::printf("device: cuda, rank 0 on %s\n", ranks[0].gpu->description().c_str());
   std::printf("engines: storage %s, staging pool %zu x %zu MiB (registered: %s), %zu worker threads\n",
               std::string(storage->name()).c_str(), staging_buffer_count, staging_buffer_bytes / mib,
               registered ? "yes" : "no", runtime.worker_count());
@@ -493,9 +552,6 @@ int run(const Options& options) {
   // ---- setup, untimed
   const auto setup = Clock::now();
   auto world = take(make_local_world(runtime, world_size), "make_local_world");
-  std::vector<Rank> ranks;
-  ranks.reserve(world_size);
-  for (int r = 0; r < world_size; ++r) ranks.emplace_back(runtime);
   {
     std::vector<TaskHandle<std::unique_ptr<Model>>> built;
     for (int r = 0; r < world_size; ++r) built.push_back(runtime.spawn(ranks[r].strand, build_rank(spec, r, world[r])));
@@ -504,13 +560,18 @@ int run(const Options& options) {
   auto memory_allocator = make_host_allocator();
   on_rank_threads(ranks, [&](Rank& rank, int) {
     rank.model->allocate();
-    list_memory(rank, whole_state);
-    rank.copy_buffer = take(memory_allocator->allocate(rank.copied_bytes, 4096), "the memcpy buffer");
+    if (rank.gpu) {
+      take(runtime.spawn(rank.strand, rank.model->move_to(rank.gpu->device())).get(), "Model::move_to");
+    }
+    list_memory(rank, whole_state);  // after the move: the device's addresses
+    rank.copy_allocator = rank.gpu ? rank.gpu->device()->staging_allocator() : memory_allocator;
+    rank.copy_buffer = take(rank.copy_allocator->allocate(rank.copied_bytes, 4096), "the memcpy buffer");
     std::memset(rank.copy_buffer, 0, rank.copied_bytes);  // fault it in now
   });
   const std::string async_root = dir + "/async";
   for (auto& rank : ranks) {
     AsyncCheckpointerOptions checkpointer_options{.root = async_root, .keep_last = 0};
+    if (rank.gpu) checkpointer_options.device = rank.gpu->device();
     rank.checkpointer = take(AsyncCheckpointer::create(*rank.model, io, rank.strand, checkpointer_options),
                              "AsyncCheckpointer::create");
   }
@@ -594,7 +655,7 @@ int run(const Options& options) {
   std::printf("stall/sync_save = %.3f\n", stall_sync.median);
   std::fflush(stdout);
 
-  for (auto& rank : ranks) memory_allocator->deallocate(rank.copy_buffer, rank.copied_bytes);
+  for (auto& rank : ranks) rank.copy_allocator->deallocate(rank.copy_buffer, rank.copied_bytes);
   ranks.clear();  // checkpointers and models before the engines
   remove_tree(dir);
   return 0;
@@ -606,12 +667,14 @@ void add_options(CLI::App& app, Options& options) {
       ->check(CLI::Range(0.01, 1e4));
   app.add_option("--pairs", options.pairs, "measured rounds (async, memcpy, sync save), after one warm-up")
       ->check(CLI::Range(1, 1000));
-  app.add_option("--forward-ms", options.forward_ms, "forward/backward of a step: a sleep standing in for GPU compute")
+  app.add_option("--forward-ms", options.forward_ms, "forward/backward of a step: a sleep standing in for GPU compute (a GPU kernel with --device cuda)")
       ->check(CLI::Range(0, 60000));
   app.add_option("--dir", options.dir, "parent of the bench's fresh directory (default /tmp)");
   app.add_option("--storage", options.storage, "auto, uring or posix")->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--pass", options.pass, "what the optimizer step's stand-in updates: params or state")
       ->check(CLI::IsMember({"params", "state"}));
+  app.add_option("--device", options.device, "host, or cuda: the state in GPU memory (default --size-gib 8)")
+      ->check(CLI::IsMember({"host", "cuda"}));
 }
 
 }  // namespace
@@ -623,5 +686,6 @@ int main(int argc, char** argv) {
   Options options;
   add_options(app, options);
   CLI11_PARSE(app, argc, argv);
+  if (options.device == "cuda" && app.count("--size-gib") == 0) options.size_gib = 8.0;
   return run(options);
 }

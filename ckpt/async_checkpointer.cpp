@@ -53,6 +53,7 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
                                                                      Runtime::Strand executor,
                                                                      AsyncCheckpointerOptions options) {
   if (options.root.empty()) return fail(Errc::invalid_argument, "AsyncCheckpointer needs a root directory");
+  if (!options.device) options.device = model.device();
   std::unique_ptr<AsyncCheckpointer> self(new AsyncCheckpointer(model, io, std::move(executor), std::move(options)));
   auto chunks = LocalChunks::of(model);
   if (!chunks) return fail(chunks.error().with_rank(model.rank()));
@@ -92,6 +93,15 @@ AsyncCheckpointer::~AsyncCheckpointer() {
 }
 
 Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::json user) {
+  // The snapshot copies the state as it is now: on a device, after the compute queued so
+  // far (the optimizer step being saved), not after what the loop queues next (the next
+  // forward/backward, which the copies overlap). So the order is taken here, on the
+  // caller's thread, not when the snapshot starts on the strand.
+  if (options_.device && snapshot_) {
+    if (auto ok = options_.device->order_after_compute(); !ok) {
+      return fail(std::move(ok.error().with_rank(model_.rank()).with_operation("async_save")));
+    }
+  }
   auto state = std::make_shared<SaveHandle::State>();
   state->step = step;
   std::shared_ptr<SaveHandle::State> previous;
@@ -140,7 +150,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
   std::optional<ScopedSpan> span;
   if (model_.tracer()) span.emplace(*model_.tracer(), "snapshot step " + std::to_string(state->step), "copy", model_.rank());
   if (snapshot_) {
-    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks(), options_.device.get());
+    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks(), options_.device.get(), /*ordered=*/true);
     span.reset();
     if (model_.tracer()) span.emplace(*model_.tracer(), "persist step " + std::to_string(state->step), "checkpoint", model_.rank());
     {

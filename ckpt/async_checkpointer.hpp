@@ -57,7 +57,7 @@ struct AsyncCheckpointerOptions {
   /// state: no snapshot, the save streams from the live state (the stall grows).
   std::uint64_t staging_budget = 0;
   /// The device the model's memory lies on (its TensorViews' space `cuda`): snapshots
-  /// copy through it. Null: host memory.
+  /// copy through it. Null: the model's own (Model::device; none for host memory).
   std::shared_ptr<Device> device;
   /// Where snapshot memory comes from; null means the device's staging allocator (pinned
   /// host memory for cuda), or plain page-aligned host memory without a device.

@@ -5,6 +5,8 @@
 #include <map>
 #include <optional>
 
+#include "ckpt/detail/copy_batch.hpp"
+#include "ckpt/detail/host_mirror.hpp"
 #include "ckpt/detail/shard_rows.hpp"
 #include "runtime/when_all.hpp"
 
@@ -13,6 +15,8 @@ namespace corockpt {
 namespace {
 
 using detail::bytes_of;
+using detail::CopyBatch;
+using detail::Scratch;
 
 // Adam's `step` for `fqn`: a 0-d float32 tensor owned by `out`.
 void add_step(StateDict& out, const std::string& fqn, double step) {
@@ -22,6 +26,17 @@ void add_step(StateDict& out, const std::string& fqn, double step) {
 }
 using detail::row_elements;
 using detail::rows_of;
+
+// A tensor owned by `out` in `space`: host memory, or `device`'s.
+Result<TensorView> own_tensor(StateDict& out, Device* device, MemorySpace space, DType dtype,
+                              std::vector<std::int64_t> shape) {
+  if (space == MemorySpace::host) return out.own(dtype, std::move(shape)).view();
+  auto memory = device->allocate(bytes_of(corockpt::numel(shape), dtype));
+  if (!memory) return fail(std::move(memory.error()));
+  TensorView view{memory->data(), dtype, std::move(shape), space};
+  out.device_storage.push_back(std::move(*memory));
+  return view;
+}
 
 /// Full values an expert's group leader sends to rank 0 (experts_to_rank0): per param
 /// in registration order, its value and states.
@@ -45,6 +60,22 @@ struct UnitCollector {
   const std::vector<std::string>& state_names;
   Export* export_to_rank0;  // null unless this rank sends this instance to rank 0
   int tag;                  // this instance's point-to-point tag: its registration index
+  Device* device;           // the model's (null for a model in host memory)
+  MemorySpace result_space;  // where the values this returns lie
+  MemorySpace comm_space;    // where the gathers' buffers lie
+
+  // A tensor owned by `out`, in the result's space.
+  Result<TensorView> make_result(DType dtype, std::vector<std::int64_t> shape) {
+    return own_tensor(out, device, result_space, dtype, std::move(shape));
+  }
+  // `view` itself when it lies in the result's space, else a copy there (cpu_offload of a
+  // model in device memory), queued on `batch`.
+  Result<TensorView> in_result_space(const TensorView& view, CopyBatch& batch) {
+    if (view.space == result_space) return view;
+    auto copy = make_result(view.dtype, view.shape);
+    if (copy) batch.add(copy->data, copy->space, view.data, view.space, view.nbytes());
+    return copy;
+  }
 
   bool keeps_values() const { return !(options.full_state_dict && options.cpu_offload && model.rank() != 0); }
   bool materializes() const { return keeps_values() || export_to_rank0 != nullptr; }
@@ -70,10 +101,14 @@ struct UnitCollector {
 
   int kinds_of(const ParamSlot& slot) const { return 1 + static_cast<int>(slot.states.size()); }
 
-  void add_buffers() {
+  Result<void> add_buffers(CopyBatch& batch) {
     for (auto& slot : inst.params) {
-      if (slot.spec->buffer) out.model[slot.fqn] = slot.value;
+      if (!slot.spec->buffer) continue;
+      auto value = in_result_space(slot.value, batch);
+      if (!value) return fail(std::move(value.error()));
+      out.model[slot.fqn] = *value;
     }
+    return {};
   }
 
   void add_steps() {
@@ -83,13 +118,18 @@ struct UnitCollector {
     }
   }
 
-  // Sharded per_param: views of the model's own memory, no communication.
-  void sharded_per_param() {
+  // Sharded per_param: views of the model's own memory, no communication (copies to the
+  // host instead for cpu_offload of a model in device memory).
+  Result<void> sharded_per_param(CopyBatch& batch) {
     for (auto& slot : inst.params) {
       if (slot.spec->buffer || !wanted(slot)) continue;
-      add(slot, 0, slot.value);
-      for (std::size_t j = 0; j < slot.states.size(); ++j) add(slot, static_cast<int>(j) + 1, slot.states[j]);
+      for (int kind = 0; kind < kinds_of(slot); ++kind) {
+        auto view = in_result_space(kind == 0 ? slot.value : slot.states[kind - 1], batch);
+        if (!view) return fail(std::move(view.error()));
+        add(slot, kind, *view);
+      }
     }
+    return {};
   }
 
   // Full flat: one all-gather of [value slice, state slices...] from every group rank,
@@ -97,11 +137,17 @@ struct UnitCollector {
   Task<void> flat() {
     const int kinds = 1 + static_cast<int>(inst.flat_states.size());
     const std::size_t slice_bytes = bytes_of(inst.flat_slice, inst.flat_dtype);
-    std::vector<std::byte> send(slice_bytes * kinds);
-    std::memcpy(send.data(), inst.flat_value.data, slice_bytes);
-    for (int j = 1; j < kinds; ++j) std::memcpy(send.data() + j * slice_bytes, inst.flat_states[j - 1].data, slice_bytes);
-    std::vector<std::byte> recv(send.size() * inst.group_size());
-    if (auto ok = co_await inst.group->all_gather(send, recv); !ok) co_return fail(ok.error());
+    auto send = Scratch::make(device, comm_space, slice_bytes * kinds);
+    if (!send) co_return fail(std::move(send.error()));
+    CopyBatch batch(device);
+    for (int j = 0; j < kinds; ++j) {
+      const TensorView& from = j == 0 ? inst.flat_value : inst.flat_states[j - 1];
+      batch.add(send->data() + j * slice_bytes, comm_space, from.data, from.space, slice_bytes);
+    }
+    if (auto ok = co_await batch.run(); !ok) co_return ok;
+    auto recv = Scratch::make(device, comm_space, send->size() * inst.group_size());
+    if (!recv) co_return fail(std::move(recv.error()));
+    if (auto ok = co_await inst.group->all_gather(send->bytes(), recv->bytes()); !ok) co_return fail(ok.error());
 
     const std::size_t esize = size_of(inst.flat_dtype);
     // Copies elements [from, to) of kind `kind`'s concatenation into dst.
@@ -110,8 +156,8 @@ struct UnitCollector {
         std::int64_t owner = from / inst.flat_slice;
         std::int64_t offset = from % inst.flat_slice;
         std::int64_t run = std::min(to - from, inst.flat_slice - offset);
-        const std::byte* src = recv.data() + (owner * kinds + kind) * slice_bytes + offset * esize;
-        std::memcpy(dst, src, bytes_of(run, inst.flat_dtype));
+        const std::byte* src = recv->data() + (owner * kinds + kind) * slice_bytes + offset * esize;
+        batch.add(dst, result_space, src, comm_space, bytes_of(run, inst.flat_dtype));
         dst += bytes_of(run, inst.flat_dtype);
         from += run;
       }
@@ -129,12 +175,13 @@ struct UnitCollector {
         out_shape = slot.box.sizes;
       }
       for (int kind = 0; kind < kinds_of(slot); ++kind) {
-        Tensor& t = out.own(slot.spec->dtype, out_shape);
-        copy_range(kind, first, first + count, t.data());
-        add(slot, kind, t.view());
+        auto t = make_result(slot.spec->dtype, out_shape);
+        if (!t) co_return fail(std::move(t.error()));
+        copy_range(kind, first, first + count, t->data);
+        add(slot, kind, *t);
       }
     }
-    co_return Result<void>{};
+    co_return co_await batch.run();
   }
 
   // The concatenation range [begin, end) of `slot`'s Shard(0) rows on group rank `r`.
@@ -174,12 +221,17 @@ struct UnitCollector {
     };
 
     // My rows, one tensor per param and kind, filled from my slice and the messages.
-    std::vector<std::vector<Tensor*>> rows(params.size());
+    std::vector<std::vector<TensorView>> rows(params.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
-      for (int kind = 0; kind < kinds; ++kind) rows[i].push_back(&out.own(params[i]->spec->dtype, params[i]->box.sizes));
+      for (int kind = 0; kind < kinds; ++kind) {
+        auto t = make_result(params[i]->spec->dtype, params[i]->box.sizes);
+        if (!t) co_return fail(std::move(t.error()));
+        rows[i].push_back(*t);
+      }
     }
-    // Copies a message's pieces (or my own slice's) into my rows; `from_slice` reads the
-    // holder's slice directly instead of a message.
+    CopyBatch batch(device);
+    // Queues the copies of a message's pieces (or my own slice's) into my rows;
+    // `from_slice` reads the holder's slice directly instead of a message.
     auto unpack = [&](int holder, const std::byte* message, bool from_slice) {
       std::size_t at = 0;
       for (int kind = 0; kind < kinds; ++kind) {
@@ -187,45 +239,58 @@ struct UnitCollector {
           auto need = rows_range(*params[i], me);
           auto [lo, hi] = in_slice(need, holder);
           if (hi <= lo) continue;
-          const std::byte* src = from_slice ? flat_of(kind).data + (lo - holder * inst.flat_slice) * esize : message + at;
-          std::memcpy(rows[i][kind]->data() + (lo - need.first) * esize, src, (hi - lo) * esize);
+          const TensorView& slice = flat_of(kind);
+          const std::byte* src = from_slice ? slice.data + (lo - holder * inst.flat_slice) * esize : message + at;
+          batch.add(rows[i][kind].data + (lo - need.first) * esize, result_space, src,
+                    from_slice ? slice.space : comm_space, (hi - lo) * esize);
           if (!from_slice) at += (hi - lo) * esize;
         }
       }
     };
-    auto pack = [&](int needer) {
-      std::vector<std::byte> message(message_elements(me, needer) * esize);
+    // Queues the copies of my slice's pieces that `needer` needs into `message`.
+    auto pack = [&](int needer, std::byte* message) {
       std::size_t at = 0;
       for (int kind = 0; kind < kinds; ++kind) {
+        const TensorView& slice = flat_of(kind);
         for (const auto* slot : params) {
           auto [lo, hi] = in_slice(rows_range(*slot, needer), me);
           if (hi <= lo) continue;
-          std::memcpy(message.data() + at, flat_of(kind).data + (lo - me * inst.flat_slice) * esize, (hi - lo) * esize);
+          batch.add(message + at, comm_space, slice.data + (lo - me * inst.flat_slice) * esize, slice.space,
+                    (hi - lo) * esize);
           at += (hi - lo) * esize;
         }
       }
-      return message;
     };
 
+    std::vector<Scratch> outgoing, incoming;
+    for (int peer = 0; peer < n; ++peer) {
+      const std::size_t out_bytes = peer == me ? 0 : message_elements(me, peer) * esize;
+      const std::size_t in_bytes = peer == me ? 0 : message_elements(peer, me) * esize;
+      auto sent = Scratch::make(device, comm_space, out_bytes);
+      auto received = Scratch::make(device, comm_space, in_bytes);
+      if (!sent) co_return fail(std::move(sent.error()));
+      if (!received) co_return fail(std::move(received.error()));
+      outgoing.push_back(std::move(*sent));
+      incoming.push_back(std::move(*received));
+      if (peer != me) pack(peer, outgoing.back().data());
+    }
+    if (auto ok = co_await batch.run(); !ok) co_return ok;
     // All sends and receives at once (a send may wait for its receive to be posted).
-    std::vector<std::vector<std::byte>> outgoing(n), incoming(n);
     std::vector<Task<void>> transfers;
     for (int peer = 0; peer < n; ++peer) {
-      if (peer == me) continue;
-      outgoing[peer] = pack(peer);
-      incoming[peer].resize(message_elements(peer, me) * esize);
-      if (!outgoing[peer].empty()) transfers.push_back(inst.group->send(outgoing[peer], peer, tag));
-      if (!incoming[peer].empty()) transfers.push_back(inst.group->recv(incoming[peer], peer, tag));
+      if (outgoing[peer].size() != 0) transfers.push_back(inst.group->send(outgoing[peer].bytes(), peer, tag));
+      if (incoming[peer].size() != 0) transfers.push_back(inst.group->recv(incoming[peer].bytes(), peer, tag));
     }
     if (auto ok = all_ok(co_await when_all(std::move(transfers))); !ok) co_return ok;
     unpack(me, nullptr, true);
     for (int peer = 0; peer < n; ++peer) {
       if (peer != me) unpack(peer, incoming[peer].data(), false);
     }
+    if (auto ok = co_await batch.run(); !ok) co_return ok;
     for (std::size_t i = 0; i < params.size(); ++i) {
       const ParamSlot& slot = *params[i];
       if (!wanted(slot)) continue;
-      for (int kind = 0; kind < kinds_of(slot); ++kind) add(slot, kind, rows[i][kind]->view());
+      for (int kind = 0; kind < kinds_of(slot); ++kind) add(slot, kind, rows[i][kind]);
     }
     co_return Result<void>{};
   }
@@ -236,68 +301,95 @@ struct UnitCollector {
     const int n = inst.group_size();
     std::vector<std::size_t> counts =
         detail::row_bytes_per_rank(inst.params, n, [this](const ParamSlot& slot) { return kinds_of(slot); });
-    std::vector<std::byte> send;
-    send.reserve(counts[inst.group_rank]);
+    auto send = Scratch::make(device, comm_space, counts[inst.group_rank]);
+    if (!send) co_return fail(std::move(send.error()));
+    CopyBatch batch(device);
+    std::size_t at = 0;
     for (auto& slot : inst.params) {
       if (slot.spec->buffer) continue;
-      auto append = [&send](const TensorView& v) { send.insert(send.end(), v.data, v.data + v.nbytes()); };
-      append(slot.value);
-      for (auto& state : slot.states) append(state);
+      for (int kind = 0; kind < kinds_of(slot); ++kind) {
+        const TensorView& v = kind == 0 ? slot.value : slot.states[kind - 1];
+        batch.add(send->data() + at, comm_space, v.data, v.space, v.nbytes());
+        at += v.nbytes();
+      }
     }
+    if (auto ok = co_await batch.run(); !ok) co_return ok;
     std::size_t total = 0;
     std::vector<std::size_t> displacement(n);
     for (int r = 0; r < n; ++r) {
       displacement[r] = total;
       total += counts[r];
     }
-    std::vector<std::byte> recv(total);
-    if (auto ok = co_await inst.group->all_gather_v(send, recv, counts); !ok) co_return fail(ok.error());
+    auto recv = Scratch::make(device, comm_space, total);
+    if (!recv) co_return fail(std::move(recv.error()));
+    if (auto ok = co_await inst.group->all_gather_v(send->bytes(), recv->bytes(), counts); !ok) co_return fail(ok.error());
     if (!materializes()) co_return Result<void>{};
 
     std::vector<std::size_t> cursor = displacement;  // where each rank's next piece starts
     for (auto& slot : inst.params) {
       if (slot.spec->buffer) continue;
       const int kinds = kinds_of(slot);
-      std::vector<Tensor*> full(kinds, nullptr);
+      std::vector<TensorView> full(kinds);
       if (wanted(slot)) {
-        for (int kind = 0; kind < kinds; ++kind) full[kind] = &out.own(slot.spec->dtype, slot.spec->shape);
+        for (int kind = 0; kind < kinds; ++kind) {
+          auto t = make_result(slot.spec->dtype, slot.spec->shape);
+          if (!t) co_return fail(std::move(t.error()));
+          full[kind] = *t;
+        }
       }
       const std::int64_t row = row_elements(slot.spec->shape);
       for (int r = 0; r < n; ++r) {
         Range rows = rows_of(slot.spec->shape, n, r);
         std::size_t piece = bytes_of(rows.length * row, slot.spec->dtype);
         for (int kind = 0; kind < kinds; ++kind) {
-          if (full[kind] && piece > 0) {  // an empty tensor has no memory to copy into
-            std::memcpy(full[kind]->data() + bytes_of(rows.offset * row, slot.spec->dtype), recv.data() + cursor[r], piece);
+          if (full[kind].data) {  // (batch.add skips empty pieces, whose memory may be null)
+            batch.add(full[kind].data + bytes_of(rows.offset * row, slot.spec->dtype), result_space,
+                      recv->data() + cursor[r], comm_space, piece);
           }
           cursor[r] += piece;
         }
       }
       if (!wanted(slot)) continue;
-      for (int kind = 0; kind < kinds; ++kind) add(slot, kind, full[kind]->view());
+      for (int kind = 0; kind < kinds; ++kind) add(slot, kind, full[kind]);
     }
-    co_return Result<void>{};
+    co_return co_await batch.run();
   }
 
   Task<void> run() {
+    CopyBatch batch(device);
     if (keeps_values()) {
-      add_buffers();
+      if (auto ok = add_buffers(batch); !ok) co_return ok;
       add_steps();
     }
+    if (!inst.is_flat() && !options.full_state_dict) {
+      if (auto ok = sharded_per_param(batch); !ok) co_return ok;
+    }
+    if (auto ok = co_await batch.run(); !ok) co_return ok;
     // (An if, not ?: — GCC 12 destroys a conditional's awaitable temporary twice.)
     if (inst.is_flat() && options.full_state_dict) co_return co_await flat();
     if (inst.is_flat()) co_return co_await flat_redistribute();
-    if (!options.full_state_dict) {
-      sharded_per_param();
-      co_return Result<void>{};
-    }
-    co_return co_await full_per_param();
+    if (options.full_state_dict) co_return co_await full_per_param();
+    co_return Result<void>{};
+  }
+};
+
+/// Where a collection's values and buffers lie.
+struct Spaces {
+  Device* device;             // the model's (null for a model in host memory)
+  MemorySpace result;         // the model's, or host with cpu_offload
+  MemorySpace model;          // the model's
+  /// Gathers over `comm` use device buffers when both it and the model work in device
+  /// memory (nccl), host buffers otherwise.
+  MemorySpace comm(const Communicator& comm) const {
+    return model != MemorySpace::host && comm.memory_space() == model ? model : MemorySpace::host;
   }
 };
 
 Task<void> collect_unit(Model& model, UnitInstance& inst, const StateDictOptions& options, StateDict& out,
-                        const std::vector<std::string>& state_names, Export* export_to_rank0, int tag) {
-  UnitCollector collector{model, inst, options, out, state_names, export_to_rank0, tag};
+                        const std::vector<std::string>& state_names, Export* export_to_rank0, int tag, Spaces spaces) {
+  UnitCollector collector{model, inst,          options,       out,
+                          state_names, export_to_rank0, tag, spaces.device,
+                          spaces.result, spaces.comm(*inst.group)};
   std::optional<ScopedSpan> span;
   if (model.tracer()) {
     span.emplace(*model.tracer(), "unit " + inst.unit->name + (inst.expert >= 0 ? "/" + std::to_string(inst.expert) : ""),
@@ -334,8 +426,9 @@ std::vector<ExportLayout> export_layout(const Model& model, const UnitSpec& unit
 // group's leader. Every rank walks every (unit, expert) in registration order, so the
 // sends and receives on the world communicator line up; the tag is the walk's index.
 Task<void> experts_to_rank0(Model& model, const StateDictOptions& options, const std::vector<std::string>& state_names,
-                            std::map<const UnitInstance*, Export>& exports, StateDict& out) {
+                            std::map<const UnitInstance*, Export>& exports, StateDict& out, Spaces spaces) {
   const auto& world = model.world();
+  const MemorySpace comm_space = spaces.comm(*world);
   int tag = 0;
   for (const auto& unit : model.spec().units) {
     if (!unit.has_experts()) continue;
@@ -357,37 +450,51 @@ Task<void> experts_to_rank0(Model& model, const StateDictOptions& options, const
       if (model.rank() == leader) {
         for (auto& [inst, views] : exports) {
           if (inst->unit != &unit || inst->expert != e) continue;
-          std::vector<std::byte> bytes;
-          for (const auto& v : views) bytes.insert(bytes.end(), v.data, v.data + v.nbytes());
-          if (auto ok = co_await world->send(bytes, 0, tag); !ok) co_return fail(ok.error());
+          std::size_t total = 0;
+          for (const auto& v : views) total += v.nbytes();
+          auto bytes = Scratch::make(spaces.device, comm_space, total);
+          if (!bytes) co_return fail(std::move(bytes.error()));
+          CopyBatch batch(spaces.device);
+          std::size_t at = 0;
+          for (const auto& v : views) {
+            batch.add(bytes->data() + at, comm_space, v.data, v.space, v.nbytes());
+            at += v.nbytes();
+          }
+          if (auto ok = co_await batch.run(); !ok) co_return ok;
+          if (auto ok = co_await world->send(bytes->bytes(), 0, tag); !ok) co_return fail(ok.error());
         }
       } else if (model.rank() == 0) {
         auto layout = export_layout(model, unit, e, options, state_names.size());
-        std::vector<Tensor*> tensors;
+        std::vector<TensorView> tensors;
         std::size_t total = 0;
         for (const auto& item : layout) {
           for (int kind = 0; kind < item.kinds; ++kind) {
-            tensors.push_back(&out.own(item.param->dtype, item.param->shape));
-            total += tensors.back()->nbytes();
+            auto t = own_tensor(out, spaces.device, spaces.result, item.param->dtype, item.param->shape);
+            if (!t) co_return fail(std::move(t.error()));
+            tensors.push_back(*t);
+            total += t->nbytes();
           }
         }
-        std::vector<std::byte> bytes(total);
-        if (auto ok = co_await world->recv(bytes, leader, tag); !ok) co_return fail(ok.error());
+        auto bytes = Scratch::make(spaces.device, comm_space, total);
+        if (!bytes) co_return fail(std::move(bytes.error()));
+        if (auto ok = co_await world->recv(bytes->bytes(), leader, tag); !ok) co_return fail(ok.error());
+        CopyBatch batch(spaces.device);
         std::size_t at = 0, t = 0;
         for (const auto& item : layout) {
           for (int kind = 0; kind < item.kinds; ++kind, ++t) {
-            std::memcpy(tensors[t]->data(), bytes.data() + at, tensors[t]->nbytes());
-            at += tensors[t]->nbytes();
+            batch.add(tensors[t].data, tensors[t].space, bytes->data() + at, comm_space, tensors[t].nbytes());
+            at += tensors[t].nbytes();
             if (kind == 0) {
-              out.model[item.fqn] = tensors[t]->view();
+              out.model[item.fqn] = tensors[t];
             } else {
-              out.optim.state[item.fqn][state_names[kind - 1]] = tensors[t]->view();
+              out.optim.state[item.fqn][state_names[kind - 1]] = tensors[t];
             }
           }
           if (item.param->has_optimizer_state() && model.spec().optimizer->type == OptimizerType::adam) {
             add_step(out, item.fqn, model.step());  // the sender's step is not sent: params step together
           }
         }
+        if (auto ok = co_await batch.run(); !ok) co_return ok;
       }
     }
   }
@@ -400,11 +507,23 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
   if (options.experts_to_rank0 && !options.full_state_dict) {
     co_return fail(Errc::invalid_argument, "experts_to_rank0 needs full_state_dict");
   }
-  if (model.memory_space() != MemorySpace::host) {
-    co_return fail(Errc::unavailable,
-                   "get_state_dict gathers host memory; this model lies in " +
-                       std::string(to_string(model.memory_space())) + " memory (checkpoint it with AsyncCheckpointer)",
-                   {.rank = model.rank(), .operation = "get_state_dict"});
+  const Spaces spaces{.device = model.device().get(),
+                      .result = options.cpu_offload ? MemorySpace::host : model.memory_space(),
+                      .model = model.memory_space()};
+  if (spaces.model != MemorySpace::host) {
+    if (!spaces.device || spaces.device->space() != spaces.model) {
+      co_return fail(Errc::invalid_argument,
+                     "the model lies in " + std::string(to_string(spaces.model)) +
+                         " memory and has no device of that memory to copy with (Model::set_device)",
+                     {.rank = model.rank(), .operation = "get_state_dict"});
+    }
+    // PyTorch's lazy optimizer-state initialisation is host code: run it on a host mirror.
+    if (model.has_optimizer() && model.step() == 0) {
+      auto mirror = co_await detail::HostMirror::make(model);
+      if (!mirror) co_return fail(std::move(mirror.error()));
+      model.initialize_optimizer_state();
+      if (auto ok = co_await (*mirror)->write_back(); !ok) co_return fail(std::move(ok.error()));
+    }
   }
   model.initialize_optimizer_state();
   const std::vector<std::string> state_names =
@@ -418,11 +537,13 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
   int tag = 0;  // registration index: the same instance has the same index on every rank of its group
   for (auto& inst : model.instances()) {
     Export* exported = exports_to_rank0(model, inst, options) ? &exports[&inst] : nullptr;
-    units.push_back(collect_unit(model, inst, options, out, state_names, exported, tag++));
+    units.push_back(collect_unit(model, inst, options, out, state_names, exported, tag++, spaces));
   }
   if (auto ok = all_ok(co_await when_all(std::move(units))); !ok) co_return fail(ok.error());
   if (options.experts_to_rank0) {
-    if (auto ok = co_await experts_to_rank0(model, options, state_names, exports, out); !ok) co_return fail(ok.error());
+    if (auto ok = co_await experts_to_rank0(model, options, state_names, exports, out, spaces); !ok) {
+      co_return fail(ok.error());
+    }
   }
 
   if (model.has_optimizer()) {
@@ -440,6 +561,27 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
     }
     out.optim.param_groups.push_back(std::move(group));
   }
+  co_return out;
+}
+
+Task<StateDict> state_dict_to_host(const StateDict& state, Device* device) {
+  StateDict out;
+  out.optim.param_groups = state.optim.param_groups;
+  CopyBatch batch(device);
+  auto copy = [&](const StateValue& value) -> StateValue {
+    const TensorView& from = local_view(value);
+    TensorView to = out.own(from.dtype, from.shape).view();
+    batch.add(to.data, to.space, from.data, from.space, from.nbytes());
+    if (!is_dtensor(value)) return to;
+    DTensor shard = std::get<DTensor>(value);
+    shard.local = to;
+    return shard;
+  };
+  for (const auto& [fqn, value] : state.model) out.model[fqn] = copy(value);
+  for (const auto& [fqn, states] : state.optim.state) {
+    for (const auto& [name, value] : states) out.optim.state[fqn][name] = copy(value);
+  }
+  if (auto ok = co_await batch.run(); !ok) co_return fail(std::move(ok.error()));
   co_return out;
 }
 

@@ -21,6 +21,18 @@ namespace corockpt {
 /// `per_param` units): it reflects later changes to the model, as PyTorch's does.
 /// @returns Errc::invalid_argument for inconsistent options (experts_to_rank0 without
 ///   full_state_dict); the communicators' errors (timeouts) naming the unit.
+///
+/// A model in device memory (Model::move_to, or memory bound with Model::set_device)
+/// gives values in that memory, owned by the state dict (`device_storage`) or views of
+/// the model's; with `cpu_offload`, host copies. Gathers run in device buffers when the
+/// unit's communicator moves device memory (nccl), in host buffers otherwise (staged
+/// through the device), so every backend works.
 Task<StateDict> get_state_dict(Model& model, StateDictOptions options = {});
+
+/// A copy of `state` that owns all its memory, in host memory (PyTorch's cpu_offload
+/// after the fact): device values are copied through `device` (may be null when there
+/// are none), host ones copied too.
+/// @returns the device's errors; Errc::invalid_argument for device values without a device.
+Task<StateDict> state_dict_to_host(const StateDict& state, Device* device);
 
 }  // namespace corockpt

@@ -199,6 +199,7 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
 Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir, LoadOptions options) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) co_return fail(chunks.error().with_rank(model.rank()));
+  if (!options.device) options.device = model.device();
   auto report = co_await load_chunks(chunks->chunks(), io, std::move(dir), std::move(options));
   if (!report) co_return fail(report.error().with_rank(model.rank()));
   chunks->store_steps();

@@ -36,7 +36,8 @@ struct LoadOptions {
   /// Called on this rank's executor as data arrives (bytes done, of total).
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
   /// The device the model's memory lies on (chunks of space `cuda`): they are loaded
-  /// into host copies, then copied to the device. Without it such chunks are an error.
+  /// into host copies, then copied to the device. Without it such chunks are an error;
+  /// load_checkpoint uses the model's own (Model::device) when it is null.
   std::shared_ptr<Device> device;
 };
 

@@ -170,6 +170,7 @@ Task<void> Model::move_to(std::shared_ptr<Device> device) {
     device_memory_.push_back(std::move(*memory));
   }
   memory_.clear();
+  device_ = std::move(device);
   co_return Result<void>{};
 }
 

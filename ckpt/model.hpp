@@ -95,6 +95,11 @@ class Model {
   Task<void> move_to(std::shared_ptr<Device> device);
   /// `cuda` when any tensor lies in device memory, else `host`.
   MemorySpace memory_space() const;
+  /// The device whose memory the model's tensors lie in: set by move_to, or by a training
+  /// loop that binds its own device memory (`set_device`). The collector, set_state_dict,
+  /// save and load copy through it. Null for a model in host memory.
+  const std::shared_ptr<Device>& device() const { return device_; }
+  void set_device(std::shared_ptr<Device> device) { device_ = std::move(device); }
 
   /// Points `fqn` — a `per_param` param or a buffer this rank holds — at the training
   /// loop's memory: `value` is the local shard (the whole tensor for a buffer) and
@@ -147,6 +152,7 @@ class Model {
   std::vector<UnitInstance> instances_;
   std::vector<std::vector<std::byte>> memory_;  // what allocate() made
   std::vector<DeviceMemory> device_memory_;     // what move_to() made
+  std::shared_ptr<Device> device_;
   Tracer* tracer_ = nullptr;
 };
 

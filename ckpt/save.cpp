@@ -192,6 +192,7 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
 Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) co_return fail(chunks.error().with_rank(model.rank()));
+  if (!options.device) options.device = model.device();
   const bool on_device = std::ranges::any_of(chunks->chunks(), [](const LocalChunk& c) {
     return c.writer && !c.box.empty() && c.space != MemorySpace::host;
   });

@@ -58,6 +58,7 @@ struct SaveOptions {
   /// The device the model's memory lies on, for save_checkpoint: its state is first
   /// copied into a snapshot of the device's staging memory (allocated for this save),
   /// then written. save_chunks never reads device memory: give it a snapshot.
+  /// Null: save_checkpoint uses the model's own (Model::device).
   std::shared_ptr<Device> device;
 };
 

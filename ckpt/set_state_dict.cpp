@@ -4,6 +4,8 @@
 #include <cstring>
 #include <optional>
 
+#include "ckpt/collector.hpp"
+#include "ckpt/detail/host_mirror.hpp"
 #include "ckpt/detail/shard_rows.hpp"
 #include "runtime/when_all.hpp"
 
@@ -320,15 +322,42 @@ class Setter {
 
 Task<void> set_unit(Setter& setter, UnitInstance& inst) { co_return co_await setter.set_sharded(inst); }
 
+bool any_on_device(const StateDict& state) {
+  for (const auto& [fqn, value] : state.model) {
+    if (local_view(value).space != MemorySpace::host) return true;
+  }
+  for (const auto& [fqn, states] : state.optim.state) {
+    for (const auto& [name, value] : states) {
+      if (local_view(value).space != MemorySpace::host) return true;
+    }
+  }
+  return false;
+}
+
+// A model in device memory: the host code below runs on a host mirror of the model (and
+// a host copy of `state` when it holds device values), then the mirror is written back.
+// set_state_dict is load-time work; this keeps one implementation of its rules.
+Task<SetReport> set_through_host(Model& model, const StateDict& state, StateDictOptions options) {
+  std::optional<StateDict> host_copy;
+  if (any_on_device(state)) {
+    auto copied = co_await state_dict_to_host(state, model.device().get());
+    if (!copied) co_return fail(std::move(copied.error().with_rank(model.rank())));
+    host_copy = std::move(*copied);
+  }
+  auto mirror = co_await detail::HostMirror::make(model);
+  if (!mirror) co_return fail(std::move(mirror.error()));
+  const StateDict* input = &state;
+  if (host_copy) input = &*host_copy;
+  auto report = co_await set_state_dict(model, *input, options);
+  if (!report) co_return report;  // the mirror goes: the device memory is as it was
+  if (auto ok = co_await (*mirror)->write_back(); !ok) co_return fail(std::move(ok.error().with_rank(model.rank())));
+  co_return report;
+}
+
 }  // namespace
 
 Task<SetReport> set_state_dict(Model& model, const StateDict& state, StateDictOptions options) {
-  if (model.memory_space() != MemorySpace::host) {
-    co_return fail(Errc::unavailable,
-                   "set_state_dict writes host memory; this model lies in " +
-                       std::string(to_string(model.memory_space())) + " memory (load it with LoadOptions::device)",
-                   {.rank = model.rank(), .operation = "set_state_dict"});
-  }
+  if (model.memory_space() != MemorySpace::host) co_return co_await set_through_host(model, state, options);
   SetReport report;
   Setter setter(model, state, options, report);
   if (options.full_state_dict && options.broadcast_from_rank0) {

@@ -25,6 +25,8 @@ struct SetReport {
 ///   every rank receives its part over the world communicator.
 /// Values convert to the model's dtypes as PyTorch's copy_ does. Adam's `step` is
 /// restored. Frozen params missing from `state` are fine when ignore_frozen_params.
+/// A model in device memory is loaded through a host copy of it (and of `state`'s device
+/// values): load-time work, one implementation of these rules.
 /// @returns with `strict`, Errc::not_found naming the first missing key; in any case
 ///   Errc::invalid_argument naming the FQN whose shape or box does not match.
 Task<SetReport> set_state_dict(Model& model, const StateDict& state, StateDictOptions options = {});

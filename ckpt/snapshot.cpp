@@ -83,10 +83,9 @@ Snapshot::~Snapshot() {
   if (memory_) allocator_->deallocate(memory_, bytes_);
 }
 
-Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, Device* device) {
+Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, Device* device, bool ordered) {
   std::vector<Task<void>> jobs;
   // Device chunks: one copy each, all issued now (the device's stream orders them).
-  bool ordered = false;
   for (std::size_t i = 0; i < live.size(); ++i) {
     if (chunks_[i].bytes.empty() || live[i].space == MemorySpace::host) continue;
     if (!device || device->space() != live[i].space) {

@@ -37,10 +37,11 @@ class Snapshot {
   /// Copies `live` (the same list `create` saw, in the same order) into the staging
   /// memory: host chunks in pieces of at most 16 MiB, in parallel on the runtime's
   /// workers; chunks in `device` memory through `device` (after the compute it has
-  /// queued: Device::order_after_compute), all issued at once.
+  /// queued: Device::order_after_compute, unless `ordered` says the caller did so when
+  /// the state was current), all issued at once.
   /// @returns Errc::invalid_argument when a chunk lies in device memory and `device` is
   ///   null or of another space; the device's copy errors.
-  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live, Device* device = nullptr);
+  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live, Device* device = nullptr, bool ordered = false);
 
   /// The chunks as of the last `take`, their bytes in the staging memory (chunks this
   /// rank does not write keep a null view: they are only listed).

@@ -63,6 +63,8 @@ struct StateDict {
   /// Memory the views above point into when it is not the model's own (gathered
   /// shards, full values, `step` scalars). A deque: adding never moves a tensor.
   std::deque<Tensor> storage;
+  /// The same, in a device's memory (the gathered values of a model in device memory).
+  std::deque<DeviceMemory> device_storage;
 
   /// A tensor owned by this state dict.
   Tensor& own(DType dtype, std::vector<std::int64_t> shape) { return storage.emplace_back(dtype, std::move(shape)); }

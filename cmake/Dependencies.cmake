@@ -35,6 +35,32 @@ if(COROCKPT_WITH_CUDA)
 endif()
 message(STATUS "corockpt: CUDA plugins ${COROCKPT_HAVE_CUDA}")
 
+# The CUDA language, for the kernels of the examples and benchmarks (.cu files built by
+# nvcc: stand-ins for a training loop's compute). check_language first, so a machine with
+# the CUDA libraries but no working nvcc still builds everything else; `--device cuda`
+# then says what is missing.
+set(COROCKPT_HAVE_CUDA_KERNELS OFF)
+if(COROCKPT_HAVE_CUDA)
+  if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS "${CUDAToolkit_BIN_DIR}/nvcc")
+    set(ENV{CUDACXX} "${CUDAToolkit_BIN_DIR}/nvcc")  # nvcc need not be on PATH
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    # H100 / H200 unless the user chose (enable_language would pick nvcc's oldest).
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{CUDAARCHS})
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    # One CUDA runtime per process: the shared one the plugins link (CUDA::cudart).
+    if(NOT DEFINED CMAKE_CUDA_RUNTIME_LIBRARY)
+      set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+    endif()
+    enable_language(CUDA)
+    set(COROCKPT_HAVE_CUDA_KERNELS ON)
+  endif()
+endif()
+message(STATUS "corockpt: CUDA kernels (nvcc) ${COROCKPT_HAVE_CUDA_KERNELS}")
+
 # NCCL: the nccl communicator is built when CUDA is found and NCCL sits beside it (or in
 # the system's paths). corockpt_nccl carries its header and library.
 set(COROCKPT_HAVE_NCCL OFF)

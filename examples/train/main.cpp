@@ -10,10 +10,18 @@
 // bit-identical to an uninterrupted run. SIGTERM stops taking saves, finishes or
 // abandons the one in flight within a deadline and exits with the last committed
 // checkpoint intact.
+//
+// `--device cuda` trains on GPUs (cuda_training.hpp): each rank's params and Adam
+// moments lie in device memory, its steps are kernels on its compute stream (a
+// forward/backward stand-in of --forward-ms, the gradients, Adam — bit-identical to the
+// host's arithmetic, so checkpoints move freely between host and GPU runs), and its
+// snapshots copy through the cuda device into pinned staging memory while the next
+// step's forward/backward runs.
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -22,6 +30,7 @@
 #include "ckpt/async_checkpointer.hpp"
 #include "ckpt/checkpoint_directory.hpp"
 #include "ckpt/load.hpp"
+#include "examples/train/cuda_training.hpp"
 #include "examples/train/synthetic_training.hpp"
 #include "plugins/comm/local/local_communicator.hpp"
 #include "plugins/comm/mpi/mpi_communicator.hpp"
@@ -48,6 +57,8 @@ struct Args {
   std::uint64_t staging_budget = 0;
   int keep_last = 2;
   int deadline_ms = 30000;
+  std::string device = "host";
+  double forward_ms = 20;  // --device cuda: the forward/backward kernel's duration
 };
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
@@ -87,22 +98,107 @@ void train_plain(Model& model, std::int64_t from, std::int64_t to) {
   }
 }
 
+// The same on the GPU, for a model in `gpu`'s memory.
+Result<void> train_plain(Model& model, example::GpuRank& gpu, std::int64_t from, std::int64_t to) {
+  auto trainer = example::make_cuda_trainer(model, gpu);
+  if (!trainer) return fail(trainer.error());
+  for (std::int64_t step = from + 1; step <= to; ++step) {
+    if (auto ok = (*trainer)->backward(step); !ok) return ok;
+    if (auto ok = (*trainer)->optimizer_step(); !ok) return ok;
+  }
+  return gpu.synchronize();
+}
+
+// A rank's steps on the host (SyntheticTrainer) or on its GPU (kernels).
+class RankTrainer {
+ public:
+  static Result<RankTrainer> create(Model& model, example::GpuRank* gpu, double forward_ms) {
+    RankTrainer trainer;
+    trainer.gpu_ = gpu;
+    trainer.forward_ms_ = forward_ms;
+    if (!gpu) {
+      trainer.host_.emplace(model);
+      return trainer;
+    }
+    auto kernels = example::make_cuda_trainer(model, *gpu);
+    if (!kernels) return fail(kernels.error());
+    trainer.kernels_ = std::move(*kernels);
+    return trainer;
+  }
+
+  // On the GPU it waits for its kernels (as reading the loss would): the stall then
+  // counts only the time the GPU sits idle for the snapshot.
+  Result<void> forward_backward(std::int64_t step) {
+    if (host_) {
+      host_->backward(step);
+      return {};
+    }
+    if (auto ok = gpu_->forward_backward(forward_ms_); !ok) return ok;
+    if (auto ok = kernels_->backward(step); !ok) return ok;
+    return gpu_->synchronize();
+  }
+
+  // On the GPU: queued; async_save orders the snapshot's copies after it.
+  Result<void> optimizer_step() {
+    if (host_) {
+      host_->optimizer_step();
+      return {};
+    }
+    return kernels_->optimizer_step();
+  }
+
+  Result<void> finish() { return gpu_ ? gpu_->synchronize() : Result<void>{}; }
+
+ private:
+  RankTrainer() = default;
+  example::GpuRank* gpu_ = nullptr;
+  double forward_ms_ = 0;
+  std::optional<example::SyntheticTrainer> host_;
+  std::unique_ptr<example::CudaTrainer> kernels_;
+};
+
+// The rank's digest, its state copied from the GPU first when it lies there.
+Result<std::uint64_t> digest_of(Runtime& runtime, Runtime::Strand& strand, Model& model, example::GpuRank* gpu) {
+  if (!gpu) return example::state_digest(model);
+  return run(runtime, strand, example::state_digest(model, gpu->device()));
+}
+
 // One rank's whole run, on its own thread: a plain synchronous training loop.
-RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
-                    CheckpointIo io) {
+RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, int local_rank,
+                    std::shared_ptr<Communicator> world, CheckpointIo io) {
   RankResult out;
   Runtime& runtime = *io.runtime;
   Runtime::Strand strand = runtime.make_strand();
+  // Declared first: destroyed after the models and the checkpointer that use its device.
+  std::unique_ptr<example::GpuRank> gpu;
+  std::shared_ptr<Device> device;
+  if (args.device == "cuda") {
+    auto ordinal = example::gpu_for_rank(local_rank);
+    if (!ordinal) return {.error = ordinal.error().to_string()};
+    auto made = example::make_gpu_rank(runtime, *ordinal);
+    if (!made) return {.error = made.error().with_rank(rank).to_string()};
+    gpu = std::move(*made);
+    device = gpu->device();
+    say(rank, "device: cuda, rank 0 on %s; forward/backward a %.0f ms kernel per step\n", gpu->description().c_str(),
+        args.forward_ms);
+  }
   auto model = run(runtime, strand, Model::build(spec, rank, world));
   if (!model) return {.error = model.error().to_string()};
   (*model)->allocate();
   if (!args.trace.empty()) (*model)->trace_to(&runtime.tracer());
+  if (device) {
+    // Initial values are written on the host, then the state moves to the GPU for good.
+    auto moved = run(runtime, strand, (*model)->move_to(device));
+    if (!moved) return {.error = moved.error().to_string()};
+  }
 
   if (!args.resume.empty()) {
     auto found = run(runtime, strand, latest_checkpoint(io, args.resume));
     if (!found) return {.error = found.error().to_string()};
     if (!*found) return {.error = "no complete checkpoint in " + args.resume};
-    auto loaded = run(runtime, strand, load_checkpoint(**model, io, (*found)->path));
+    LoadOptions load_options;
+    load_options.device = device;  // lands in device memory, through host copies
+    auto loaded = run(runtime, strand, load_checkpoint(**model, io, (*found)->path, load_options));
     if (!loaded) return {.error = loaded.error().to_string()};
     out.start_step = loaded->user.value("step", std::int64_t{0});
     say(rank, "resumed from %s (step %lld, saved on %d ranks) on %d ranks\n", (*found)->path.c_str(),
@@ -112,11 +208,14 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
   AsyncCheckpointerOptions options{.root = args.dir,
                                    .when_busy = args.when_busy == "skip" ? BusyPolicy::skip : BusyPolicy::wait,
                                    .staging_budget = args.staging_budget,
+                                   .device = device,
                                    .keep_last = args.keep_last};
   auto checkpointer = AsyncCheckpointer::create(**model, io, strand, options);
   if (!checkpointer) return {.error = checkpointer.error().to_string()};
-  example::SyntheticTrainer trainer(**model);
+  auto trainer = RankTrainer::create(**model, gpu.get(), args.forward_ms);
+  if (!trainer) return {.error = trainer.error().with_rank(rank).to_string()};
   Tracer& tracer = runtime.tracer();
+  std::string failure;  // a GPU error ends the loop; the saves in flight still finish
 
   std::vector<SaveHandle> saves;
   std::size_t reported = 0;          // saves whose end has been printed
@@ -127,7 +226,10 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
     const auto start = Clock::now();
     {
       ScopedSpan span(tracer, "forward/backward", "step", rank);
-      trainer.backward(step);
+      if (auto ok = trainer->forward_backward(step); !ok) {
+        failure = ok.error().with_rank(rank).to_string();
+        break;
+      }
     }
     double stall_ms = 0;
     if (pending) {
@@ -139,7 +241,10 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
     }
     {
       ScopedSpan span(tracer, "optimizer step", "step", rank);
-      trainer.optimizer_step();
+      if (auto ok = trainer->optimizer_step(); !ok) {
+        failure = ok.error().with_rank(rank).to_string();
+        break;
+      }
     }
     std::string note;
     if (step % args.every == 0) {
@@ -187,15 +292,27 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, std::shar
     if (auto r = s.wait(); !r) say(rank, "save of step %lld failed: %s\n", static_cast<long long>(s.step()), r.error().to_string().c_str());
   }
   out.stats = (*checkpointer)->stats();
-  out.digest = example::state_digest(**model);
+  if (!failure.empty()) return {.error = failure};
+  if (auto ok = trainer->finish(); !ok) return {.error = ok.error().with_rank(rank).to_string()};
+  auto digest = digest_of(runtime, strand, **model, gpu.get());
+  if (!digest) return {.error = digest.error().to_string()};
+  out.digest = *digest;
 
   if (!args.resume.empty() && !stop_requested.load()) {
-    // The same training, uninterrupted, from the initial values.
+    // The same training, uninterrupted, from the initial values, on the same device.
     auto reference = run(runtime, strand, Model::build(spec, rank, world));
     if (!reference) return {.error = reference.error().to_string()};
     (*reference)->allocate();
-    train_plain(**reference, 0, out.end_step);
-    out.reference_digest = example::state_digest(**reference);
+    if (gpu) {
+      auto moved = run(runtime, strand, (*reference)->move_to(device));
+      if (!moved) return {.error = moved.error().to_string()};
+      if (auto ok = train_plain(**reference, *gpu, 0, out.end_step); !ok) return {.error = ok.error().to_string()};
+    } else {
+      train_plain(**reference, 0, out.end_step);
+    }
+    auto reference_digest = digest_of(runtime, strand, **reference, gpu.get());
+    if (!reference_digest) return {.error = reference_digest.error().to_string()};
+    out.reference_digest = *reference_digest;
   }
   return out;
 }
@@ -256,10 +373,21 @@ int main(int argc, char** argv) {
   app.add_option("--storage", args.storage, "auto, uring or posix")->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--trace", args.trace, "write a Chrome trace (steps, copies, writes) to this file");
   app.add_option("--deadline-ms", args.deadline_ms, "how long a checkpoint collective or the last save may take");
+  app.add_option("--device", args.device, "host, or cuda: the state in GPU memory, the steps as kernels")
+      ->check(CLI::IsMember({"host", "cuda"}));
+  app.add_option("--forward-ms", args.forward_ms, "with --device cuda: the forward/backward kernel's duration per step")
+      ->check(CLI::Range(0.0, 60000.0));
   CLI11_PARSE(app, argc, argv);
   if (args.resume.empty() == false && app.count("--dir") == 0) args.dir = args.resume;
 
   std::signal(SIGTERM, on_sigterm);
+  if (args.device == "cuda") {
+    // Say so at once, before any rank starts, when there is no GPU to train on.
+    if (auto gpu = example::gpu_for_rank(0); !gpu) {
+      std::fprintf(stderr, "corockpt_train: --device cuda: %s\n", gpu.error().to_string().c_str());
+      return 2;
+    }
+  }
   auto spec = parse_model_spec(example::training_spec_json(args.shape));
   if (!spec) {
     std::fprintf(stderr, "corockpt_train: %s\n", spec.error().to_string().c_str());
@@ -289,7 +417,10 @@ int main(int argc, char** argv) {
       return 2;
     }
     my_rank = (*world)->rank();
-    results.push_back(run_rank(args, *spec, my_rank, *world, io));
+    // The rank's GPU is its index on its node (mpirun says it; one node otherwise).
+    int local_rank = my_rank;
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) local_rank = std::atoi(local);
+    results.push_back(run_rank(args, *spec, my_rank, local_rank, *world, io));
     // The model's digest is the sum of the ranks'.
     std::uint64_t mine[2] = {results[0].digest, results[0].reference_digest};
     std::vector<std::uint64_t> all(2 * static_cast<std::size_t>((*world)->size()));
@@ -311,7 +442,7 @@ int main(int argc, char** argv) {
     results.resize(spec->world_size);
     std::vector<std::thread> threads;
     for (int r = 0; r < spec->world_size; ++r) {
-      threads.emplace_back([&, r] { results[r] = run_rank(args, *spec, r, (*world)[r], io); });
+      threads.emplace_back([&, r] { results[r] = run_rank(args, *spec, r, r, (*world)[r], io); });
     }
     for (auto& t : threads) t.join();
   }

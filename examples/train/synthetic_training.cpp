@@ -90,20 +90,20 @@ std::uint64_t mix(std::uint64_t x) {  // splitmix64's finaliser
 
 }  // namespace
 
-SyntheticTrainer::SyntheticTrainer(Model& model) : model_(model) {
-  std::size_t grads = 0;
+TrainingPieces training_pieces(Model& model) {
+  TrainingPieces out;
   auto add = [&](ParamSlot& slot, std::int64_t first, std::int64_t count, DType dtype, std::byte* value, std::byte* m,
                  std::byte* v) {
     if (count <= 0) return;
-    pieces_.push_back({slot.fqn, fnv1a32(slot.fqn), first, count, dtype, value, m, v, &slot, grads});
-    grads += static_cast<std::size_t>(count);
-    state_bytes_ += 3 * static_cast<std::uint64_t>(count) * size_of(dtype);
+    out.pieces.push_back({slot.fqn, fnv1a32(slot.fqn), first, count, dtype, value, m, v, &slot, out.gradients});
+    out.gradients += static_cast<std::size_t>(count);
+    out.state_bytes += 3 * static_cast<std::uint64_t>(count) * size_of(dtype);
   };
   for (auto& inst : model.instances()) {
     const std::int64_t slice_begin = inst.group_rank * inst.flat_slice;
     for (auto& slot : inst.params) {
       if (!slot.spec->has_optimizer_state()) continue;
-      slots_.push_back(&slot);
+      out.slots.push_back(&slot);
       if (!inst.is_flat()) {
         // A Shard(0) shard is whole rows: a contiguous range of global indices.
         const std::int64_t row = slot.box.ndim() == 0 ? 1 : slot.box.numel() / std::max<std::int64_t>(slot.box.sizes[0], 1);
@@ -119,11 +119,27 @@ SyntheticTrainer::SyntheticTrainer(Model& model) : model_(model) {
           inst.flat_states[0].data + at, inst.flat_states[1].data + at);
     }
   }
-  grads_.resize(grads);
+  return out;
+}
+
+AdamStepScalars adam_step_scalars(const OptimizerSpec& opt, double step) {
+  // PyTorch's single-tensor Adam: scalars in double, elements in float32.
+  const double bias1 = 1 - std::pow(opt.betas[0], step);
+  const double bias2_sqrt = std::sqrt(1 - std::pow(opt.betas[1], step));
+  return {.step_size = static_cast<float>(opt.lr / bias1),
+          .bias2_sqrt = static_cast<float>(bias2_sqrt),
+          .beta1 = static_cast<float>(opt.betas[0]),
+          .beta2 = static_cast<float>(opt.betas[1]),
+          .decay = static_cast<float>(opt.weight_decay),
+          .eps = static_cast<float>(opt.eps)};
+}
+
+SyntheticTrainer::SyntheticTrainer(Model& model) : model_(model), trained_(training_pieces(model)) {
+  grads_.resize(trained_.gradients);
 }
 
 void SyntheticTrainer::backward(std::int64_t step) {
-  for (const Piece& p : pieces_) {
+  for (const TrainingPiece& p : trained_.pieces) {
     float* g = grads_.data() + p.grad_at;
     for (std::int64_t i = 0; i < p.count; ++i) g[i] = synthetic_gradient(p.name_hash, p.first_index + i, step);
   }
@@ -133,25 +149,20 @@ void SyntheticTrainer::optimizer_step() {
   const OptimizerSpec& opt = *model_.spec().optimizer;
   // Every param steps, also those this rank holds no element of (as PyTorch's
   // optimizer steps a param with an empty shard): the step count is the same everywhere.
-  for (ParamSlot* slot : slots_) slot->step += 1;
-  for (const Piece& p : pieces_) {
-    // PyTorch's single-tensor Adam: scalars in double, elements in float32.
-    const double step = p.slot->step;
-    const double bias1 = 1 - std::pow(opt.betas[0], step);
-    const double bias2_sqrt = std::sqrt(1 - std::pow(opt.betas[1], step));
-    const float step_size = static_cast<float>(opt.lr / bias1);
-    const float beta1 = static_cast<float>(opt.betas[0]), beta2 = static_cast<float>(opt.betas[1]);
-    const float decay = static_cast<float>(opt.weight_decay), eps = static_cast<float>(opt.eps);
+  for (ParamSlot* slot : trained_.slots) slot->step += 1;
+  for (const TrainingPiece& p : trained_.pieces) {
+    const AdamStepScalars s = adam_step_scalars(opt, p.slot->step);
     const float* g = grads_.data() + p.grad_at;
+    // cuda_kernels.cu's adam_kernel repeats this body operation for operation: change both.
     for (std::int64_t i = 0; i < p.count; ++i) {
       float param = load(p.value, i, p.dtype);
-      const float grad = g[i] + decay * param;
+      const float grad = g[i] + s.decay * param;
       float m = load(p.exp_avg, i, p.dtype);
       float v = load(p.exp_avg_sq, i, p.dtype);
-      m = m + (grad - m) * (1 - beta1);
-      v = v * beta2 + (1 - beta2) * grad * grad;
-      const float denom = std::sqrt(v) / static_cast<float>(bias2_sqrt) + eps;
-      param = param - step_size * (m / denom);
+      m = m + (grad - m) * (1 - s.beta1);
+      v = v * s.beta2 + (1 - s.beta2) * grad * grad;
+      const float denom = std::sqrt(v) / s.bias2_sqrt + s.eps;
+      param = param - s.step_size * (m / denom);
       store(p.value, i, p.dtype, param);
       store(p.exp_avg, i, p.dtype, m);
       store(p.exp_avg_sq, i, p.dtype, v);
@@ -159,30 +170,68 @@ void SyntheticTrainer::optimizer_step() {
   }
 }
 
+namespace {
+
+// The digest of one chunk whose bytes (in host memory) are `bytes`.
+std::uint64_t chunk_digest(const LocalChunk& chunk, std::span<const std::byte> bytes) {
+  const std::uint64_t name = fnv1a32(chunk.name);
+  const std::size_t size = size_of(chunk.dtype);
+  const Box& box = chunk.box;
+  std::uint64_t digest = 0;
+  std::vector<std::int64_t> position(box.ndim(), 0);
+  for (std::int64_t i = 0; i < box.numel(); ++i) {
+    std::int64_t index = 0;
+    for (int d = 0; d < box.ndim(); ++d) index = index * chunk.shape[d] + box.offsets[d] + position[d];
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, bytes.data() + i * size, size);
+    digest += mix(mix(name ^ (static_cast<std::uint64_t>(index) << 32)) ^ bits);
+    for (int d = box.ndim() - 1; d >= 0; --d) {
+      if (++position[d] < box.sizes[d]) break;
+      position[d] = 0;
+    }
+  }
+  return digest;
+}
+
+}  // namespace
+
 std::uint64_t state_digest(Model& model) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) return 0;
   chunks->load_steps();
   std::uint64_t digest = 0;
   for (const LocalChunk& chunk : chunks->chunks()) {
-    if (!chunk.writer) continue;
-    const std::uint64_t name = fnv1a32(chunk.name);
-    const std::size_t size = size_of(chunk.dtype);
-    const Box& box = chunk.box;
-    std::vector<std::int64_t> position(box.ndim(), 0);
-    for (std::int64_t i = 0; i < box.numel(); ++i) {
-      std::int64_t index = 0;
-      for (int d = 0; d < box.ndim(); ++d) index = index * chunk.shape[d] + box.offsets[d] + position[d];
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, chunk.bytes.data() + i * size, size);
-      digest += mix(mix(name ^ (static_cast<std::uint64_t>(index) << 32)) ^ bits);
-      for (int d = box.ndim() - 1; d >= 0; --d) {
-        if (++position[d] < box.sizes[d]) break;
-        position[d] = 0;
-      }
-    }
+    if (chunk.writer) digest += chunk_digest(chunk, chunk.bytes);
   }
   return digest;
+}
+
+Task<std::uint64_t> state_digest(Model& model, std::shared_ptr<Device> device) {
+  auto chunks = LocalChunks::of(model);
+  if (!chunks) co_return fail(chunks.error());
+  chunks->load_steps();
+  bool ordered = false;
+  std::uint64_t digest = 0;
+  std::vector<std::byte> host;
+  for (const LocalChunk& chunk : chunks->chunks()) {
+    if (!chunk.writer) continue;
+    if (chunk.space == MemorySpace::host || chunk.bytes.empty()) {
+      digest += chunk_digest(chunk, chunk.bytes);
+      continue;
+    }
+    if (!device) co_return fail(Errc::invalid_argument, chunk.name + " lies in device memory and no device was given");
+    if (!ordered) {
+      // After the training's last queued step, like a snapshot.
+      if (auto ok = device->order_after_compute(); !ok) co_return fail(ok.error());
+      ordered = true;
+    }
+    host.resize(chunk.bytes.size());
+    const std::span<std::byte> to(host);
+    const std::span<const std::byte> from(chunk.bytes);
+    if (auto copied = co_await device->copy_to_host(to, from); !copied) co_return fail(copied.error());
+    digest += chunk_digest(chunk, to);
+  }
+  co_return digest;
 }
 
 }  // namespace corockpt::example

@@ -8,10 +8,13 @@
 /// uninterrupted one, and `state_digest` (independent of the sharding) shows it.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ckpt/model.hpp"
+#include "examples/train/adam_scalars.hpp"
+#include "plugins/device/device.hpp"
 
 namespace corockpt::example {
 
@@ -26,6 +29,37 @@ struct TrainingShape {
 
 /// The model spec of that shape (Adam, lr 1e-3).
 std::string training_spec_json(const TrainingShape& shape);
+
+/// A local piece of a param with optimizer state: a contiguous range of the param's
+/// global (row-major) elements — a `flat` slice's part of a param and a Shard(0) shard
+/// both are — with the Adam moments beside it, in the memory the model's views name
+/// (host or device).
+struct TrainingPiece {
+  std::string fqn;
+  std::uint32_t name_hash;
+  std::int64_t first_index;  ///< global row-major index of the piece's first element
+  std::int64_t count;
+  DType dtype;
+  std::byte* value;
+  std::byte* exp_avg;
+  std::byte* exp_avg_sq;
+  ParamSlot* slot;
+  std::size_t grad_at;  ///< offset of its gradients in an array of all pieces' (float32)
+};
+
+/// What one rank trains: its non-empty pieces in registration order, every param with
+/// optimizer state (also those it holds no element of: their step counts go up too),
+/// the gradients' total count and the bytes of params and moments.
+struct TrainingPieces {
+  std::vector<TrainingPiece> pieces;
+  std::vector<ParamSlot*> slots;
+  std::size_t gradients = 0;
+  std::uint64_t state_bytes = 0;
+};
+TrainingPieces training_pieces(Model& model);
+
+/// Adam's scalars for a param at `step` (its count after the increment).
+AdamStepScalars adam_step_scalars(const OptimizerSpec& optimizer, double step);
 
 /// One rank's view of the model for training: every local piece of every param with
 /// optimizer state, as a contiguous range of the param's global (row-major) elements —
@@ -43,26 +77,12 @@ class SyntheticTrainer {
   void optimizer_step();
 
   /// Bytes of parameters and optimizer state this rank holds.
-  std::uint64_t state_bytes() const { return state_bytes_; }
+  std::uint64_t state_bytes() const { return trained_.state_bytes; }
 
  private:
-  struct Piece {
-    std::string fqn;
-    std::uint32_t name_hash;
-    std::int64_t first_index;  ///< global row-major index of the piece's first element
-    std::int64_t count;
-    DType dtype;
-    std::byte* value;
-    std::byte* exp_avg;
-    std::byte* exp_avg_sq;
-    ParamSlot* slot;
-    std::size_t grad_at;  ///< offset into grads_
-  };
   Model& model_;
-  std::vector<Piece> pieces_;
-  std::vector<ParamSlot*> slots_;  // every param with optimizer state
+  TrainingPieces trained_;
   std::vector<float> grads_;
-  std::uint64_t state_bytes_ = 0;
 };
 
 /// The gradient of element `index` of `fqn` at `step`: small, varied, exact in float32.
@@ -71,7 +91,12 @@ float synthetic_gradient(std::uint32_t name_hash, std::int64_t index, std::int64
 /// A digest of the state this rank holds that does not depend on how it is sharded:
 /// a sum, over every element this rank writes to a checkpoint (replicas once), of a
 /// hash of (name, global index, value bits). Summing the ranks' digests gives the
-/// model's.
+/// model's. The model's memory must be host memory.
 std::uint64_t state_digest(Model& model);
+
+/// The same for a model whose memory may lie on `device`: each device chunk is copied to
+/// the host first (after the compute queued on the device: Device::order_after_compute).
+/// @returns the device's copy errors.
+Task<std::uint64_t> state_digest(Model& model, std::shared_ptr<Device> device);
 
 }  // namespace corockpt::example

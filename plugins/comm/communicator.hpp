@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "plugins/device/device.hpp"  // MemorySpace
 #include "runtime/task.hpp"
 
 namespace corockpt {
@@ -51,8 +52,13 @@ class Communicator {
   /// This rank's index in the group, 0..size()-1.
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "local" or "mpi".
+  /// "local", "mpi" or "nccl".
   virtual std::string_view backend() const = 0;
+  /// The memory its operations move without a detour: `host` for local and mpi, `cuda`
+  /// for nccl (which also takes host spans, staged through device memory: fine for a
+  /// checkpoint's metadata, slow for bulk data). The collector gathers a model in device
+  /// memory through device buffers when this is `cuda`, through host buffers otherwise.
+  virtual MemorySpace memory_space() const = 0;
   /// For messages: e.g. "world", "world/split(2)".
   virtual const std::string& name() const = 0;
 

@@ -53,6 +53,23 @@ class DeviceMemory {
   MemorySpace space_ = MemorySpace::host;
 };
 
+/// Which way the pieces of one `Device::copy` go.
+enum class CopyDirection {
+  to_host,        ///< from this device's memory into host memory
+  to_device,      ///< from host memory into this device's memory
+  within_device,  ///< between two places of this device's memory
+};
+
+/// "copy_to_host", "copy_to_device" or "copy_within_device".
+std::string_view to_string(CopyDirection direction);
+
+/// One copy of a batch: `bytes` bytes from `from` to `to`.
+struct CopyPiece {
+  std::byte* to = nullptr;
+  const std::byte* from = nullptr;
+  std::size_t bytes = 0;
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -68,15 +85,27 @@ class Device {
   ///   Error naming the failing call otherwise.
   virtual Result<DeviceMemory> allocate(std::size_t bytes) = 0;
 
-  /// Copies `device` (this device's memory) into `host`; the sizes must be equal.
-  /// Deadline: the device's copy deadline (its factory's options); a copy that misses it
+  /// Copies every piece of `pieces`, all going `direction`, and completes once all have
+  /// landed: one completion for the batch (for `cuda`: one cudaMemcpyAsync per piece on
+  /// the device's stream, then one host callback), so thousands of small tensors cost one
+  /// wait. Pieces must not overlap. The pieces' memory must stay valid until the task ends.
+  /// Deadline: the device's copy deadline (its factory's options); a batch that misses it
   /// fails with Errc::timeout and breaks the device (later copies fail at once with
-  /// Errc::unavailable): the hardware may still write `host` afterwards, so keep it alive.
-  /// @returns Errc::invalid_argument for unequal sizes or memory of the wrong space, an
-  ///   Error naming the failing call ("cudaMemcpyAsync: invalid argument") otherwise.
-  virtual Task<void> copy_to_host(std::span<std::byte> host, std::span<const std::byte> device) = 0;
+  /// Errc::unavailable): the hardware may still write the destinations afterwards, so
+  /// keep them alive.
+  /// @returns Errc::invalid_argument for memory of the wrong space, an Error naming the
+  ///   failing call ("cudaMemcpyAsync: invalid argument") otherwise.
+  virtual Task<void> copy(CopyDirection direction, std::span<const CopyPiece> pieces) = 0;
+
+  /// Copies `device` (this device's memory) into `host`; the sizes must be equal
+  /// (else Errc::invalid_argument). One piece of `copy`.
+  Task<void> copy_to_host(std::span<std::byte> host, std::span<const std::byte> device) {
+    return copy_one(CopyDirection::to_host, host, device);
+  }
   /// Copies `host` into `device` (this device's memory); otherwise like `copy_to_host`.
-  virtual Task<void> copy_to_device(std::span<std::byte> device, std::span<const std::byte> host) = 0;
+  Task<void> copy_to_device(std::span<std::byte> device, std::span<const std::byte> host) {
+    return copy_one(CopyDirection::to_device, device, host);
+  }
 
   /// Makes copies issued from now on start only after the compute work already queued on
   /// this device has finished (for `cuda`: the compute stream of its options), without
@@ -88,6 +117,9 @@ class Device {
   /// `host`; for `cuda` the same memory page-locked with cudaHostRegister (still what
   /// io_uring can register), so copies run at full speed without a second pool.
   virtual std::shared_ptr<BufferAllocator> staging_allocator() = 0;
+
+ private:
+  Task<void> copy_one(CopyDirection direction, std::span<std::byte> to, std::span<const std::byte> from);
 };
 
 }  // namespace corockpt

@@ -90,22 +90,28 @@ TEST_CASE("Device checkpoints: an async save of a model in device memory snapsho
   check_loads_known_values(io, spec, tmp.file("ckpts/step-00000001"));
 }
 
-TEST_CASE("Device checkpoints: save_checkpoint copies device memory through SaveOptions::device and refuses without it") {
+// How a save or load learns the device: SaveOptions/LoadOptions::device, the model's own
+// (Model::move_to set it), or not at all (the model forgot it: an error).
+enum class DeviceGiven { in_options, by_model, none };
+
+TEST_CASE("Device checkpoints: save_checkpoint copies device memory through the device and refuses without one") {
   TempDir tmp;
   TestIo io;
   const ModelSpec spec = seed(4, 2);
   auto device = std::make_shared<ScramblingDevice>();
-  for (bool with_device : {true, false}) {
-    const std::string dir = tmp.file(with_device ? "with" : "without");
+  for (DeviceGiven given : {DeviceGiven::in_options, DeviceGiven::by_model, DeviceGiven::none}) {
+    const bool with_device = given != DeviceGiven::none;
+    const std::string dir = tmp.file("given-" + std::to_string(static_cast<int>(given)));
     auto results = test::run_local_ranks<SaveReport>(io.runtime(), 4, [&](int r, std::shared_ptr<Communicator> w) {
       return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, std::shared_ptr<Device> d,
-                bool give, CheckpointIo c, std::string where) -> Task<SaveReport> {
+                DeviceGiven give, CheckpointIo c, std::string where) -> Task<SaveReport> {
         auto model = co_await model_on_device(s, rank, std::move(world), d);
         if (!model) co_return fail(model.error());
         SaveOptions options;
-        if (give) options.device = d;
+        if (give != DeviceGiven::by_model) (*model)->set_device(nullptr);
+        if (give == DeviceGiven::in_options) options.device = d;
         co_return co_await save_checkpoint(**model, c, std::move(where), std::move(options));
-      }(spec, r, std::move(w), device, with_device, io.io(), dir);
+      }(spec, r, std::move(w), device, given, io.io(), dir);
     });
     for (auto& r : results) {
       INFO((r ? std::string("ok") : r.error().to_string()));
@@ -124,22 +130,24 @@ TEST_CASE("Device checkpoints: save_checkpoint copies device memory through Save
   }
 }
 
-TEST_CASE("Device checkpoints: load_checkpoint fills device memory through LoadOptions::device, on another world size") {
+TEST_CASE("Device checkpoints: load_checkpoint fills device memory through the device, on another world size") {
   TempDir tmp;
   TestIo io;
   test::save_on(io, seed(4, 2), tmp.file("ckpt"));
   const ModelSpec spec = seed(2, 2);
   auto device = std::make_shared<ScramblingDevice>();
-  for (bool with_device : {true, false}) {
+  for (DeviceGiven given : {DeviceGiven::in_options, DeviceGiven::by_model, DeviceGiven::none}) {
+    const bool with_device = given != DeviceGiven::none;
     auto results = test::run_local_ranks<std::int64_t>(io.runtime(), 2, [&](int r, std::shared_ptr<Communicator> w) {
       return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, std::shared_ptr<Device> d,
-                bool give, CheckpointIo c, std::string dir) -> Task<std::int64_t> {
+                DeviceGiven give, CheckpointIo c, std::string dir) -> Task<std::int64_t> {
         auto model = co_await Model::build(s, rank, std::move(world));
         if (!model) co_return fail(model.error());
         (*model)->allocate();  // zeros for the optimizer states: the load must fill them
         if (auto moved = co_await (*model)->move_to(d); !moved) co_return fail(moved.error());
         LoadOptions options;
-        if (give) options.device = d;
+        if (give != DeviceGiven::by_model) (*model)->set_device(nullptr);
+        if (give == DeviceGiven::in_options) options.device = d;
         auto loaded = co_await load_checkpoint(**model, c, std::move(dir), std::move(options));
         if (!loaded) co_return fail(loaded.error());
         // Read the device memory back through the device and check it (the steps too:
@@ -157,7 +165,7 @@ TEST_CASE("Device checkpoints: load_checkpoint fills device memory through LoadO
         auto check = check_known_values(chunks->chunks());
         if (!check.ok()) co_return fail(Errc::corrupt, *check.first_mismatch);
         co_return check.checked;
-      }(spec, r, std::move(w), device, with_device, io.io(), tmp.file("ckpt"));
+      }(spec, r, std::move(w), device, given, io.io(), tmp.file("ckpt"));
     });
     for (auto& r : results) {
       if (with_device) {
@@ -169,23 +177,5 @@ TEST_CASE("Device checkpoints: load_checkpoint fills device memory through LoadO
         CHECK(r.error().to_string().find("LoadOptions::device") != std::string::npos);
       }
     }
-  }
-}
-
-TEST_CASE("Device checkpoints: the collector says it cannot gather device memory instead of reading it") {
-  TestIo io;
-  const ModelSpec spec = seed(2, 2);
-  auto device = std::make_shared<ScramblingDevice>();
-  auto results = test::run_local_ranks<StateDict>(io.runtime(), 2, [&](int r, std::shared_ptr<Communicator> w) {
-    return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, std::shared_ptr<Device> d) -> Task<StateDict> {
-      auto model = co_await model_on_device(s, rank, std::move(world), d);
-      if (!model) co_return fail(model.error());
-      StateDictOptions options;
-      co_return co_await get_state_dict(**model, options);
-    }(spec, r, std::move(w), device);
-  });
-  for (auto& r : results) {
-    REQUIRE_FALSE(r.has_value());
-    CHECK(r.error().code == Errc::unavailable);
   }
 }

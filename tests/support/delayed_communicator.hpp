@@ -21,6 +21,7 @@ class DelayedCommunicator final : public Communicator {
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   std::string_view backend() const override { return inner_->backend(); }
+  MemorySpace memory_space() const override { return inner_->memory_space(); }
   const std::string& name() const override { return inner_->name(); }
 
   Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {

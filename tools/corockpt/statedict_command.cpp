@@ -11,6 +11,8 @@
 #include "ckpt/state_dict_json.hpp"
 #include "plugins/comm/local/local_communicator.hpp"
 #include "plugins/comm/mpi/mpi_communicator.hpp"
+#include "plugins/comm/nccl/nccl_communicator.hpp"
+#include "plugins/device/cuda/cuda_device.hpp"
 #include "runtime/runtime.hpp"
 
 namespace corockpt::cli {
@@ -22,14 +24,41 @@ struct StatedictArgs {
   std::string backend = "local";
   std::string out_path;
   StateDictOptions options;
+  std::string device = "host";  // or "cuda": the model in GPU memory (GPU rank % count)
+  bool nccl = false;            // with cuda: gather over an NCCL world (one GPU per rank)
+};
+
+// Where a rank's model lies and what its collectives run on.
+struct RankPlacement {
+  std::string device = "host";
+  bool nccl = false;
 };
 
 // One rank's whole job: build, collect, describe.
-Task<nlohmann::json> describe_rank(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
-                                   StateDictOptions options) {
+Task<nlohmann::json> describe_rank(Runtime& runtime, const ModelSpec& spec, int rank,
+                                   std::shared_ptr<Communicator> world, StateDictOptions options,
+                                   RankPlacement placement) {
+  std::shared_ptr<Device> device;
+  if (placement.device == "cuda") {
+    auto count = cuda_device_count();
+    if (!count) co_return fail(count.error().with_rank(rank));
+    const int ordinal = rank % *count;
+    auto made = make_cuda_device(runtime, {.device = ordinal});
+    if (!made) co_return fail(made.error().with_rank(rank));
+    device = std::move(*made);
+    if (placement.nccl) {
+      NcclOptions nccl_options{.device = ordinal};
+      auto nccl = co_await make_nccl_world(runtime, world, nccl_options);
+      if (!nccl) co_return fail(nccl.error().with_rank(rank));
+      world = std::move(*nccl);
+    }
+  }
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
   (*model)->allocate();
+  if (device) {
+    if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error().with_rank(rank));
+  }
   auto state = co_await get_state_dict(**model, options);
   if (!state) co_return fail(state.error().with_rank(rank));
   co_return describe_state_dict(*state, rank);
@@ -49,8 +78,10 @@ Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
   auto world = make_local_world(runtime, spec.world_size);
   if (!world) return fail(world.error());
   std::vector<TaskHandle<nlohmann::json>> ranks;
+  const RankPlacement placement{args.device, args.nccl};
   for (int r = 0; r < spec.world_size; ++r) {
-    ranks.push_back(runtime.spawn(runtime.make_strand(), describe_rank(spec, r, (*world)[r], args.options)));
+    ranks.push_back(runtime.spawn(runtime.make_strand(),
+                                  describe_rank(runtime, spec, r, (*world)[r], args.options, placement)));
   }
   nlohmann::json doc = {{"world_size", spec.world_size}, {"ranks", nlohmann::json::array()}};
   for (auto& handle : ranks) {
@@ -67,10 +98,11 @@ Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
   auto world = make_mpi_world(runtime);
   if (!world) return fail(world.error());
   const int rank = (*world)->rank();
-  auto result = runtime.spawn([](const ModelSpec& s, std::shared_ptr<Communicator> w, StateDictOptions o,
-                                 std::string out) -> Task<void> {
+  const RankPlacement placement{args.device, args.nccl};
+  auto result = runtime.spawn([](Runtime& rt, const ModelSpec& s, std::shared_ptr<Communicator> w, StateDictOptions o,
+                                 RankPlacement placement, std::string out) -> Task<void> {
     const int me = w->rank();
-    auto described = co_await describe_rank(s, me, w, o);
+    auto described = co_await describe_rank(rt, s, me, w, o, placement);
     if (!described) co_return fail(described.error());
     std::string text = described->dump();
     std::vector<std::size_t> counts(w->size());
@@ -90,7 +122,7 @@ Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
       at += c;
     }
     co_return write_json(out, doc);
-  }(spec, *world, args.options, args.out_path)).get();
+  }(runtime, spec, *world, args.options, placement, args.out_path)).get();
   (void)rank;
   world->reset();
   if (auto done = finalize_mpi(); !done && result) return done;
@@ -98,6 +130,10 @@ Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
 }
 
 int run(const StatedictArgs& args) {
+  if (args.nccl && args.device != "cuda") {
+    std::fprintf(stderr, "corockpt statedict: --nccl gathers GPU memory: give --device cuda too\n");
+    return 2;
+  }
   auto spec = load_model_spec(args.spec_path);
   Result<void> done = spec ? (args.backend == "mpi" ? run_mpi(*spec, args) : run_local(*spec, args))
                            : Result<void>(fail(spec.error()));
@@ -121,6 +157,9 @@ void add_statedict_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--cpu-offload", args->options.cpu_offload, "with --full: only rank 0 holds values");
   cmd->add_flag("--ignore-frozen", args->options.ignore_frozen_params, "leave frozen params out");
   cmd->add_flag("--experts-to-rank0", args->options.experts_to_rank0, "with --full: rank 0 gets every expert");
+  cmd->add_option("--device", args->device, "host, or cuda: the model in GPU memory (GPU rank % count)")
+      ->check(CLI::IsMember({"host", "cuda"}));
+  cmd->add_flag("--nccl", args->nccl, "with --device cuda: gather over NCCL (one GPU per rank)");
   cmd->callback([args, &exit_code] { exit_code = run(*args); });
 }
 

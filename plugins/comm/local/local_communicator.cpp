@@ -30,6 +30,7 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return group_->size(); }
   std::string_view backend() const override { return "local"; }
+  MemorySpace memory_space() const override { return MemorySpace::host; }
   const std::string& name() const override { return group_->name(); }
 
   // The operations describe themselves and hand over to one coroutine that runs them

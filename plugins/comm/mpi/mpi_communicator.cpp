@@ -49,6 +49,7 @@ class MpiCommunicator final : public comm_detail::PlannedCommunicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string_view backend() const override { return "mpi"; }
+  MemorySpace memory_space() const override { return MemorySpace::host; }
   const std::string& name() const override { return name_; }
 
   Task<std::shared_ptr<Communicator>> split(int color, int key) override;

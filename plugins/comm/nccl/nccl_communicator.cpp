@@ -21,6 +21,7 @@
 
 #include "plugins/comm/detail/injected_latency.hpp"
 #include "plugins/comm/detail/planned_communicator.hpp"
+#include "plugins/comm/nccl/host_staging.hpp"
 #include "plugins/device/cuda/cuda_device.hpp"
 #include "plugins/device/cuda/cuda_error.hpp"
 #include "runtime/deadline.hpp"
@@ -36,6 +37,8 @@ using comm_detail::OpKind;
 using comm_detail::Plan;
 using cuda_detail::cuda_error;
 using cuda_detail::use_device;
+using nccl_detail::HostStaging;
+using nccl_detail::PinnedBounces;
 
 constexpr std::chrono::microseconds shortest_pause{20};
 constexpr std::chrono::microseconds longest_pause{2000};
@@ -212,11 +215,13 @@ void abort_in_background(Runtime& runtime, ncclComm_t comm, int device) {
 // ---------------------------------------------------------------------------------------
 // Per-communicator CUDA resources
 
-/// The communicator's stream and the scratch int of its barrier, freed on destruction.
+/// The communicator's stream, the scratch int of its barrier and the bounce buffers of
+/// its host spans, freed on destruction.
 struct StreamResources {
   int device = 0;
   cudaStream_t stream = nullptr;
   void* scratch = nullptr;
+  std::unique_ptr<PinnedBounces> bounces;
 
   ~StreamResources() {
     (void)use_device(device);
@@ -234,6 +239,7 @@ Result<std::unique_ptr<StreamResources>> make_resources(int device) {
   }
   auto resources = std::make_unique<StreamResources>();
   resources->device = device;
+  resources->bounces = std::make_unique<PinnedBounces>(device);
   if (auto ready = use_device(device); !ready) return fail(ready.error());
   if (cudaError_t code = cudaStreamCreateWithFlags(&resources->stream, cudaStreamNonBlocking); code != cudaSuccess) {
     return fail(cuda_error(code, "cudaStreamCreateWithFlags"));
@@ -302,6 +308,7 @@ class NcclCommunicator final : public comm_detail::PlannedCommunicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string_view backend() const override { return "nccl"; }
+  MemorySpace memory_space() const override { return MemorySpace::cuda; }
   const std::string& name() const override { return name_; }
 
   Task<std::shared_ptr<Communicator>> split(int color, int key) override;
@@ -311,14 +318,16 @@ class NcclCommunicator final : public comm_detail::PlannedCommunicator {
   cudaStream_t stream() const { return resources_->stream; }
 
   Task<void> run(Plan plan) override;
-  /// What can be checked on this rank: sizes, root, peer, tag, device memory.
+  /// What can be checked on this rank: sizes, root, peer, tag.
   Result<void> check(const Plan& plan, const std::string& what) const;
-  Result<void> check_device_memory(const void* pointer, const std::string& what, const char* which) const;
+  /// Whether `pointer` is device memory (of any GPU; NCCL then checks it is its own).
+  static bool is_device_memory(const void* pointer);
   /// Waits for the turn, enqueues, waits for the event. Run under `with_deadline`.
-  Task<void> execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket);
-  /// Queues the plan's NCCL calls as one group. @returns true when NCCL is still
-  /// enqueueing (ncclInProgress).
-  Result<bool> enqueue(const Plan& plan);
+  Task<void> execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket,
+                     std::shared_ptr<HostStaging> staging);
+  /// Queues the plan's NCCL calls as one group, after the copies of `staging`'s host
+  /// spans to the device. @returns true when NCCL is still enqueueing (ncclInProgress).
+  Result<bool> enqueue(Plan plan, HostStaging& staging);
   Task<std::shared_ptr<Communicator>> split_in_turn(int color, int key, std::string what,
                                                     std::shared_ptr<Ticket> ticket);
   /// Aborts the NCCL communicator (on a worker) after `why`; later operations fail.
@@ -337,18 +346,10 @@ class NcclCommunicator final : public comm_detail::PlannedCommunicator {
   int world_rank_;
 };
 
-Result<void> NcclCommunicator::check_device_memory(const void* pointer, const std::string& what,
-                                                   const char* which) const {
+bool NcclCommunicator::is_device_memory(const void* pointer) {
   cudaPointerAttributes attributes{};
-  if (cudaError_t code = cudaPointerGetAttributes(&attributes, pointer); code != cudaSuccess) {
-    return fail(cuda_error(code, "cudaPointerGetAttributes"));
-  }
-  const bool on_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
-  if (!on_device || attributes.device != device()) {
-    return fail(Errc::invalid_argument,
-                what + ": the " + which + " buffer is not memory of cuda:" + std::to_string(device()));
-  }
-  return {};
+  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) return false;
+  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
 }
 
 Result<void> NcclCommunicator::check(const Plan& plan, const std::string& what) const {
@@ -383,21 +384,15 @@ Result<void> NcclCommunicator::check(const Plan& plan, const std::string& what) 
     default:
       break;
   }
-  if (!plan.send.empty()) {
-    if (auto ok = check_device_memory(plan.send.data(), what, "send"); !ok) return ok;
-  }
-  const bool receives = plan.kind != OpKind::gather_v || rank_ == plan.root;
-  if (receives && !plan.recv.empty()) {
-    if (auto ok = check_device_memory(plan.recv.data(), what, "receive"); !ok) return ok;
-  }
   return {};
 }
 
-Result<bool> NcclCommunicator::enqueue(const Plan& plan) {
+Result<bool> NcclCommunicator::enqueue(Plan plan, HostStaging& staging) {
   std::lock_guard lock(state_->mutex);
   ncclComm_t comm = state_->comm;
   if (comm == nullptr) return fail(Errc::unavailable, "communicator " + name_ + " was aborted");
   if (auto ready = use_device(device()); !ready) return fail(ready.error());
+  if (auto staged = staging.enqueue_before(plan, stream()); !staged) return fail(std::move(staged.error()));
   const auto me = static_cast<std::size_t>(rank_);
   cudaStream_t s = stream();
   auto* recv = plan.recv.data();
@@ -481,13 +476,17 @@ Result<bool> NcclCommunicator::enqueue(const Plan& plan) {
   return false;
 }
 
-Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket) {
+Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket,
+                                     std::shared_ptr<HostStaging> staging) {
   TurnGuard turn(state_, ticket);
   Task<void> turn_comes = state_->wait_turn(ticket);
   if (Result<void> my_turn = co_await std::move(turn_comes); !my_turn) co_return my_turn;
 
-  auto enqueued = enqueue(plan);
-  if (!enqueued) co_return fail(std::move(enqueued.error()));
+  auto enqueued = enqueue(plan, *staging);
+  if (!enqueued) {
+    (void)staging->enqueue_after(stream());  // frees what enqueue_before allocated
+    co_return fail(std::move(enqueued.error()));
+  }
   std::shared_ptr<NcclState> state = state_;
   if (*enqueued) {
     // The group is still being enqueued; the stream is NCCL's until it is done.
@@ -496,6 +495,7 @@ Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_pt
     Result<void> ready = co_await std::move(polling);
     if (!ready) co_return ready;
   }
+  if (auto staged = staging->enqueue_after(stream()); !staged) co_return staged;
   RecordedEvent event;
   if (auto recorded = event.record(device(), stream()); !recorded) co_return recorded;
   turn.release();  // the next operation may enqueue behind this one now
@@ -511,7 +511,9 @@ Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_pt
     return std::nullopt;
   };
   Task<void> completing = poll_with_backoff(finished);
-  co_return co_await std::move(completing);
+  Result<void> completed = co_await std::move(completing);
+  if (completed) staging->finish();
+  co_return completed;
 }
 
 Task<void> NcclCommunicator::abort(const Error& why) {
@@ -534,9 +536,15 @@ Task<void> NcclCommunicator::run(Plan plan) {
 
   Result<void> result = co_await comm_detail::wait_injected_latency(options_.injected_latency);
   if (result) result = check(plan, what);
+  auto staging = std::make_shared<HostStaging>(*resources_->bounces);
+  if (result) {
+    const bool receives = plan.kind != OpKind::gather_v || rank_ == plan.root;
+    auto on_host = [](const void* pointer) { return !is_device_memory(pointer); };
+    result = staging->prepare(plan, receives, on_host);
+  }
   if (result) {
     std::shared_ptr<Ticket> ticket = state_->enter();
-    Task<void> body = execute(plan, what, ticket);
+    Task<void> body = execute(plan, what, ticket, staging);
     Task<void> bounded = with_deadline(std::move(body), options_.deadline, what);
     result = co_await std::move(bounded);
     if (!result && result.error().code == Errc::timeout) {

@@ -5,8 +5,11 @@
 /// Errc::unavailable. This header includes no CUDA or NCCL header.
 ///
 /// How it behaves, beyond `Communicator`'s promises:
-/// - Every span given to an operation is device memory of the communicator's GPU (checked
-///   with cudaPointerGetAttributes: anything else is Errc::invalid_argument).
+/// - Spans: device memory of the communicator's GPU moves directly (`memory_space()` is
+///   `cuda`). Host spans are staged: copied through page-locked bounce buffers and device
+///   buffers on the communicator's stream (plugins/comm/nccl/host_staging.hpp), so the
+///   checkpoint's small host-memory collectives (metadata, outcomes) work on an NCCL world
+///   too; bulk data should be device memory.
 /// - Bootstrap: the world is made through an existing world `Communicator` of the same
 ///   ranks: `mpi` (one process per rank) or, in one process with several GPUs, `local`.
 ///   Its rank 0 makes the unique id (ncclGetUniqueId), its broadcast hands it out.

@@ -28,8 +28,6 @@ void CUDART_CB copy_reached(void* argument) {
   (*done)->complete(Result<void>{});
 }
 
-enum class Direction { to_host, to_device };
-
 std::string bytes_text(std::size_t n) { return std::to_string(n) + " bytes"; }
 
 class CudaDevice final : public Device {
@@ -55,25 +53,22 @@ class CudaDevice final : public Device {
 
   Result<DeviceMemory> allocate(std::size_t bytes) override;
 
-  Task<void> copy_to_host(std::span<std::byte> host, std::span<const std::byte> device) override {
-    return copy(host, device, Direction::to_host);
-  }
-  Task<void> copy_to_device(std::span<std::byte> device, std::span<const std::byte> host) override {
-    return copy(device, host, Direction::to_device);
-  }
+  Task<void> copy(CopyDirection direction, std::span<const CopyPiece> pieces) override;
 
   Result<void> order_after_compute() override;
 
   std::shared_ptr<BufferAllocator> staging_allocator() override { return staging_; }
 
  private:
-  Task<void> copy(std::span<std::byte> to, std::span<const std::byte> from, Direction direction);
-  /// Checks that `device_side` is memory of this device and `host_side` host memory.
-  /// @returns whether `host_side` is page-locked.
-  Result<bool> check_spans(const void* device_side, const void* host_side, const std::string& what) const;
-  /// Queues the copy, its event and its host function on the stream.
-  Result<void> enqueue(std::span<std::byte> to, std::span<const std::byte> from, Direction direction,
-                       cudaEvent_t event, const CopyDone& done);
+  /// Checks that every piece's sides lie where `direction` says.
+  /// @returns whether every host side is page-locked (true when there is none).
+  Result<bool> check_pieces(CopyDirection direction, std::span<const CopyPiece> pieces, const std::string& what) const;
+  /// Whether `pointer` is memory of this device (false: host memory; device memory of
+  /// another GPU is an error).
+  Result<bool> on_this_device(const void* pointer, const std::string& what) const;
+  /// Queues the copies, their event and their host function on the stream.
+  Result<void> enqueue(CopyDirection direction, std::span<const CopyPiece> pieces, cudaEvent_t event,
+                       const CopyDone& done);
   Result<cudaEvent_t> take_event();
   void give_back(cudaEvent_t event);
 
@@ -121,32 +116,58 @@ Result<void> CudaDevice::order_after_compute() {
   return {};
 }
 
-Result<bool> CudaDevice::check_spans(const void* device_side, const void* host_side, const std::string& what) const {
-  cudaPointerAttributes device_attributes{};
-  if (cudaError_t code = cudaPointerGetAttributes(&device_attributes, device_side); code != cudaSuccess) {
+Result<bool> CudaDevice::on_this_device(const void* pointer, const std::string& what) const {
+  cudaPointerAttributes attributes{};
+  if (cudaError_t code = cudaPointerGetAttributes(&attributes, pointer); code != cudaSuccess) {
     return fail(cuda_error(code, "cudaPointerGetAttributes"));
   }
-  const bool on_device =
-      device_attributes.type == cudaMemoryTypeDevice || device_attributes.type == cudaMemoryTypeManaged;
-  if (!on_device || device_attributes.device != options_.device) {
-    return fail(Errc::invalid_argument, what + ": the device side is not memory of " + name_);
+  const bool device_memory = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+  if (device_memory && attributes.device != options_.device) {
+    return fail(Errc::invalid_argument, what + ": memory of cuda:" + std::to_string(attributes.device) +
+                                            ", not of " + name_);
   }
-  cudaPointerAttributes host_attributes{};
-  if (cudaError_t code = cudaPointerGetAttributes(&host_attributes, host_side); code != cudaSuccess) {
-    return fail(cuda_error(code, "cudaPointerGetAttributes"));
-  }
-  if (host_attributes.type == cudaMemoryTypeDevice) {
-    return fail(Errc::invalid_argument, what + ": the host side is device memory");
-  }
-  return host_attributes.type == cudaMemoryTypeHost;  // registered or otherwise page-locked
+  return device_memory;
 }
 
-Result<void> CudaDevice::enqueue(std::span<std::byte> to, std::span<const std::byte> from, Direction direction,
-                                 cudaEvent_t event, const CopyDone& done) {
+Result<bool> CudaDevice::check_pieces(CopyDirection direction, std::span<const CopyPiece> pieces,
+                                      const std::string& what) const {
+  bool all_pinned = true;
+  // Page-locked host memory: registered (the staging pool) or cudaHostAlloc'd.
+  auto pinned = [](const void* pointer) {
+    cudaPointerAttributes attributes{};
+    return cudaPointerGetAttributes(&attributes, pointer) == cudaSuccess && attributes.type == cudaMemoryTypeHost;
+  };
+  for (const CopyPiece& piece : pieces) {
+    if (piece.bytes == 0) continue;
+    const bool to_on_device = direction != CopyDirection::to_host;
+    const bool from_on_device = direction != CopyDirection::to_device;
+    auto to = on_this_device(piece.to, what);
+    if (!to) return fail(std::move(to.error()));
+    auto from = on_this_device(piece.from, what);
+    if (!from) return fail(std::move(from.error()));
+    auto misplaced = [&](bool should_be_on_device, const char* side) {
+      return fail(Errc::invalid_argument, what + ": a piece's " + side + " is " +
+                                              (should_be_on_device ? "not memory of " + name_ : "device memory"));
+    };
+    if (*to != to_on_device) return misplaced(to_on_device, "destination");
+    if (*from != from_on_device) return misplaced(from_on_device, "source");
+    if (!to_on_device && !pinned(piece.to)) all_pinned = false;
+    if (!from_on_device && !pinned(piece.from)) all_pinned = false;
+  }
+  return all_pinned;
+}
+
+Result<void> CudaDevice::enqueue(CopyDirection direction, std::span<const CopyPiece> pieces, cudaEvent_t event,
+                                 const CopyDone& done) {
   if (auto ready = use_device(options_.device); !ready) return fail(ready.error());
-  const cudaMemcpyKind kind = direction == Direction::to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
-  if (cudaError_t code = cudaMemcpyAsync(to.data(), from.data(), to.size(), kind, stream_); code != cudaSuccess) {
-    return fail(cuda_error(code, "cudaMemcpyAsync"));
+  const cudaMemcpyKind kind = direction == CopyDirection::to_host     ? cudaMemcpyDeviceToHost
+                              : direction == CopyDirection::to_device ? cudaMemcpyHostToDevice
+                                                                      : cudaMemcpyDeviceToDevice;
+  for (const CopyPiece& piece : pieces) {
+    if (piece.bytes == 0) continue;
+    if (cudaError_t code = cudaMemcpyAsync(piece.to, piece.from, piece.bytes, kind, stream_); code != cudaSuccess) {
+      return fail(cuda_error(code, "cudaMemcpyAsync"));
+    }
   }
   if (cudaError_t code = cudaEventRecord(event, stream_); code != cudaSuccess) {
     return fail(cuda_error(code, "cudaEventRecord"));
@@ -159,19 +180,17 @@ Result<void> CudaDevice::enqueue(std::span<std::byte> to, std::span<const std::b
   return {};
 }
 
-Task<void> CudaDevice::copy(std::span<std::byte> to, std::span<const std::byte> from, Direction direction) {
-  const std::string operation = direction == Direction::to_host ? "copy_to_host" : "copy_to_device";
-  const std::string what = operation + " of " + bytes_text(from.size()) + " on " + name_;
+Task<void> CudaDevice::copy(CopyDirection direction, std::span<const CopyPiece> pieces) {
+  const std::string operation(to_string(direction));
+  std::size_t total = 0;
+  for (const CopyPiece& piece : pieces) total += piece.bytes;
+  const std::string what = operation + " of " + bytes_text(total) + " in " + std::to_string(pieces.size()) +
+                           " piece(s) on " + name_;
   if (auto broken = broken_error()) co_return fail(std::move(broken->with_operation(operation)));
-  if (to.size() != from.size()) {
-    co_return fail(Errc::invalid_argument, what + " into " + bytes_text(to.size()), {.operation = operation});
-  }
-  if (to.empty()) co_return Result<void>{};
+  if (total == 0) co_return Result<void>{};
   ScopedSpan span(runtime_.tracer(), what, "copy");
 
-  const void* device_side = direction == Direction::to_host ? static_cast<const void*>(from.data()) : to.data();
-  const void* host_side = direction == Direction::to_host ? static_cast<const void*>(to.data()) : from.data();
-  auto pinned = check_spans(device_side, host_side, what);
+  auto pinned = check_pieces(direction, pieces, what);
   if (!pinned) co_return fail(std::move(pinned.error().with_operation(operation)));
   auto event = take_event();
   if (!event) co_return fail(std::move(event.error().with_operation(operation)));
@@ -179,13 +198,11 @@ Task<void> CudaDevice::copy(std::span<std::byte> to, std::span<const std::byte> 
   CopyDone done = Completion<void>::make();
   Result<void> result;
   if (*pinned) {
-    result = enqueue(to, from, direction, *event, done);
+    result = enqueue(direction, pieces, *event, done);
   } else {
     // cudaMemcpyAsync of pageable memory returns only once the bytes are staged: not on
     // the io thread.
-    auto issue = [this, to, from, direction, queued = *event, done] {
-      return enqueue(to, from, direction, queued, done);
-    };
+    auto issue = [this, direction, pieces, queued = *event, done] { return enqueue(direction, pieces, queued, done); };
     Task<void> issuing = runtime_.offload(issue);
     result = co_await std::move(issuing);
   }

@@ -8,14 +8,6 @@
 
 namespace corockpt {
 
-std::string_view to_string(MemorySpace space) {
-  switch (space) {
-    case MemorySpace::host: return "host";
-    case MemorySpace::cuda: return "cuda";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr std::align_val_t host_alignment{256};
@@ -39,40 +31,33 @@ class HostDevice final : public Device {
     return DeviceMemory(std::move(owned), bytes, MemorySpace::host);
   }
 
-  Task<void> copy_to_host(std::span<std::byte> host, std::span<const std::byte> device) override {
-    return copy(host, device, "copy_to_host");
-  }
-  Task<void> copy_to_device(std::span<std::byte> device, std::span<const std::byte> host) override {
-    return copy(device, host, "copy_to_device");
-  }
+  Task<void> copy(CopyDirection direction, std::span<const CopyPiece> pieces) override;
 
   Result<void> order_after_compute() override { return {}; }
 
   std::shared_ptr<BufferAllocator> staging_allocator() override { return staging_; }
 
  private:
-  Task<void> copy(std::span<std::byte> to, std::span<const std::byte> from, const char* operation);
-
   Runtime& runtime_;
   HostDeviceOptions options_;
   std::shared_ptr<BufferAllocator> staging_;
   const std::string name_ = "host";
 };
 
-Task<void> HostDevice::copy(std::span<std::byte> to, std::span<const std::byte> from, const char* operation) {
-  if (to.size() != from.size()) {
-    co_return fail(Errc::invalid_argument,
-                   std::string(operation) + " on host: copies " + std::to_string(from.size()) + " bytes into " +
-                       std::to_string(to.size()),
-                   {.operation = operation});
-  }
-  if (to.empty()) co_return Result<void>{};
-  if (to.size() < options_.inline_copy_bytes) {
-    std::memcpy(to.data(), from.data(), to.size());
+Task<void> HostDevice::copy(CopyDirection direction, std::span<const CopyPiece> pieces) {
+  std::size_t total = 0;
+  for (const CopyPiece& piece : pieces) total += piece.bytes;
+  auto copy_all = [pieces] {
+    for (const CopyPiece& piece : pieces) {
+      if (piece.bytes != 0) std::memcpy(piece.to, piece.from, piece.bytes);  // an empty piece may be null
+    }
+  };
+  if (total < options_.inline_copy_bytes) {
+    copy_all();
     co_return Result<void>{};
   }
-  ScopedSpan span(runtime_.tracer(), std::string(operation) + " (host)", "copy");
-  co_return co_await runtime_.offload([to, from] { std::memcpy(to.data(), from.data(), to.size()); });
+  ScopedSpan span(runtime_.tracer(), std::string(to_string(direction)) + " (host)", "copy");
+  co_return co_await runtime_.offload(copy_all);
 }
 
 }  // namespace
