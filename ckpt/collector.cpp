@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <optional>
 
 #include "ckpt/detail/copy_batch.hpp"
@@ -198,9 +199,10 @@ struct UnitCollector {
   }
 
   // Sharded flat: every rank needs its Shard(0) rows of every param, which lie in the
-  // slices of one or a few ranks. Each pair of ranks exchanges exactly the elements one
-  // holds and the other needs (values and states in one message, tagged with the unit
-  // instance), so a rank receives about 1/N of what a full gather would bring.
+  // slices of one or a few ranks. One exchange (all-to-all) among the group moves exactly
+  // the elements one rank holds and another needs (values and states in one message per
+  // pair, tagged with the unit instance), so a rank receives about 1/N of what a full
+  // gather would bring.
   Task<void> flat_redistribute() {
     const int n = inst.group_size(), me = inst.group_rank;
     const int kinds = 1 + static_cast<int>(inst.flat_states.size());
@@ -262,29 +264,32 @@ struct UnitCollector {
       }
     };
 
-    std::vector<Scratch> outgoing, incoming;
+    // Messages back to back in peer order; my own part stays out (I read my slice).
+    std::vector<std::size_t> send_counts(n, 0), recv_counts(n, 0);
     for (int peer = 0; peer < n; ++peer) {
-      const std::size_t out_bytes = peer == me ? 0 : message_elements(me, peer) * esize;
-      const std::size_t in_bytes = peer == me ? 0 : message_elements(peer, me) * esize;
-      auto sent = Scratch::make(device, comm_space, out_bytes);
-      auto received = Scratch::make(device, comm_space, in_bytes);
-      if (!sent) co_return fail(std::move(sent.error()));
-      if (!received) co_return fail(std::move(received.error()));
-      outgoing.push_back(std::move(*sent));
-      incoming.push_back(std::move(*received));
-      if (peer != me) pack(peer, outgoing.back().data());
+      if (peer == me) continue;
+      send_counts[peer] = message_elements(me, peer) * esize;
+      recv_counts[peer] = message_elements(peer, me) * esize;
+    }
+    auto outgoing = Scratch::make(device, comm_space, std::accumulate(send_counts.begin(), send_counts.end(), std::size_t{0}));
+    auto incoming = Scratch::make(device, comm_space, std::accumulate(recv_counts.begin(), recv_counts.end(), std::size_t{0}));
+    if (!outgoing) co_return fail(std::move(outgoing.error()));
+    if (!incoming) co_return fail(std::move(incoming.error()));
+    std::size_t at = 0;
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer != me) pack(peer, outgoing->data() + at);
+      at += send_counts[peer];
     }
     if (auto ok = co_await batch.run(); !ok) co_return ok;
-    // All sends and receives at once (a send may wait for its receive to be posted).
-    std::vector<Task<void>> transfers;
-    for (int peer = 0; peer < n; ++peer) {
-      if (outgoing[peer].size() != 0) transfers.push_back(inst.group->send(outgoing[peer].bytes(), peer, tag));
-      if (incoming[peer].size() != 0) transfers.push_back(inst.group->recv(incoming[peer].bytes(), peer, tag));
+    if (auto ok = co_await inst.group->exchange(outgoing->bytes(), send_counts, incoming->bytes(), recv_counts, tag);
+        !ok) {
+      co_return ok;
     }
-    if (auto ok = all_ok(co_await when_all(std::move(transfers))); !ok) co_return ok;
     unpack(me, nullptr, true);
+    at = 0;
     for (int peer = 0; peer < n; ++peer) {
-      if (peer != me) unpack(peer, incoming[peer].data(), false);
+      if (peer != me) unpack(peer, incoming->data() + at, false);
+      at += recv_counts[peer];
     }
     if (auto ok = co_await batch.run(); !ok) co_return ok;
     for (std::size_t i = 0; i < params.size(); ++i) {

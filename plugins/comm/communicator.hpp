@@ -83,6 +83,20 @@ class Communicator {
   virtual Task<void> send(std::span<const std::byte> data, int peer, int tag) = 0;
   virtual Task<void> recv(std::span<std::byte> data, int peer, int tag) = 0;
 
+  /// All-to-all with variable sizes, a collective: this rank sends send_counts[p] bytes
+  /// to every other rank p (from `send`, back to back in rank order) and receives
+  /// recv_counts[p] bytes from every other rank p (into `recv`, likewise). A rank keeps
+  /// its own part itself: both counts for it are 0. Rank p's send_counts[q] must be rank
+  /// q's recv_counts[p]. `tag` (0..32767) keeps it apart from other point-to-point
+  /// traffic of the group on backends that match by tag.
+  /// The default issues one send and one recv per peer at once (right for `local` and
+  /// `mpi`); `nccl` groups them (ncclGroupStart/End): its transfers run one after another
+  /// on the communicator's stream, where two ranks each sending to the other first
+  /// would wait for each other forever.
+  /// @returns Errc::invalid_argument for counts that do not match the spans or the group.
+  virtual Task<void> exchange(std::span<const std::byte> send, std::span<const std::size_t> send_counts,
+                              std::span<std::byte> recv, std::span<const std::size_t> recv_counts, int tag);
+
   /// Collective over this group, like MPI_Comm_split: ranks passing the same `color`
   /// (>= 0) form a new group, ordered by (`key`, rank), named "<name>/split(<color>)".
   /// Call it on every rank of the group. The new group inherits this one's options.

@@ -16,7 +16,7 @@ namespace corockpt::comm_detail {
 /// MPI's guaranteed minimum of MPI_TAG_UB; every backend accepts tags 0..max_tag.
 inline constexpr int max_tag = 32767;
 
-enum class OpKind { all_gather, all_gather_v, gather_v, broadcast, barrier, send, recv, split };
+enum class OpKind { all_gather, all_gather_v, gather_v, broadcast, barrier, send, recv, split, exchange };
 
 inline std::string to_string(OpKind kind) {
   switch (kind) {
@@ -28,6 +28,7 @@ inline std::string to_string(OpKind kind) {
     case OpKind::send: return "send";
     case OpKind::recv: return "recv";
     case OpKind::split: return "split";
+    case OpKind::exchange: return "exchange";
   }
   return "operation";
 }
@@ -37,7 +38,8 @@ struct Plan {
   OpKind kind = OpKind::barrier;
   std::span<const std::byte> send;
   std::span<std::byte> recv;
-  std::span<const std::size_t> counts;
+  std::span<const std::size_t> counts;  ///< exchange: the send counts
+  std::span<const std::size_t> recv_counts;  ///< exchange only
   int root = -1;
   int peer = -1;
   int tag = 0;
@@ -65,6 +67,12 @@ inline Result<void> check_addressing(const Plan& plan, int size, const std::stri
   }
   return {};
 }
+
+/// @returns Errc::invalid_argument, prefixed by `what`, when an exchange's counts do not
+///   fit its spans, the group of `size` ranks, or rank `rank`'s own part (which is 0).
+Result<void> check_exchange(std::span<const std::byte> send, std::span<const std::size_t> send_counts,
+                            std::span<std::byte> recv, std::span<const std::size_t> recv_counts, int size, int rank,
+                            int tag, const std::string& what);
 
 /// A communicator whose operations all go through one `run(Plan)`.
 class PlannedCommunicator : public Communicator {

@@ -210,6 +210,8 @@ Result<std::shared_ptr<MpiOperation>> MpiCommunicator::start(const Plan& plan, c
     case OpKind::split:  // the agreement before MPI_Comm_split
       code = MPI_Ibarrier(comm, &op->request);
       break;
+    case OpKind::exchange:  // Communicator::exchange's sends and recvs, never a Plan here
+      return fail(Errc::internal, what + ": not an operation of this backend");
     case OpKind::send: {
       std::byte* staging = op->stage(plan.send.size());
       copy_bytes(staging, plan.send);

@@ -60,6 +60,8 @@ Result<void> HostStaging::take(Side& side, std::size_t bytes) {
 }
 
 Result<void> HostStaging::enqueue_before(comm_detail::Plan& plan, cudaStream_t stream) {
+  if (!needed()) return {};
+  if (auto ready = use_device(bounces_.device()); !ready) return ready;
   for (Side* side : {&send_, &recv_}) {
     if (side->bounce.empty()) continue;
     if (cudaError_t code = cudaMallocAsync(&side->device, side->bytes, stream); code != cudaSuccess) {
@@ -80,6 +82,9 @@ Result<void> HostStaging::enqueue_before(comm_detail::Plan& plan, cudaStream_t s
 }
 
 Result<void> HostStaging::enqueue_after(cudaStream_t stream) {
+  if (!needed()) return {};
+  // (The caller may have resumed on another thread since enqueue_before.)
+  if (auto ready = use_device(bounces_.device()); !ready) return ready;
   Result<void> result;
   if (recv_.device) {
     if (cudaError_t code =

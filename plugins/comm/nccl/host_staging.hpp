@@ -36,6 +36,8 @@ class PinnedBounces {
   Result<std::span<std::byte>> take(std::size_t bytes);
   /// Back to the pool, for the next operation.
   void give_back(std::span<std::byte> buffer);
+  /// The CUDA device ordinal of the communicator.
+  int device() const { return device_; }
 
  private:
   int device_;

@@ -312,6 +312,12 @@ class NcclCommunicator final : public comm_detail::PlannedCommunicator {
   const std::string& name() const override { return name_; }
 
   Task<std::shared_ptr<Communicator>> split(int color, int key) override;
+  /// One group of ncclSend/ncclRecv (see Communicator::exchange); tags are only checked.
+  Task<void> exchange(std::span<const std::byte> send, std::span<const std::size_t> send_counts,
+                      std::span<std::byte> recv, std::span<const std::size_t> recv_counts, int tag) override {
+    return run({.kind = OpKind::exchange, .send = send, .recv = recv, .counts = send_counts,
+                .recv_counts = recv_counts, .tag = tag});
+  }
 
  private:
   int device() const { return resources_->device; }
@@ -357,6 +363,10 @@ Result<void> NcclCommunicator::check(const Plan& plan, const std::string& what) 
   const auto me = static_cast<std::size_t>(rank_);
   auto invalid = [&what](const std::string& why) { return fail(Errc::invalid_argument, what + ": " + why); };
   if (auto addressed = comm_detail::check_addressing(plan, size_, what); !addressed) return fail(addressed.error());
+  if (plan.kind == OpKind::exchange) {
+    return comm_detail::check_exchange(plan.send, plan.counts, plan.recv, plan.recv_counts, size_, rank_, plan.tag,
+                                       what);
+  }
   std::size_t total = 0;
   if (plan.kind == OpKind::all_gather_v || plan.kind == OpKind::gather_v) {
     if (plan.counts.size() != ranks) {
@@ -466,6 +476,21 @@ Result<bool> NcclCommunicator::enqueue(Plan plan, HostStaging& staging) {
     case OpKind::recv:
       if (!plan.recv.empty()) call(ncclRecv(recv, plan.recv.size(), ncclUint8, plan.peer, comm, s), "ncclRecv");
       break;
+    case OpKind::exchange: {
+      // Every peer's send and receive in this one group: NCCL runs them together.
+      std::size_t sent = 0, received = 0;
+      for (std::size_t p = 0; p < plan.counts.size(); ++p) {
+        if (plan.counts[p] != 0) {
+          call(ncclSend(plan.send.data() + sent, plan.counts[p], ncclUint8, static_cast<int>(p), comm, s), "ncclSend");
+        }
+        if (plan.recv_counts[p] != 0) {
+          call(ncclRecv(recv + received, plan.recv_counts[p], ncclUint8, static_cast<int>(p), comm, s), "ncclRecv");
+        }
+        sent += plan.counts[p];
+        received += plan.recv_counts[p];
+      }
+      break;
+    }
     case OpKind::split:  // split() makes its own call (ncclCommSplit), never a Plan
       break;
   }

@@ -116,6 +116,12 @@ TEST_CASE("comm local - send and recv around a ring, matched by tag in issue ord
   check_all_ok(on_every_rank(rt, world, [](auto comm) { return ring_rank(comm); }));
 }
 
+TEST_CASE("comm local - exchange: all-to-all with uneven and empty messages", "[comm]") {
+  Runtime rt;
+  auto world = make_world(rt, 6);
+  check_all_ok(on_every_rank(rt, world, [](auto comm) { return exchange_rank(comm); }));
+}
+
 TEST_CASE("comm local - split into the 2x4 mesh groups, then collectives on both at once", "[comm]") {
   Runtime rt;
   rt.tracer().enable();

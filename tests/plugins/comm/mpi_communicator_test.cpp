@@ -120,6 +120,12 @@ TEST_CASE("comm mpi - send and recv around a ring, matched by tag in issue order
   check_ok(run_here(rt, ring_rank(world)));
 }
 
+TEST_CASE("comm mpi - exchange: all-to-all with uneven and empty messages", "[comm]") {
+  Runtime rt;
+  auto world = make_world(rt);
+  check_ok(run_here(rt, exchange_rank(world)));
+}
+
 TEST_CASE("comm mpi - split into a 2x2 mesh, then collectives on both groups at once", "[comm]") {
   Runtime rt;
   auto world = make_world(rt);

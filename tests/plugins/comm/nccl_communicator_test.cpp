@@ -141,6 +141,33 @@ Task<void> every_collective(Rank rank) {
     if (!got) co_return fail(got.error());
     if (!holds_pattern(*got, root)) co_return wrong(comm, "broadcast: not the root's bytes");
   }
+  // exchange: all-to-all with uneven messages, some empty, in one NCCL group
+  {
+    std::vector<std::size_t> send_counts(ranks, 0), recv_counts(ranks, 0);
+    Bytes mine;
+    for (int p = 0; p < n; ++p) {
+      if (p == me) continue;
+      send_counts[p] = exchanged(me, p);
+      recv_counts[p] = exchanged(p, me);
+      Bytes part = filled(me * 16 + p, send_counts[p]);
+      mine.insert(mine.end(), part.begin(), part.end());
+    }
+    auto out = co_await upload(device, mine);
+    if (!out) co_return fail(out.error());
+    auto in = device.allocate(total(recv_counts));
+    if (!in) co_return fail(in.error());
+    auto done = co_await comm.exchange(out->bytes(), send_counts, in->bytes(), recv_counts, 3);
+    if (!done) co_return done;
+    auto got = co_await download(device, *in);
+    if (!got) co_return fail(got.error());
+    std::size_t at = 0;
+    for (int p = 0; p < n; ++p) {
+      if (!holds_pattern(std::span(*got).subspan(at, recv_counts[p]), p * 16 + me)) {
+        co_return wrong(comm, "exchange: the part from rank " + std::to_string(p));
+      }
+      at += recv_counts[p];
+    }
+  }
   // barrier, and a send/recv exchange between neighbours when there are two ranks or more
   auto met = co_await comm.barrier();
   if (!met) co_return met;

@@ -134,6 +134,40 @@ inline Task<void> ring_rank(std::shared_ptr<Communicator> comm) {
   co_return Result<void>{};
 }
 
+// Bytes rank `from` sends rank `to` in exchange_rank: 0 to 200 of them, some pairs none.
+inline std::size_t exchanged(int from, int to) { return static_cast<std::size_t>((from * 7 + to * 3) % 5) * 50; }
+
+// An all-to-all with uneven sizes (some zero); each message says who sent it to whom.
+inline Task<void> exchange_rank(std::shared_ptr<Communicator> comm) {
+  const int me = comm->rank(), n = comm->size();
+  std::vector<std::size_t> send_counts(n, 0), recv_counts(n, 0);
+  Bytes send;
+  for (int p = 0; p < n; ++p) {
+    if (p == me) continue;
+    send_counts[p] = exchanged(me, p);
+    recv_counts[p] = exchanged(p, me);
+    Bytes part = filled(me * 16 + p, send_counts[p]);
+    send.insert(send.end(), part.begin(), part.end());
+  }
+  Bytes recv(total(recv_counts));
+  auto done = co_await comm->exchange(send, send_counts, recv, recv_counts, 11);
+  if (!done) co_return done;
+  std::size_t at = 0;
+  for (int p = 0; p < n; ++p) {
+    if (!holds_pattern(std::span(recv).subspan(at, recv_counts[p]), p * 16 + me)) {
+      co_return wrong(*comm, "exchange: the part from rank " + std::to_string(p));
+    }
+    at += recv_counts[p];
+  }
+  // A count for the rank itself is refused on this rank alone, before anything moves.
+  std::vector<std::size_t> own(n, 0);
+  own[me] = 1;
+  Bytes one(1);
+  auto refused = co_await comm->exchange(one, own, one, own, 11);
+  if (refused || refused.error().code != Errc::invalid_argument) co_return wrong(*comm, "exchange: own part accepted");
+  co_return Result<void>{};
+}
+
 // A 2 x (size / 2) mesh like the seed's 2x4: dp = {r % cols, r % cols + cols}, tp = the
 // row {0..cols-1} or {cols..size-1}.
 struct Mesh {
