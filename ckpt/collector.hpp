@@ -4,6 +4,9 @@
 /// one per FSDP unit instance. Units on different groups progress together; every rank
 /// issues the units' collectives in one global order (registration order), each unit
 /// task issuing its one collective before it first waits, so no two ranks can deadlock.
+/// A model in device memory first waits for its copies into the gather buffer; they
+/// complete in registration order on the device's one stream, so the order holds, except
+/// after a unit with nothing to copy on some rank (README: "Collective order").
 
 #include "ckpt/model.hpp"
 #include "ckpt/state_dict.hpp"

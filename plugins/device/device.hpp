@@ -109,8 +109,9 @@ class Device {
 
   /// Makes copies issued from now on start only after the compute work already queued on
   /// this device has finished (for `cuda`: the compute stream of its options), without
-  /// blocking the caller. The snapshot fence calls it before copying a training step's
-  /// tensors. A no-op for `host`, whose "compute" is the caller itself.
+  /// blocking the caller. AsyncCheckpointer::async_save calls it when a save is asked for
+  /// (the state as of that call is what the snapshot copies), save_checkpoint before its
+  /// copies. A no-op for `host`, whose "compute" is the caller itself.
   virtual Result<void> order_after_compute() = 0;
 
   /// The allocator of the runtime's staging pool for this device: plain mmap memory for
