@@ -76,18 +76,18 @@
 #include <vector>
 
 #include "bench/bench_support.hpp"
-#include "ckpt/async_checkpointer.hpp"
-#include "ckpt/checkpoint_directory.hpp"
-#include "ckpt/local_chunks.hpp"
-#include "ckpt/model.hpp"
-#include "ckpt/model_spec.hpp"
-#include "ckpt/save.hpp"
+#include "corockpt/ckpt/async_checkpointer.hpp"
+#include "corockpt/ckpt/checkpoint_directory.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/ckpt/save.hpp"
 #include "examples/train/cuda_training.hpp"
 #include "examples/train/synthetic_training.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/storage/make_storage.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt {
 namespace {

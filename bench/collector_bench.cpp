@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
-#include "ckpt/collector.hpp"
-#include "ckpt/model.hpp"
-#include "ckpt/model_spec.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 using namespace corockpt;
 

@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "bench/bench_support.hpp"
-#include "plugins/device/cuda/cuda_device.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/runtime.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/runtime.hpp"
+#include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt {
 namespace {

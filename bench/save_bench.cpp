@@ -72,16 +72,16 @@
 #include <vector>
 
 #include "bench/bench_support.hpp"
-#include "ckpt/known_values.hpp"
-#include "ckpt/load.hpp"
-#include "ckpt/local_chunks.hpp"
-#include "ckpt/model.hpp"
-#include "ckpt/model_spec.hpp"
-#include "ckpt/save.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/storage/make_storage.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/known_values.hpp"
+#include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/ckpt/save.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt {
 namespace {

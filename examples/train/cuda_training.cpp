@@ -7,7 +7,7 @@
 
 #include "examples/train/cuda_kernels.hpp"
 #include "examples/train/synthetic_training.hpp"
-#include "plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 
 namespace corockpt::example {
 

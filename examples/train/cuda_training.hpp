@@ -17,9 +17,9 @@
 #include <span>
 #include <string>
 
-#include "ckpt/model.hpp"
-#include "plugins/device/device.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/plugins/device/device.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt::example {
 

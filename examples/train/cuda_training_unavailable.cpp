@@ -2,7 +2,7 @@
 // exist, and say why they cannot work.
 #include "examples/train/cuda_training.hpp"
 
-#include "plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 
 namespace corockpt::example {
 

@@ -27,14 +27,14 @@
 
 #include <CLI/CLI.hpp>
 
-#include "ckpt/async_checkpointer.hpp"
-#include "ckpt/checkpoint_directory.hpp"
-#include "ckpt/load.hpp"
+#include "corockpt/ckpt/async_checkpointer.hpp"
+#include "corockpt/ckpt/checkpoint_directory.hpp"
+#include "corockpt/ckpt/load.hpp"
 #include "examples/train/cuda_training.hpp"
 #include "examples/train/synthetic_training.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/comm/mpi/mpi_communicator.hpp"
-#include "plugins/storage/make_storage.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
 
 using namespace corockpt;
 using Clock = std::chrono::steady_clock;

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
 
 namespace corockpt::example {
 

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "ckpt/model.hpp"
+#include "corockpt/ckpt/model.hpp"
 #include "examples/train/adam_scalars.hpp"
-#include "plugins/device/device.hpp"
+#include "corockpt/plugins/device/device.hpp"
 
 namespace corockpt::example {
 

@@ -6,10 +6,10 @@
 #include <latch>
 #include <thread>
 
-#include "ckpt/async_checkpointer.hpp"
-#include "ckpt/checkpoint_directory.hpp"
-#include "ckpt/known_values.hpp"
-#include "ckpt/load.hpp"
+#include "corockpt/ckpt/async_checkpointer.hpp"
+#include "corockpt/ckpt/checkpoint_directory.hpp"
+#include "corockpt/ckpt/known_values.hpp"
+#include "corockpt/ckpt/load.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/gated_storage.hpp"
 #include "tests/support/local_ranks.hpp"

@@ -1,4 +1,4 @@
-#include "ckpt/box.hpp"
+#include "corockpt/ckpt/box.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstring>

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "ckpt/collector.hpp"
-#include "ckpt/known_values.hpp"
-#include "ckpt/load.hpp"
-#include "ckpt/save.hpp"
-#include "ckpt/verify.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/known_values.hpp"
+#include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/save.hpp"
+#include "corockpt/ckpt/verify.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/run_sync.hpp"
 

@@ -1,12 +1,12 @@
-#include "ckpt/collector.hpp"
+#include "corockpt/ckpt/collector.hpp"
 
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <map>
 #include <set>
 
-#include "plugins/comm/local/local_communicator.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/runtime/runtime.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/delayed_communicator.hpp"
 

@@ -8,11 +8,11 @@
 #include <thread>
 #include <vector>
 
-#include "ckpt/async_checkpointer.hpp"
-#include "ckpt/collector.hpp"
-#include "ckpt/known_values.hpp"
-#include "ckpt/load.hpp"
-#include "ckpt/save.hpp"
+#include "corockpt/ckpt/async_checkpointer.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/known_values.hpp"
+#include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/save.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/local_ranks.hpp"

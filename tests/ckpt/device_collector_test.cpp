@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "ckpt/collector.hpp"
-#include "ckpt/set_state_dict.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/set_state_dict.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/ckpt/state_dict_compare.hpp"

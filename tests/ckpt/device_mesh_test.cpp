@@ -1,4 +1,4 @@
-#include "ckpt/device_mesh.hpp"
+#include "corockpt/ckpt/device_mesh.hpp"
 
 #include <catch2/catch.hpp>
 

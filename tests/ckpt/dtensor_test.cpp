@@ -1,4 +1,4 @@
-#include "ckpt/dtensor.hpp"
+#include "corockpt/ckpt/dtensor.hpp"
 
 #include <catch2/catch.hpp>
 

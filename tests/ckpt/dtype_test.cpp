@@ -1,4 +1,4 @@
-#include "ckpt/dtype.hpp"
+#include "corockpt/ckpt/dtype.hpp"
 
 #include <bit>
 #include <catch2/catch.hpp>

@@ -7,13 +7,13 @@
 #include <cstring>
 #include <string>
 
-#include "ckpt/collector.hpp"
-#include "ckpt/load.hpp"
-#include "ckpt/save.hpp"
-#include "ckpt/set_state_dict.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/comm/nccl/nccl_communicator.hpp"
-#include "plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/save.hpp"
+#include "corockpt/ckpt/set_state_dict.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/ckpt/state_dict_compare.hpp"
 #include "tests/support/local_ranks.hpp"

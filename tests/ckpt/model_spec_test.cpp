@@ -1,4 +1,4 @@
-#include "ckpt/model_spec.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
 
 #include <catch2/catch.hpp>
 #include <fstream>

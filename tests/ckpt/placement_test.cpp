@@ -1,4 +1,4 @@
-#include "ckpt/placement.hpp"
+#include "corockpt/ckpt/placement.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,11 +1,11 @@
-#include "ckpt/set_state_dict.hpp"
+#include "corockpt/ckpt/set_state_dict.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstring>
 
-#include "ckpt/collector.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/runtime/runtime.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 
 using namespace corockpt;

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <string>
 
-#include "ckpt/state_dict.hpp"
+#include "corockpt/ckpt/state_dict.hpp"
 
 namespace corockpt::test {
 

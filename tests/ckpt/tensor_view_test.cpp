@@ -1,4 +1,4 @@
-#include "ckpt/tensor_view.hpp"
+#include "corockpt/ckpt/tensor_view.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "ckpt/unit_placement.hpp"
+#include "corockpt/ckpt/unit_placement.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "runtime/buffer_pool.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
 
 #include <catch2/catch.hpp>
 #include <chrono>

@@ -1,4 +1,4 @@
-#include "runtime/deadline.hpp"
+#include "corockpt/runtime/deadline.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>

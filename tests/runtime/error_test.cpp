@@ -1,4 +1,4 @@
-#include "runtime/error.hpp"
+#include "corockpt/runtime/error.hpp"
 
 #include <catch2/catch.hpp>
 #include <cerrno>

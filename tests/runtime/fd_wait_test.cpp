@@ -1,4 +1,4 @@
-#include "runtime/fd_wait.hpp"
+#include "corockpt/runtime/fd_wait.hpp"
 
 #include <sys/eventfd.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "runtime/runtime.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -7,7 +7,7 @@
 #include <chrono>
 #include <stdexcept>
 
-#include "runtime/when_all.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/support/run_sync.hpp"
 
 using namespace corockpt;

@@ -1,4 +1,4 @@
-#include "runtime/trace.hpp"
+#include "corockpt/runtime/trace.hpp"
 
 #include <catch2/catch.hpp>
 #include <filesystem>

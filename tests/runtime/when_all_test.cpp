@@ -1,4 +1,4 @@
-#include "runtime/when_all.hpp"
+#include "corockpt/runtime/when_all.hpp"
 
 #include <asio/steady_timer.hpp>
 #include <catch2/catch.hpp>

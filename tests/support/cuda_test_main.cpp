@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 
 int main(int argc, char* argv[]) {
   auto count = corockpt::cuda_device_count();

@@ -7,7 +7,7 @@
 #include <functional>
 #include <memory>
 
-#include "plugins/comm/communicator.hpp"
+#include "corockpt/plugins/comm/communicator.hpp"
 
 namespace corockpt::test {
 

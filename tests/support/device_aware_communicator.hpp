@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "plugins/comm/communicator.hpp"
+#include "corockpt/plugins/comm/communicator.hpp"
 #include "tests/support/scrambling_device.hpp"
 
 namespace corockpt::test {

@@ -6,8 +6,8 @@
 #include <memory>
 #include <optional>
 
-#include "plugins/storage/storage.hpp"
-#include "runtime/latch.hpp"
+#include "corockpt/plugins/storage/storage.hpp"
+#include "corockpt/runtime/latch.hpp"
 
 namespace corockpt::test {
 

@@ -6,10 +6,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "ckpt/checkpoint_io.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/storage/make_storage.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt::test {
 

@@ -61,9 +61,9 @@
 #include <utility>
 #include <vector>
 
-#include "plugins/storage/storage.hpp"
-#include "runtime/error.hpp"
-#include "runtime/task.hpp"
+#include "corockpt/plugins/storage/storage.hpp"
+#include "corockpt/runtime/error.hpp"
+#include "corockpt/runtime/task.hpp"
 
 namespace corockpt::test {
 

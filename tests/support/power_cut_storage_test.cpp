@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/runtime.hpp"
+#include "corockpt/runtime/runtime.hpp"
 #include "tests/support/run_sync.hpp"
 
 using namespace corockpt;

@@ -1,6 +1,6 @@
 #pragma once
 // Test helpers: run a task to its end from the test's own (synchronous) thread.
-#include "runtime/runtime.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt::test {
 

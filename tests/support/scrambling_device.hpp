@@ -13,7 +13,7 @@
 #include <new>
 #include <string>
 
-#include "plugins/device/device.hpp"
+#include "corockpt/plugins/device/device.hpp"
 
 namespace corockpt::test {
 

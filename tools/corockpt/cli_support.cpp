@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <unistd.h>
 
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/comm/mpi/mpi_communicator.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 
 namespace corockpt::cli {
 

@@ -14,9 +14,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "ckpt/checkpoint_io.hpp"
-#include "plugins/comm/communicator.hpp"
-#include "plugins/storage/make_storage.hpp"
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/plugins/comm/communicator.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
 
 namespace corockpt::cli {
 

@@ -2,7 +2,7 @@
 // tensors in standard safetensors files with model.safetensors.index.json.
 #include <cstdio>
 
-#include "ckpt/consolidate.hpp"
+#include "corockpt/ckpt/consolidate.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "ckpt/checkpoint_reader.hpp"
-#include "ckpt/detail/shard_rows.hpp"
-#include "ckpt/tensor_view.hpp"
+#include "corockpt/ckpt/checkpoint_reader.hpp"
+#include "corockpt/ckpt/detail/shard_rows.hpp"
+#include "corockpt/ckpt/tensor_view.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 

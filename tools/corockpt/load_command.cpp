@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "ckpt/known_values.hpp"
-#include "ckpt/load.hpp"
+#include "corockpt/ckpt/known_values.hpp"
+#include "corockpt/ckpt/load.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "ckpt/save.hpp"
+#include "corockpt/ckpt/save.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 

@@ -6,14 +6,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "ckpt/collector.hpp"
-#include "ckpt/model_spec.hpp"
-#include "ckpt/state_dict_json.hpp"
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/comm/mpi/mpi_communicator.hpp"
-#include "plugins/comm/nccl/nccl_communicator.hpp"
-#include "plugins/device/cuda/cuda_device.hpp"
-#include "runtime/runtime.hpp"
+#include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/ckpt/state_dict_json.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/runtime/runtime.hpp"
 
 namespace corockpt::cli {
 

@@ -2,7 +2,7 @@
 // problem printed with its file and tensor; exit 0 only when there is none.
 #include <cstdio>
 
-#include "ckpt/verify.hpp"
+#include "corockpt/ckpt/verify.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 

@@ -1,4 +1,4 @@
-#include "ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
 
 #include <catch2/catch.hpp>
 #include <functional>

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
-#include "ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
 
 using namespace corockpt;
 

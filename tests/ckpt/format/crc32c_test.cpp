@@ -1,4 +1,4 @@
-#include "ckpt/format/crc32c.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "ckpt/format/safetensors.hpp"
+#include "corockpt/ckpt/format/safetensors.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdint>

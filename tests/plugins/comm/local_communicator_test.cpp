@@ -1,4 +1,4 @@
-#include "plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/trace.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/runtime/trace.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/plugins/comm/rank_checks.hpp"
 
 using namespace corockpt;

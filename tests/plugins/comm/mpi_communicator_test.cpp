@@ -2,7 +2,7 @@
 // `mpirun -np 4`, and every process runs every test case, in the same order, each on
 // its own runtime and its own duplicate of MPI_COMM_WORLD.
 #define CATCH_CONFIG_RUNNER
-#include "plugins/comm/mpi/mpi_communicator.hpp"
+#include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/trace.hpp"
+#include "corockpt/runtime/trace.hpp"
 #include "tests/plugins/comm/rank_checks.hpp"
 
 using namespace corockpt;

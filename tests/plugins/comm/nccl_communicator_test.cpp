@@ -2,7 +2,7 @@
 // process, one rank per GPU). Without a GPU (no driver, no device, or corockpt built
 // without CUDA) the program prints why and exits 77, which CTest reports as skipped (tests/support/cuda_test_main.cpp). The
 // cases that need two GPUs say so and pass on a machine with one.
-#include "plugins/comm/nccl/nccl_communicator.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -11,9 +11,9 @@
 #include <numeric>
 #include <vector>
 
-#include "plugins/comm/local/local_communicator.hpp"
-#include "plugins/device/cuda/cuda_device.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/plugins/comm/rank_checks.hpp"
 
 using namespace corockpt;

@@ -3,7 +3,7 @@
 // `mpirun -np 2`; every process runs every case, in the same order. Built without NCCL,
 // it checks that the id is refused as unavailable on every rank alike.
 #define CATCH_CONFIG_RUNNER
-#include "plugins/comm/nccl/nccl_communicator.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "plugins/comm/mpi/mpi_communicator.hpp"
+#include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 
 using namespace corockpt;
 using namespace std::chrono_literals;

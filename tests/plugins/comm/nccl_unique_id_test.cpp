@@ -1,13 +1,13 @@
 // The NCCL bootstrap through the local backend (several ranks of one process), on CPUs:
 // ncclGetUniqueId needs no GPU. Built without NCCL, the id is refused as unavailable.
-#include "plugins/comm/nccl/nccl_communicator.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <chrono>
 #include <vector>
 
-#include "plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/comm/local/local_communicator.hpp"
 
 using namespace corockpt;
 using namespace std::chrono_literals;

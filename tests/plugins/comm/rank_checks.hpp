@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "plugins/comm/communicator.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/plugins/comm/communicator.hpp"
+#include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt::test {
 

@@ -1,6 +1,6 @@
 // The cuda device on a real GPU. Without one (no driver, no device, or corockpt built
 // without CUDA) the program prints why and exits 77, which CTest reports as skipped (tests/support/cuda_test_main.cpp).
-#include "plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <vector>
 
-#include "runtime/when_all.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/support/run_sync.hpp"
 
 using namespace corockpt;

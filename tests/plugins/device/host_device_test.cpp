@@ -1,4 +1,4 @@
-#include "plugins/device/host/host_device.hpp"
+#include "corockpt/plugins/device/host/host_device.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "plugins/device/cuda/cuda_device.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/support/run_sync.hpp"
 
 using namespace corockpt;

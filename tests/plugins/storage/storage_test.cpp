@@ -1,4 +1,4 @@
-#include "plugins/storage/storage.hpp"
+#include "corockpt/plugins/storage/storage.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -8,9 +8,9 @@
 #include <memory>
 #include <vector>
 
-#include "plugins/storage/make_storage.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/when_all.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/when_all.hpp"
 #include "tests/support/run_sync.hpp"
 #include "tests/support/temp_dir.hpp"
 

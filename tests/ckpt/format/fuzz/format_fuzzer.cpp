@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "ckpt/format/checkpoint_metadata.hpp"
-#include "ckpt/format/safetensors.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/format/safetensors.hpp"
 
 namespace {
 

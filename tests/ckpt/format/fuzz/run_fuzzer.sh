@@ -27,17 +27,17 @@ trap cleanup EXIT
 # pull in are plain C++; runtime/error.cpp includes Asio's error codes (header-only).
 sources=(
   "$here/format_fuzzer.cpp"
-  "$repo"/ckpt/format/*.cpp
-  "$repo/ckpt/dtype.cpp"
-  "$repo/ckpt/box.cpp"
-  "$repo/ckpt/device_mesh.cpp"
-  "$repo/ckpt/placement.cpp"
-  "$repo/runtime/error.cpp"
+  "$repo"/src/corockpt/ckpt/format/*.cpp
+  "$repo/src/corockpt/ckpt/dtype.cpp"
+  "$repo/src/corockpt/ckpt/box.cpp"
+  "$repo/src/corockpt/ckpt/device_mesh.cpp"
+  "$repo/src/corockpt/ckpt/placement.cpp"
+  "$repo/src/corockpt/runtime/error.cpp"
 )
 echo "building the format fuzzer with $clang"
 "$clang" -std=c++23 -O1 -g -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -DASIO_STANDALONE -I"$repo" \
+  -DASIO_STANDALONE -I"$repo/src" \
   "${sources[@]}" -lisal -o "$work/format_fuzzer"
 
 mkdir "$work/corpus"

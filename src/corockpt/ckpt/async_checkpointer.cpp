@@ -1,0 +1,241 @@
+#include "corockpt/ckpt/async_checkpointer.hpp"
+
+#include <cstdio>
+
+#include "corockpt/ckpt/checkpoint_directory.hpp"
+
+namespace corockpt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+}  // namespace
+
+Result<void> SaveHandle::wait_snapshot() {
+  const auto start = Clock::now();
+  state_->snapshot.wait();
+  std::lock_guard lock(state_->mutex);
+  state_->times.stall_seconds += seconds_since(start);
+  return state_->snapshot_result;
+}
+
+Task<void> SaveHandle::snapshot_taken() {
+  const auto start = Clock::now();
+  std::shared_ptr<State> state = state_;  // the frame keeps it alive
+  if (auto ok = co_await state->snapshot.async_wait(); !ok) co_return ok;
+  std::lock_guard lock(state->mutex);
+  state->times.stall_seconds += seconds_since(start);
+  co_return state->snapshot_result;
+}
+
+Result<SaveReport> SaveHandle::wait() const {
+  state_->finished.wait();
+  std::lock_guard lock(state_->mutex);
+  return state_->result;
+}
+
+Task<SaveReport> SaveHandle::finished() {
+  std::shared_ptr<State> state = state_;
+  if (auto ok = co_await state->finished.async_wait(); !ok) co_return fail(ok.error());
+  std::lock_guard lock(state->mutex);
+  co_return state->result;
+}
+
+SaveTimes SaveHandle::times() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->times;
+}
+
+Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& model, CheckpointIo io,
+                                                                     Runtime::Strand executor,
+                                                                     AsyncCheckpointerOptions options) {
+  if (options.root.empty()) return fail(Errc::invalid_argument, "AsyncCheckpointer needs a root directory");
+  if (!options.device) options.device = model.device();
+  std::unique_ptr<AsyncCheckpointer> self(new AsyncCheckpointer(model, io, std::move(executor), std::move(options)));
+  auto chunks = LocalChunks::of(model);
+  if (!chunks) return fail(chunks.error().with_rank(model.rank()));
+  self->live_.emplace(std::move(*chunks));
+  const std::uint64_t needed = Snapshot::bytes_needed(self->live_->chunks(), model.rank());
+  for (const auto& chunk : self->live_->chunks()) {
+    if (chunk.writer) self->stats_.state_bytes += chunk.bytes.size();
+  }
+  const std::uint64_t budget = self->options_.staging_budget == 0 ? needed : self->options_.staging_budget;
+  if (budget >= needed) {
+    std::shared_ptr<BufferAllocator> allocator = self->options_.allocator;
+    if (!allocator) allocator = self->options_.device ? self->options_.device->staging_allocator() : make_host_allocator();
+    auto snapshot = Snapshot::create(self->live_->chunks(), model.rank(), std::move(allocator));
+    if (!snapshot) return fail(snapshot.error().with_rank(model.rank()));
+    self->snapshot_ = std::move(*snapshot);
+    self->stats_.staging_bytes = needed;
+  } else {
+    for (const auto& chunk : self->live_->chunks()) {
+      if (chunk.writer && chunk.space != MemorySpace::host) {
+        return fail(Errc::invalid_argument,
+                    "a staging budget smaller than the state streams from host memory, and " + chunk.name + " lies in " +
+                        std::string(to_string(chunk.space)) + " memory",
+                    {.rank = model.rank(), .fqn = chunk.name, .operation = "AsyncCheckpointer"});
+      }
+    }
+  }
+  return self;
+}
+
+AsyncCheckpointer::~AsyncCheckpointer() {
+  std::shared_ptr<SaveHandle::State> last;
+  {
+    std::lock_guard lock(mutex_);
+    last = last_;
+  }
+  if (last && last->task.valid()) last->task.wait_for(std::chrono::hours(24 * 365));  // it refers to us
+}
+
+Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::json user) {
+  // The snapshot copies the state as it is now: on a device, after the compute queued so
+  // far (the optimizer step being saved), not after what the loop queues next (the next
+  // forward/backward, which the copies overlap). So the order is taken here, on the
+  // caller's thread, not when the snapshot starts on the strand.
+  if (options_.device && snapshot_) {
+    if (auto ok = options_.device->order_after_compute(); !ok) {
+      return fail(std::move(ok.error().with_rank(model_.rank()).with_operation("async_save")));
+    }
+  }
+  auto state = std::make_shared<SaveHandle::State>();
+  state->step = step;
+  std::shared_ptr<SaveHandle::State> previous;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return fail(Errc::cancelled, "the checkpointer is stopped", {.operation = "async_save"});
+    if (broken_) {
+      return fail(broken_->code, "checkpointing is off: the checkpoint communicator broke (" + broken_->message + ")",
+                  {.rank = model_.rank(), .operation = "async_save"});
+    }
+    ++stats_.requested;
+    previous = last_;
+    const bool busy = previous && !previous->finished.is_set();
+    if (busy && options_.when_busy == BusyPolicy::skip) {
+      ++stats_.skipped;
+      state->skipped = true;
+      state->result = fail(Errc::cancelled, "skipped: the save of step " + std::to_string(previous->step) +
+                                                " was still running");
+      state->snapshot.set();
+      state->finished.set();
+      return SaveHandle(state);
+    }
+    if (busy) ++stats_.waited;
+    if (previous && !busy && !previous->result) {
+      state->previous_failure = previous->result.error();
+      if (options_.stop_on_failure) return fail(previous->result.error());
+    }
+    if (!busy) previous = nullptr;  // nothing to wait for
+    last_ = state;
+  }
+  state->task = io_.runtime->spawn(executor_, run_save(state, std::move(previous), std::move(user)));
+  return SaveHandle(state);
+}
+
+Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
+                                       std::shared_ptr<SaveHandle::State> previous, nlohmann::json user) {
+  if (previous) (void)co_await previous->finished.async_wait();
+  const auto start = Clock::now();
+  const std::string dir = options_.root + "/" + step_checkpoint_name(state->step);
+  SaveOptions options;
+  options.user = std::move(user);
+  live_->load_steps();
+  Result<SaveReport> saved;
+  auto persist_start = Clock::now();
+  // Spans for the trace (when the model records one): the snapshot's copy, the persist.
+  std::optional<ScopedSpan> span;
+  if (model_.tracer()) span.emplace(*model_.tracer(), "snapshot step " + std::to_string(state->step), "copy", model_.rank());
+  if (snapshot_) {
+    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks(), options_.device.get(), /*ordered=*/true);
+    span.reset();
+    if (model_.tracer()) span.emplace(*model_.tracer(), "persist step " + std::to_string(state->step), "checkpoint", model_.rank());
+    {
+      std::lock_guard lock(state->mutex);
+      state->snapshot_result = taken;
+      state->times.snapshot_seconds = seconds_since(start);
+    }
+    state->snapshot.set();
+    persist_start = Clock::now();
+    if (taken) {
+      options.file_images = snapshot_->file_images();
+      saved = co_await save_chunks(model_, snapshot_->chunks(), io_, dir, std::move(options));
+    } else {
+      // Only a stopping runtime fails a copy; the other ranks' saves then fail by their
+      // deadline, and nothing commits.
+      saved = fail(taken.error().with_rank(model_.rank()));
+    }
+  } else {
+    // No snapshot memory: the live state is read until this rank's data is durable.
+    SaveHandle::State* s = state.get();
+    options.on_data_written = [s, start] {
+      {
+        std::lock_guard lock(s->mutex);
+        s->times.snapshot_seconds = seconds_since(start);
+      }
+      s->snapshot.set();
+    };
+    saved = co_await save_chunks(model_, live_->chunks(), io_, dir, std::move(options));
+    state->snapshot.set();  // also after a failure before the data was written
+  }
+  span.reset();
+  {
+    std::lock_guard lock(state->mutex);
+    state->times.persist_seconds = seconds_since(persist_start);
+    if (saved) state->times.bytes = saved->rank_bytes;
+  }
+  if (saved && options_.keep_last > 0 && model_.rank() == 0) {
+    auto removed = co_await remove_old_checkpoints(io_, options_.root, options_.keep_last);
+    if (!removed) std::fprintf(stderr, "corockpt: retention: %s\n", removed.error().to_string().c_str());
+  }
+  finish(*state, std::move(saved));
+  co_return Result<void>{};
+}
+
+void AsyncCheckpointer::finish(SaveHandle::State& state, Result<SaveReport> result) {
+  {
+    std::lock_guard lock(mutex_);
+    if (result) {
+      ++stats_.committed;
+    } else {
+      ++stats_.failed;
+      // A collective that timed out leaves the checkpoint communicator unusable.
+      if (result.error().code == Errc::timeout && !broken_) broken_ = result.error();
+    }
+  }
+  {
+    std::lock_guard lock(state.mutex);
+    state.result = std::move(result);
+  }
+  state.finished.set();
+}
+
+Result<void> AsyncCheckpointer::stop(std::chrono::milliseconds deadline) {
+  std::shared_ptr<SaveHandle::State> last;
+  {
+    std::lock_guard lock(mutex_);
+    stopped_ = true;
+    last = last_;
+  }
+  if (!last) return {};
+  if (!last->finished.wait_for(deadline)) {
+    last->task.cancel();
+    last->task.wait_for(std::chrono::hours(24 * 365));
+    if (!last->finished.is_set()) finish(*last, fail(Errc::cancelled, "abandoned at stop"));
+    return fail(Errc::timeout, "abandoned the save of step " + std::to_string(last->step) + " after " +
+                                   std::to_string(deadline.count()) + " ms; nothing of it committed");
+  }
+  std::lock_guard lock(last->mutex);
+  if (!last->result) return fail(last->result.error());
+  return {};
+}
+
+CheckpointerStats AsyncCheckpointer::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace corockpt

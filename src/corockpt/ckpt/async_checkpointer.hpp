@@ -1,0 +1,177 @@
+#pragma once
+/// @file
+/// `AsyncCheckpointer`: checkpoints that cost the training loop no more than a memory
+/// copy. One per rank, bound to the rank's model registration, the engines (runtime,
+/// storage, staging) and a directory of checkpoints (`<root>/step-<N>`, see
+/// checkpoint_directory.hpp).
+///
+/// `async_save(step)` returns at once with a `SaveHandle`. The save then runs in two
+/// phases on the rank's executor:
+/// 1. snapshot: the rank's chunks are copied into staging memory allocated once (see
+///    snapshot.hpp). No collective. The training loop must wait for it
+///    (`wait_snapshot()` or `co_await snapshot_taken()`) before its optimizer step
+///    mutates the state — that fence is the only stall; forward and backward of the
+///    next step run meanwhile.
+/// 2. persist: save_chunks from the snapshot (data files, plans to rank 0, commit), then
+///    retention (`keep_last`).
+///
+/// With a staging budget smaller than the state there is no snapshot memory: the save
+/// writes straight from the live state and the snapshot counts as taken once this rank's
+/// data files are durable (the stall grows to the write time; `stats()` shows it). That
+/// needs the state in host memory.
+///
+/// At most one save is in flight. A request while one runs waits for it (`wait`, the
+/// default: the new snapshot starts when the previous save ends) or is skipped (`skip`);
+/// both are counted. A failed save is reported on its handle and by the next
+/// `async_save` (`SaveHandle::previous_failure`); training goes on unless
+/// `stop_on_failure`. A communicator error (a rank stopped answering: the world's
+/// deadline passed) breaks the checkpointer: later saves fail at once, saying so, instead
+/// of hanging in a collective. Checkpoint traffic uses the model's world, which must be
+/// a communicator of its own, never the training loop's.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/save.hpp"
+#include "corockpt/ckpt/snapshot.hpp"
+#include "corockpt/runtime/latch.hpp"
+#include "corockpt/runtime/task_handle.hpp"
+
+namespace corockpt {
+
+enum class BusyPolicy { wait, skip };
+
+struct AsyncCheckpointerOptions {
+  std::string root;  ///< checkpoints go to `<root>/step-<N>`
+  BusyPolicy when_busy = BusyPolicy::wait;
+  /// Staging memory for the snapshot; 0 means "the state's size". Smaller than the
+  /// state: no snapshot, the save streams from the live state (the stall grows).
+  std::uint64_t staging_budget = 0;
+  /// The device the model's memory lies on (its TensorViews' space `cuda`): snapshots
+  /// copy through it. Null: the model's own (Model::device; none for host memory).
+  std::shared_ptr<Device> device;
+  /// Where snapshot memory comes from; null means the device's staging allocator (pinned
+  /// host memory for cuda), or plain page-aligned host memory without a device.
+  std::shared_ptr<BufferAllocator> allocator;
+  /// Keep this many newest checkpoints (rank 0 deletes older ones after each commit);
+  /// 0 keeps all.
+  int keep_last = 0;
+  /// A failed save makes the next async_save return its error instead of saving.
+  bool stop_on_failure = false;
+};
+
+/// Figures of one save on this rank.
+struct SaveTimes {
+  double snapshot_seconds = 0;  ///< copying into staging (or streaming, without it)
+  double persist_seconds = 0;   ///< from the end of the snapshot to commit (or failure)
+  double stall_seconds = 0;     ///< time the training loop spent blocked in the fence
+  std::uint64_t bytes = 0;      ///< this rank's data file bytes
+};
+
+class SaveHandle {
+ public:
+  struct State {
+    std::int64_t step = 0;
+    bool skipped = false;
+    std::optional<Error> previous_failure;
+    Latch snapshot;
+    Latch finished;
+    std::mutex mutex;
+    Result<void> snapshot_result;
+    Result<SaveReport> result = fail(Errc::internal, "the save has not finished");
+    SaveTimes times;
+    TaskHandle<void> task;
+  };
+
+  SaveHandle() = default;
+  explicit SaveHandle(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+  std::int64_t step() const { return state_->step; }
+  /// The request came while a save ran and the policy is `skip`: nothing was saved.
+  bool skipped() const { return state_->skipped; }
+  /// The previous save's error, if it failed.
+  const std::optional<Error>& previous_failure() const { return state_->previous_failure; }
+
+  bool snapshot_ready() const { return state_->snapshot.is_set(); }
+  bool done() const { return state_->finished.is_set(); }
+
+  /// Blocks until the snapshot is taken (the training thread's fence; never call it on
+  /// the runtime's io thread). The time blocked is the save's stall.
+  Result<void> wait_snapshot();
+  /// The same for a training loop written as a coroutine.
+  Task<void> snapshot_taken();
+
+  /// Blocks until the save has committed or failed.
+  Result<SaveReport> wait() const;
+  Task<SaveReport> finished();
+  /// Gives up waiting after `timeout`. @returns whether the save finished.
+  bool wait_for(std::chrono::milliseconds timeout) const { return state_->finished.wait_for(timeout); }
+
+  SaveTimes times() const;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+struct CheckpointerStats {
+  int requested = 0;
+  int committed = 0;
+  int failed = 0;
+  int skipped = 0;  ///< requests dropped because a save was running (policy skip)
+  int waited = 0;   ///< requests that waited for the save before them (policy wait)
+  std::uint64_t staging_bytes = 0;  ///< snapshot memory, allocated once
+  std::uint64_t state_bytes = 0;    ///< what this rank writes per checkpoint
+};
+
+class AsyncCheckpointer {
+ public:
+  /// Lists the model's chunks and allocates the snapshot memory, once.
+  /// `executor` is where this rank's saves run (its strand for in-process ranks).
+  static Result<std::unique_ptr<AsyncCheckpointer>> create(Model& model, CheckpointIo io, Runtime::Strand executor,
+                                                           AsyncCheckpointerOptions options);
+  ~AsyncCheckpointer();
+
+  /// Starts a save of the state as it is now (the snapshot is taken before the fence
+  /// returns). Returns at once. `user` goes to the metadata (step, data-loader state...).
+  /// @returns an error only when the checkpointer is broken, stopped, or
+  ///   stop_on_failure and the previous save failed.
+  Result<SaveHandle> async_save(std::int64_t step, nlohmann::json user = nlohmann::json::object());
+
+  /// Takes no more saves; waits up to `deadline` for the one in flight, then cancels it
+  /// (nothing of it commits) and waits for it to stop. @returns the in-flight save's
+  /// error, or Errc::timeout when it had to be abandoned.
+  Result<void> stop(std::chrono::milliseconds deadline);
+
+  CheckpointerStats stats() const;
+  const std::string& root() const { return options_.root; }
+
+ private:
+  AsyncCheckpointer(Model& model, CheckpointIo io, Runtime::Strand executor, AsyncCheckpointerOptions options)
+      : model_(model), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
+  Task<void> run_save(std::shared_ptr<SaveHandle::State> state, std::shared_ptr<SaveHandle::State> previous,
+                      nlohmann::json user);
+  void finish(SaveHandle::State& state, Result<SaveReport> result);
+
+  Model& model_;
+  CheckpointIo io_;
+  Runtime::Strand executor_;
+  AsyncCheckpointerOptions options_;
+  std::optional<LocalChunks> live_;
+  std::unique_ptr<Snapshot> snapshot_;
+  std::shared_ptr<SaveHandle::State> last_;
+  mutable std::mutex mutex_;
+  CheckpointerStats stats_;
+  std::optional<Error> broken_;
+  bool stopped_ = false;
+};
+
+}  // namespace corockpt

@@ -1,0 +1,34 @@
+#pragma once
+/// @file
+/// `consolidate_checkpoint`: a checkpoint's full tensors in standard safetensors files,
+/// as Hugging Face's `save_pretrained` shards them — `model-00001-of-0000N.safetensors`
+/// of at most `max_file_bytes` each (a bigger tensor gets a file of its own) and
+/// `model.safetensors.index.json` ({"metadata": {"total_size": ...}, "weight_map":
+/// {name: file}}) — so any safetensors reader opens the result. Tensors in name order;
+/// optimizer states (`state.*`) only when asked for. One tensor is in memory at a time.
+/// The output directory is committed like a checkpoint (never overwritten, all or nothing).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+
+namespace corockpt {
+
+struct ConsolidateOptions {
+  bool optimizer_states = false;
+  std::uint64_t max_file_bytes = 5'000'000'000;  ///< save_pretrained's default "5GB"
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+};
+
+struct ConsolidateReport {
+  std::size_t tensors = 0;
+  std::size_t files = 0;
+  std::uint64_t bytes = 0;  ///< tensor data written (the index's total_size)
+};
+
+Task<ConsolidateReport> consolidate_checkpoint(CheckpointIo io, std::string dir, std::string out,
+                                               ConsolidateOptions options = {});
+
+}  // namespace corockpt

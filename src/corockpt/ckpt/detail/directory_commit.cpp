@@ -1,0 +1,84 @@
+#include "corockpt/ckpt/detail/directory_commit.hpp"
+
+#include <cstdio>
+#include <random>
+
+namespace corockpt::detail {
+
+namespace {
+
+std::string random_id() {
+  std::random_device device;
+  const std::uint64_t id = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
+  return text;
+}
+
+std::string name_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+std::string strip_trailing_slashes(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
+  const std::string parent = parent_of(dir);
+  auto entries = co_await io.storage->list(parent);
+  if (!entries && entries.error().code == Errc::not_found) {
+    if (auto made = co_await io.storage->make_dir(parent); !made) co_return fail(made.error());
+    // The new parent's own entry must survive a power cut too, or the checkpoint would.
+    if (auto synced = co_await io.storage->fsync_dir(parent_of(parent)); !synced) co_return fail(synced.error());
+    entries = std::vector<DirEntry>{};
+  }
+  if (!entries) co_return fail(entries.error());
+  for (const auto& entry : *entries) {
+    if (entry.name == name_of(dir)) {
+      co_return fail(Errc::already_exists, dir + " exists and is never overwritten in place (write under a new name)",
+                     {.path = dir});
+    }
+  }
+  std::string tmp = dir + ".tmp-" + random_id();
+  if (auto made = co_await io.storage->make_dir(tmp); !made) co_return fail(made.error());
+  co_return tmp;
+}
+
+Task<void> write_durable_file(CheckpointIo io, std::string path, std::string text) {
+  auto file = co_await io.storage->open(path, {.mode = OpenMode::create, .direct = DirectIo::never});
+  if (!file) co_return fail(file.error());
+  if (auto ok = co_await io.storage->write_at(*file, 0, std::as_bytes(std::span(text))); !ok) co_return fail(ok.error());
+  co_return co_await io.storage->fsync(*file);
+}
+
+Task<void> commit_directory(CheckpointIo io, std::string tmp, std::string dir) {
+  if (auto ok = co_await io.storage->fsync_dir(tmp); !ok) co_return fail(ok.error());
+  if (auto ok = co_await io.storage->rename(tmp, dir); !ok) co_return fail(ok.error());
+  co_return co_await io.storage->fsync_dir(parent_of(dir));
+}
+
+Task<void> remove_directory(CheckpointIo io, std::string dir) {
+  Result<void> first;
+  auto entries = co_await io.storage->list(dir);
+  if (entries) {
+    for (const auto& entry : *entries) {
+      auto removed = co_await io.storage->remove(dir + "/" + entry.name);
+      if (!removed && first) first = removed;
+    }
+  }
+  auto removed = co_await io.storage->remove(dir);
+  if (!removed && first) first = removed;
+  co_return first;
+}
+
+}  // namespace corockpt::detail

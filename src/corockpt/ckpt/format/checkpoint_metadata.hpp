@@ -1,0 +1,105 @@
+#pragma once
+/// @file
+/// The checkpoint's metadata file, `corockpt.metadata.json` at the top of the checkpoint
+/// directory, written last by the coordinator: the authority on what the checkpoint
+/// holds. For every tensor name (an FQN, or `state.<fqn>.<state>` for optimizer states)
+/// its dtype, global shape and every chunk: its box, the data file, the byte range in
+/// that file and the CRC-32C of each `block_size` block of the range (from its start;
+/// the last block may be short), so a partial read is checked too.
+///
+/// ```json
+/// {"format": "corockpt", "version": 1, "world_size": 8,
+///  "meshes": [{"name": "dp_ep", "shape": [2, 4], "dim_names": ["dp", "ep"]}],
+///  "block_size": 1048576,
+///  "files": {"rank00000-000.safetensors": 123456, ...},
+///  "tensors": {"layer.weight": {"dtype": "float32", "shape": [16, 8],
+///       "chunks": [{"offsets": [0, 0], "sizes": [8, 8], "file": "rank00000-000.safetensors",
+///                   "begin": 128, "end": 384, "crc32c": [3735928559]}]}},
+///  "param_groups": [...], "user": {...}}
+/// ```
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "corockpt/ckpt/box.hpp"
+#include "corockpt/ckpt/dtype.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/runtime/error.hpp"
+
+namespace corockpt {
+
+/// The version this build writes; it reads this one and older.
+inline constexpr int checkpoint_format_version = 1;
+inline constexpr std::string_view checkpoint_metadata_file = "corockpt.metadata.json";
+/// The default checksum block: small enough that a partial read checks little extra.
+inline constexpr std::uint64_t default_checksum_block = 1 << 20;
+
+struct ChunkRecord {
+  Box box;
+  std::string file;  ///< a plain file name in the checkpoint directory
+  std::uint64_t begin = 0;  ///< absolute byte offsets in `file`
+  std::uint64_t end = 0;
+  std::vector<std::uint32_t> crc32c;  ///< one per block_size block of [begin, end)
+
+  friend bool operator==(const ChunkRecord&, const ChunkRecord&) = default;
+};
+
+struct TensorRecord {
+  DType dtype = DType::float32;
+  std::vector<std::int64_t> shape;
+  std::vector<ChunkRecord> chunks;
+
+  friend bool operator==(const TensorRecord&, const TensorRecord&) = default;
+};
+
+struct CheckpointMetadata {
+  int version = checkpoint_format_version;
+  int world_size = 0;
+  std::vector<MeshSpec> meshes;
+  std::uint64_t block_size = default_checksum_block;
+  std::map<std::string, std::uint64_t> files;  ///< data file name -> size in bytes
+  std::map<std::string, TensorRecord> tensors;
+  nlohmann::json param_groups = nlohmann::json::array();
+  nlohmann::json user = nlohmann::json::object();
+};
+
+/// The number of checksum blocks of a range of `bytes` bytes (0 for an empty range).
+/// Precondition (checked; a violation aborts): block_size > 0.
+std::uint64_t checksum_blocks(std::uint64_t bytes, std::uint64_t block_size);
+
+/// True for a name a data file may have: not empty, no '/', not "." or "..", no NUL,
+/// not the metadata file's name. (So metadata can never point outside the directory.)
+bool is_plain_file_name(std::string_view name);
+
+/// Compact JSON with keys in the order of the example above, ending in a newline.
+/// Strings that are not UTF-8 are written with U+FFFD in place of the invalid bytes.
+std::string to_json_text(const CheckpointMetadata& metadata);
+
+/// Parses and validates metadata text, every error naming the tensor (and file) it is
+/// about: Errc::corrupt for malformed JSON, missing or mistyped keys, an unknown dtype, a
+/// file name that is not plain (`../x`, `/abs`), a chunk whose file is not in `files`,
+/// begin > end or end past the file's recorded size, a box whose ndim differs from the
+/// shape or that leaves the shape, a byte range whose length is not the box's bytes, a
+/// wrong number of checksums, block_size 0; Errc::unavailable for a version newer than
+/// checkpoint_format_version ("written by a newer corockpt"). Does not check tiling.
+/// Also Errc::corrupt: "format" other than "corockpt", a version below 1, unknown keys
+/// (at every level), a key repeated in an object, world_size < 1, a mesh whose shape
+/// is not positive or whose dim_names do not match it, "param_groups" not a list or
+/// "user" not an object, a shape whose size does not fit int64, a checksum that is not a
+/// 32-bit unsigned integer. Chunks with no elements are valid (begin == end, no checksums).
+Result<CheckpointMetadata> parse_checkpoint_metadata(std::string_view text);
+
+/// Whether `record`'s chunks tile its shape exactly: no two overlap and together they
+/// cover every element (empty chunks are ignored; a 0-d tensor is tiled by one chunk of
+/// offsets [] and sizes []). Fast for thousands of chunks (a sweep along the dim in
+/// which they are cut most finely), implemented in chunk_tiling.cpp. @returns
+/// Errc::corrupt naming `name` and the overlapping boxes, the number of elements not
+/// covered, or a box that leaves the shape.
+Result<void> check_tiling(const std::string& name, const TensorRecord& record);
+
+}  // namespace corockpt

@@ -1,0 +1,350 @@
+#include "corockpt/ckpt/model.hpp"
+
+#include "corockpt/ckpt/detail/shard_rows.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+namespace corockpt {
+
+namespace {
+
+double read_element(const TensorView& view, std::int64_t i) {
+  double out = 0;
+  std::size_t size = size_of(view.dtype);
+  convert(std::span<const std::byte>(view.data + i * size, size), view.dtype,
+          std::as_writable_bytes(std::span<double>(&out, 1)), DType::float64, 1);
+  return out;
+}
+
+void write_element(const TensorView& view, std::int64_t i, double value) {
+  std::size_t size = size_of(view.dtype);
+  convert(std::as_bytes(std::span<const double>(&value, 1)), DType::float64,
+          std::span<std::byte>(view.data + i * size, size), view.dtype, 1);
+}
+
+// The flat index, in the full tensor, of element `i` (row-major) of `box`.
+std::int64_t global_index(const Box& box, const std::vector<std::int64_t>& shape, std::int64_t i) {
+  std::int64_t index = 0;
+  std::int64_t rest = i;
+  std::int64_t inner = 1;
+  for (int d = box.ndim() - 1; d >= 0; --d) {
+    std::int64_t coord = box.offsets[d] + rest % box.sizes[d];
+    rest /= box.sizes[d];
+    index += coord * inner;
+    inner *= shape[d];
+  }
+  return index;
+}
+
+}  // namespace
+
+std::vector<std::string> optimizer_state_names(const OptimizerSpec& optimizer) {
+  if (optimizer.type == OptimizerType::adam) return {"exp_avg", "exp_avg_sq"};
+  if (optimizer.momentum != 0.0) return {"momentum_buffer"};
+  return {};
+}
+
+Task<std::unique_ptr<Model>> Model::build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world) {
+  if (auto ok = validate(spec); !ok) co_return fail(ok.error());
+  if (!world || world->size() != spec.world_size) {
+    co_return fail(Errc::invalid_argument, "the spec's world_size " + std::to_string(spec.world_size) +
+                                               " does not match the " + std::to_string(world ? world->size() : 0) +
+                                               " ranks of the communicator");
+  }
+  std::unique_ptr<Model> model(new Model(spec, rank, world));
+  const std::vector<std::string> state_names =
+      spec.optimizer ? optimizer_state_names(*spec.optimizer) : std::vector<std::string>{};
+
+  // Units sharing a mesh and a shard dim share the group communicator. Every rank walks
+  // the units in the same order, so the splits (collectives on `world`) line up.
+  std::map<std::string, std::shared_ptr<Communicator>> groups;
+  for (const auto& unit : spec.units) {
+    auto mesh = unit_mesh(spec, unit);
+    if (!mesh) co_return fail(mesh.error());
+    auto experts = experts_held(unit, *mesh, rank);
+    if (!experts) co_return fail(experts.error());
+    auto placement = param_placement(unit, *mesh, rank);
+    if (!placement) co_return fail(placement.error());
+    auto group_mesh = shard_group(unit, *mesh, rank);
+    if (!group_mesh) co_return fail(group_mesh.error());
+    auto group_rank = group_mesh->index_of(rank);
+    if (!group_rank) co_return fail(group_rank.error());
+
+    std::string key = unit.mesh + "/" + unit.shard_dim;
+    if (!groups.contains(key)) {
+      const auto& ranks = group_mesh->ranks();
+      int color = *std::min_element(ranks.begin(), ranks.end());
+      auto comm = co_await world->split(color, *group_rank);
+      if (!comm) co_return fail(comm.error().with_operation("split for unit " + unit.name));
+      groups[key] = *comm;
+    }
+
+    for (int expert : *experts) {
+      UnitInstance inst;
+      inst.unit = &unit;
+      inst.expert = expert;
+      inst.placement = *placement;
+      inst.group = groups[key];
+      inst.group_ranks = group_mesh->ranks();
+      inst.group_rank = *group_rank;
+      bool first = true;
+      for (const auto& param : spec.params) {
+        if (param.unit != unit.name) continue;
+        ParamSlot slot;
+        slot.fqn = fqn(unit, param, expert);
+        slot.spec = &param;
+        if (param.buffer) {
+          slot.box = whole_box(param.shape);
+        } else {
+          auto box = local_box(param.shape, placement->mesh, placement->placements, rank);
+          if (!box) co_return fail(box.error().with_fqn(slot.fqn));
+          slot.box = std::move(*box);
+          slot.flat_offset = inst.flat_total;
+          inst.flat_total += corockpt::numel(param.shape);
+          if (first) inst.flat_dtype = param.dtype;
+          first = false;
+        }
+        slot.states.resize(param.has_optimizer_state() ? state_names.size() : 0);
+        inst.params.push_back(std::move(slot));
+      }
+      const std::int64_t n = inst.group_size();
+      inst.flat_slice = (inst.flat_total + n - 1) / n;
+      inst.flat_states.resize(state_names.size());
+      model->instances_.push_back(std::move(inst));
+    }
+  }
+  co_return model;
+}
+
+void Model::allocate() {
+  auto make = [this](DType dtype, std::vector<std::int64_t> shape) {
+    auto& bytes = memory_.emplace_back(static_cast<std::size_t>(corockpt::numel(shape)) * size_of(dtype));
+    return TensorView{bytes.data(), dtype, std::move(shape), MemorySpace::host};
+  };
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (inst.is_flat() && !slot.spec->buffer) continue;  // lives in the flat slice
+      slot.value = make(slot.spec->dtype, slot.box.sizes);
+      for (auto& state : slot.states) state = make(slot.spec->dtype, slot.box.sizes);
+      for (std::int64_t i = 0; i < slot.value.numel(); ++i) {
+        write_element(slot.value, i, known_value(slot.fqn, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
+      }
+    }
+    if (!inst.is_flat()) continue;
+    inst.flat_value = make(inst.flat_dtype, {inst.flat_slice});
+    for (auto& state : inst.flat_states) state = make(inst.flat_dtype, {inst.flat_slice});
+    const std::int64_t begin = inst.group_rank * inst.flat_slice;
+    for (const auto& slot : inst.params) {
+      if (slot.spec->buffer) continue;
+      const std::int64_t size = corockpt::numel(slot.spec->shape);
+      const std::int64_t from = std::max(begin, slot.flat_offset);
+      const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
+      for (std::int64_t e = from; e < to; ++e) {
+        write_element(inst.flat_value, e - begin, known_value(slot.fqn, e - slot.flat_offset, inst.flat_dtype));
+      }
+    }
+  }
+}
+
+Task<void> Model::move_to(std::shared_ptr<Device> device) {
+  std::vector<TensorView*> views;
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      views.push_back(&slot.value);
+      for (auto& state : slot.states) views.push_back(&state);
+    }
+    views.push_back(&inst.flat_value);
+    for (auto& state : inst.flat_states) views.push_back(&state);
+  }
+  for (TensorView* view : views) {
+    if (!view->data || view->space != MemorySpace::host || view->nbytes() == 0) continue;
+    auto memory = device->allocate(view->nbytes());
+    if (!memory) co_return fail(memory.error().with_rank(rank_));
+    if (auto ok = co_await device->copy_to_device(memory->bytes(), view->bytes()); !ok) {
+      co_return fail(ok.error().with_rank(rank_));
+    }
+    view->data = memory->data();
+    view->space = device->space();
+    device_memory_.push_back(std::move(*memory));
+  }
+  memory_.clear();
+  device_ = std::move(device);
+  co_return Result<void>{};
+}
+
+MemorySpace Model::memory_space() const {
+  for (const auto& inst : instances_) {
+    if (inst.flat_value.space != MemorySpace::host) return inst.flat_value.space;
+    for (const auto& slot : inst.params) {
+      if (slot.value.space != MemorySpace::host) return slot.value.space;
+      for (const auto& state : slot.states) {
+        if (state.space != MemorySpace::host) return state.space;
+      }
+    }
+    for (const auto& state : inst.flat_states) {
+      if (state.space != MemorySpace::host) return state.space;
+    }
+  }
+  return MemorySpace::host;
+}
+
+namespace {
+
+using detail::shape_text;
+
+// `view` must be `dtype` and `shape`; `what` names it in the error.
+Result<void> check_view(const TensorView& view, DType dtype, const std::vector<std::int64_t>& shape,
+                        const std::string& what, const std::string& fqn) {
+  if (!view.data && corockpt::numel(shape) > 0) {
+    return fail(Errc::invalid_argument, what + ": null memory", {.fqn = fqn, .operation = "bind"});
+  }
+  if (view.dtype != dtype || view.shape != shape) {
+    return fail(Errc::invalid_argument,
+                what + ": expected " + std::string(to_string(dtype)) + " " + shape_text(shape) + ", got " +
+                    std::string(to_string(view.dtype)) + " " + shape_text(view.shape),
+                {.fqn = fqn, .operation = "bind"});
+  }
+  return {};
+}
+
+Result<void> check_states(const std::vector<TensorView>& states, std::size_t expected, DType dtype,
+                          const std::vector<std::int64_t>& shape, const std::string& fqn) {
+  if (states.size() != expected) {
+    return fail(Errc::invalid_argument,
+                "expected " + std::to_string(expected) + " optimizer states, got " + std::to_string(states.size()),
+                {.fqn = fqn, .operation = "bind"});
+  }
+  for (std::size_t i = 0; i < states.size(); ++i) {
+    if (auto ok = check_view(states[i], dtype, shape, "optimizer state " + std::to_string(i), fqn); !ok) return ok;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> Model::bind(const std::string& name, TensorView value, std::vector<TensorView> states) {
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (slot.fqn != name) continue;
+      if (inst.is_flat() && !slot.spec->buffer) {
+        return fail(Errc::invalid_argument, "a flat unit's params are bound through bind_flat (unit " +
+                                                inst.unit->name + ")", {.fqn = name, .operation = "bind"});
+      }
+      if (auto ok = check_view(value, slot.spec->dtype, slot.box.sizes, "value", name); !ok) return ok;
+      if (auto ok = check_states(states, slot.states.size(), slot.spec->dtype, slot.box.sizes, name); !ok) return ok;
+      slot.value = std::move(value);
+      slot.states = std::move(states);
+      return {};
+    }
+  }
+  return fail(Errc::not_found, "rank " + std::to_string(rank_) + " holds no param or buffer " + name,
+              {.fqn = name, .operation = "bind"});
+}
+
+Result<void> Model::bind_flat(const std::string& unit, int expert, TensorView slice, std::vector<TensorView> states) {
+  for (auto& inst : instances_) {
+    if (inst.unit->name != unit || inst.expert != expert) continue;
+    std::string what = "unit " + unit + (expert >= 0 ? " expert " + std::to_string(expert) : "");
+    if (!inst.is_flat()) {
+      return fail(Errc::invalid_argument, what + " is not flat: bind its params one by one", {.operation = "bind"});
+    }
+    if (auto ok = check_view(slice, inst.flat_dtype, {inst.flat_slice}, what + " slice", ""); !ok) return ok;
+    if (auto ok = check_states(states, inst.flat_states.size(), inst.flat_dtype, {inst.flat_slice}, ""); !ok) {
+      Error e = ok.error();
+      e.message = what + ": " + e.message;
+      return fail(std::move(e));
+    }
+    inst.flat_value = std::move(slice);
+    inst.flat_states = std::move(states);
+    return {};
+  }
+  return fail(Errc::not_found, "rank " + std::to_string(rank_) + " holds no instance of unit " + unit +
+                                   (expert >= 0 ? " expert " + std::to_string(expert) : ""),
+              {.operation = "bind"});
+}
+
+double Model::known_value(std::string_view name, std::int64_t index, DType dtype) {
+  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
+  for (char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 16777619u;
+  }
+  const std::uint64_t v = (static_cast<std::uint64_t>(hash) + static_cast<std::uint64_t>(index)) % 251;
+  if (dtype == DType::boolean) return static_cast<double>(v % 2);
+  return is_floating_point(dtype) ? static_cast<double>(v) / 8 : static_cast<double>(v);
+}
+
+void Model::fill_known_state() {
+  const auto names = spec_.optimizer ? optimizer_state_names(*spec_.optimizer) : std::vector<std::string>{};
+  auto key = [](const ParamSlot& slot, const std::string& state) { return "state." + slot.fqn + "." + state; };
+  for (auto& inst : instances_) {
+    const std::int64_t begin = inst.group_rank * inst.flat_slice;
+    for (auto& slot : inst.params) {
+      if (!slot.spec->has_optimizer_state()) continue;
+      if (spec_.optimizer->type == OptimizerType::adam) slot.step = known_value(key(slot, "step"), 0, DType::float32);
+      for (std::size_t s = 0; s < names.size(); ++s) {
+        const std::string name = key(slot, names[s]);
+        if (!inst.is_flat()) {
+          for (std::int64_t i = 0; i < slot.states[s].numel(); ++i) {
+            write_element(slot.states[s], i, known_value(name, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
+          }
+          continue;
+        }
+        const std::int64_t size = corockpt::numel(slot.spec->shape);
+        const std::int64_t from = std::max(begin, slot.flat_offset);
+        const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
+        for (std::int64_t e = from; e < to; ++e) {
+          write_element(inst.flat_states[s], e - begin, known_value(name, e - slot.flat_offset, inst.flat_dtype));
+        }
+      }
+    }
+  }
+}
+
+double Model::step() const {
+  double step = 0;
+  for (const auto& inst : instances_) {
+    for (const auto& slot : inst.params) step = std::max(step, slot.step);
+  }
+  return step;
+}
+
+void Model::set_step(double step) {
+  for (auto& inst : instances_) {
+    for (auto& slot : inst.params) {
+      if (slot.spec->has_optimizer_state()) slot.step = step;
+    }
+  }
+}
+
+void Model::initialize_optimizer_state() {
+  if (!spec_.optimizer || step() > 0) return;
+  const OptimizerSpec& opt = *spec_.optimizer;
+  set_step(1);
+  if (opt.weight_decay == 0.0) return;  // zero gradients: the states stay zero
+  // One step with gradient g = weight_decay * p (zero gradient plus L2 decay), lr 0.
+  auto init = [&](const TensorView& value, const std::vector<TensorView>& states) {
+    for (std::int64_t i = 0; i < value.numel(); ++i) {
+      double g = opt.weight_decay * read_element(value, i);
+      if (opt.type == OptimizerType::adam) {
+        write_element(states[0], i, (1 - opt.betas[0]) * g);
+        write_element(states[1], i, (1 - opt.betas[1]) * g * g);
+      } else if (!states.empty()) {
+        write_element(states[0], i, g);  // SGD's first momentum buffer is the gradient
+      }
+    }
+  };
+  for (auto& inst : instances_) {
+    if (inst.is_flat()) {
+      if (!inst.flat_states.empty() && inst.flat_value.data) init(inst.flat_value, inst.flat_states);
+    }
+    for (auto& slot : inst.params) {
+      if (slot.states.empty() || !slot.value.data || (inst.is_flat() && !slot.spec->buffer)) continue;
+      init(slot.value, slot.states);
+    }
+  }
+}
+
+}  // namespace corockpt

@@ -1,0 +1,84 @@
+#pragma once
+/// @file
+/// Saving a checkpoint: every rank writes the chunks it holds into its own data files
+/// (no collective moves data), the coordinator (rank 0) checks the small plans and
+/// commits. Collective over the model's world: every rank calls it, with the same `dir`.
+///
+/// The commit protocol (a crash at any point leaves every earlier checkpoint intact and
+/// the partial one recognisable by its name and its missing metadata):
+/// 1. rank 0 refuses an existing `dir` (Errc::already_exists: a checkpoint is never
+///    overwritten in place; save under a new name, e.g. per step), creates the parent if
+///    it is missing, and creates `dir.tmp-<random id>`; the id is broadcast;
+/// 2. every rank writes its data files there (safetensors, from staging images in aligned
+///    blocks, many writes in flight), fsyncs them, and sends its plan — its files and
+///    chunks with their checksums — to rank 0;
+/// 3. rank 0 merges and checks the plans (same dtype and shape everywhere, chunks tiling
+///    every tensor), writes and fsyncs `corockpt.metadata.json`, fsyncs the directory,
+///    renames it to `dir` and fsyncs the parent;
+/// 4. the outcome is broadcast, so every rank returns the same result. On failure rank 0
+///    removes the temporary directory.
+///
+/// The data files follow PyTorch DCP's Hugging Face layout, so
+/// `torch.distributed.checkpoint.load(..., storage_reader=HuggingFaceStorageReader(dir))`
+/// reads a corockpt checkpoint: `rank<R>-<K>.safetensors` at the top of the directory,
+/// at most one chunk per tensor per file (a rank with several chunks of one tensor writes
+/// file K for its K-th), `__metadata__` holding `DCP_SHARDING_INFO` (each chunk's
+/// offsets), `DCP_VERSION` "1.0" and `format` "pt". Empty chunks are not written.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/plugins/device/device.hpp"
+
+namespace corockpt {
+
+struct SaveOptions {
+  /// Stored as is in the metadata's "user" (step, data-loader state, RNG seeds...).
+  nlohmann::json user = nlohmann::json::object();
+  std::uint64_t checksum_block = default_checksum_block;
+  /// Called on this rank's executor as its data reaches the disk (bytes done, of total).
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  /// Called on this rank's executor once its data files are durable (before the plans
+  /// go to rank 0): from then on the chunks' memory is no longer read.
+  std::function<void()> on_data_written;
+  /// The images of this rank's data files, in layout_data_files' order for the chunks,
+  /// when the chunks lie in them (a Snapshot's): the files are then written from there
+  /// with no staging copy. Empty: through the staging buffers.
+  std::vector<std::span<const std::byte>> file_images;
+  /// The device the model's memory lies on, for save_checkpoint: its state is first
+  /// copied into a snapshot of the device's staging memory (allocated for this save),
+  /// then written. save_chunks never reads device memory: give it a snapshot.
+  /// Null: save_checkpoint uses the model's own (Model::device).
+  std::shared_ptr<Device> device;
+};
+
+struct SaveReport {
+  std::string dir;
+  std::uint64_t rank_bytes = 0;   ///< bytes of the data files this rank wrote
+  std::size_t rank_files = 0;
+  std::uint64_t total_bytes = 0;  ///< every rank's data files (the same on every rank)
+};
+
+/// Saves `model`'s state (params, buffers, optimizer states and steps) to `dir`.
+Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options = {});
+
+/// The same from chunks this rank holds elsewhere — a snapshot in staging memory — with
+/// the model giving the world, the meshes and the param groups.
+Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chunks, CheckpointIo io,
+                             std::string dir, SaveOptions options = {});
+
+/// The param groups as PyTorch's optimizer state dict lists them (hyperparameters and
+/// the FQNs of the params with optimizer state), for the metadata.
+nlohmann::json param_groups_json(const ModelSpec& spec);
+
+}  // namespace corockpt

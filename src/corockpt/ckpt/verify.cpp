@@ -1,0 +1,183 @@
+#include "corockpt/ckpt/verify.hpp"
+
+#include <map>
+
+#include "corockpt/ckpt/checkpoint_reader.hpp"
+#include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/format/safetensors.hpp"
+#include "corockpt/runtime/when_all.hpp"
+
+namespace corockpt {
+
+namespace {
+
+// Bytes whose checksums one read covers (whole blocks).
+constexpr std::uint64_t verify_read_bytes = 64ull << 20;
+
+struct ChunkRef {
+  const std::string* tensor;
+  const ChunkRecord* chunk;
+};
+
+// Whether `file` is exactly `size` bytes long, probing with reads only.
+Task<std::string> size_problem(Storage& storage, File& file, std::uint64_t size) {
+  std::byte probe[1];
+  auto past = co_await storage.read_at(file, size, probe);
+  if (!past) co_return fail(past.error());
+  if (*past != 0) co_return std::string("the file is longer than the metadata's " + std::to_string(size) + " bytes");
+  if (size == 0) co_return std::string{};
+  auto last = co_await storage.read_at(file, size - 1, probe);
+  if (!last) co_return fail(last.error());
+  if (*last == 0) co_return std::string("the file is shorter than the metadata's " + std::to_string(size) + " bytes");
+  co_return std::string{};
+}
+
+// The safetensors header of `file` against the metadata's chunks in it.
+Task<void> check_header(CheckpointIo io, File& file, const std::string& name, std::uint64_t size,
+                        const std::vector<ChunkRef>& chunks, const CheckpointMetadata& metadata,
+                        std::vector<VerifyProblem>& problems) {
+  auto problem = [&](std::string tensor, std::string message) {
+    problems.push_back({name, std::move(tensor), std::move(message)});
+  };
+  std::byte first8[8];
+  auto got = co_await io.storage->read_at(file, 0, first8);
+  if (!got) co_return fail(got.error());
+  if (*got < 8) {
+    problem("", "shorter than a safetensors header length (8 bytes)");
+    co_return Result<void>{};
+  }
+  auto length = parse_safetensors_header_length(first8, size);
+  if (!length) {
+    problem("", length.error().message);
+    co_return Result<void>{};
+  }
+  std::vector<std::byte> json(*length);
+  auto read = co_await io.storage->read_at(file, 8, json);
+  if (!read) co_return fail(read.error());
+  auto header = parse_safetensors_header(std::span(json).first(*read), size);
+  if (!header) {
+    problem(header.error().context.fqn, header.error().message);
+    co_return Result<void>{};
+  }
+  std::map<std::string, const SafetensorsEntry*> entries;
+  for (const auto& entry : header->entries) entries[entry.name] = &entry;
+  nlohmann::json sharding;
+  if (auto it = header->metadata.find("DCP_SHARDING_INFO"); it != header->metadata.end()) {
+    sharding = nlohmann::json::parse(it->second, nullptr, false);
+  }
+  if (!sharding.is_object()) problem("", "__metadata__ has no DCP_SHARDING_INFO object (PyTorch could not load it)");
+  for (const auto& ref : chunks) {
+    const std::string& tensor = *ref.tensor;
+    auto it = entries.find(tensor);
+    if (it == entries.end()) {
+      problem(tensor, "the metadata puts a chunk here that the header lacks");
+      continue;
+    }
+    const SafetensorsEntry& entry = *it->second;
+    const TensorRecord& record = metadata.tensors.at(tensor);
+    if (entry.dtype != record.dtype) {
+      problem(tensor, "dtype " + std::string(to_string(entry.dtype)) + " in the header, " +
+                          std::string(to_string(record.dtype)) + " in the metadata");
+    }
+    if (entry.shape != ref.chunk->box.sizes) problem(tensor, "the header's shape is not the chunk's " + ref.chunk->box.to_string());
+    if (header->data_offset + entry.begin != ref.chunk->begin || header->data_offset + entry.end != ref.chunk->end) {
+      problem(tensor, "the header's byte range is not the metadata's [" + std::to_string(ref.chunk->begin) + ", " +
+                          std::to_string(ref.chunk->end) + ")");
+    }
+    if (sharding.is_object()) {
+      auto info = sharding.find(tensor);
+      if (info == sharding.end() || !info->is_object() || !info->contains("saved_offsets") ||
+          (*info)["saved_offsets"] != nlohmann::json(ref.chunk->box.offsets)) {
+        problem(tensor, "DCP_SHARDING_INFO's saved_offsets are not the chunk's offsets");
+      }
+    }
+    entries.erase(it);
+  }
+  for (const auto& [tensor, entry] : entries) problem(tensor, "in the header but not in the metadata");
+  co_return Result<void>{};
+}
+
+struct ChecksumQueue {
+  std::vector<ChunkRef> chunks;
+  std::size_t next = 0;
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;
+};
+
+Task<void> check_checksums(CheckpointReader& reader, ChecksumQueue& queue, std::vector<VerifyProblem>& problems,
+                           const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  while (queue.next < queue.chunks.size()) {
+    const ChunkRef ref = queue.chunks[queue.next++];
+    const std::uint64_t length = ref.chunk->end - ref.chunk->begin;
+    for (std::uint64_t at = 0; at < length; at += verify_read_bytes) {
+      auto bytes = co_await reader.read(*ref.tensor, *ref.chunk, at, std::min(length, at + verify_read_bytes));
+      if (!bytes) {
+        problems.push_back({ref.chunk->file, *ref.tensor, bytes.error().message});
+        break;  // the rest of this chunk would only repeat it
+      }
+      queue.done += bytes->size();
+      if (progress) progress(queue.done, queue.total);
+    }
+  }
+  co_return Result<void>{};
+}
+
+}  // namespace
+
+Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
+                                     std::function<void(std::uint64_t, std::uint64_t)> progress) {
+  dir = detail::strip_trailing_slashes(std::move(dir));
+  VerifyReport report;
+  if (is_partial_checkpoint_name(dir)) {
+    report.problems.push_back({"", "", "a partial checkpoint: a save that did not commit (never loaded)"});
+  }
+  auto metadata = co_await read_checkpoint_metadata(io, dir);
+  if (!metadata) {
+    report.problems.push_back({std::string(checkpoint_metadata_file), metadata.error().context.fqn, metadata.error().message});
+    co_return report;
+  }
+  report.tensors = metadata->tensors.size();
+  std::map<std::string, std::vector<ChunkRef>> by_file;
+  for (const auto& [name, record] : metadata->tensors) {
+    if (auto ok = check_tiling(name, record); !ok) report.problems.push_back({"", name, ok.error().message});
+    for (const auto& chunk : record.chunks) by_file[chunk.file].push_back({&name, &chunk});
+    report.chunks += record.chunks.size();
+  }
+  auto reader = CheckpointReader::with_metadata(io, dir, std::move(*metadata));
+  const CheckpointMetadata& md = reader->metadata();
+  ChecksumQueue queue;
+  for (const auto& [name, size] : md.files) {
+    ++report.files;
+    std::set<std::string> one{name};
+    if (auto opened = co_await reader->open_files(one); !opened) {
+      report.problems.push_back({name, "", opened.error().code == Errc::not_found ? "missing data file"
+                                                                                    : opened.error().message});
+      continue;
+    }
+    File& file = *reader->file(name);
+    auto wrong_size = co_await size_problem(*io.storage, file, size);
+    if (!wrong_size) {  // unreadable: a problem of this file, not a reason to stop
+      report.problems.push_back({name, "", wrong_size.error().message});
+      continue;
+    }
+    if (!wrong_size->empty()) {
+      report.problems.push_back({name, "", *wrong_size});
+      continue;  // its header and ranges cannot be trusted
+    }
+    if (auto ok = co_await check_header(io, file, name, size, by_file[name], md, report.problems); !ok) {
+      report.problems.push_back({name, "", ok.error().message});
+      continue;
+    }
+    for (const auto& ref : by_file[name]) {
+      queue.chunks.push_back(ref);
+      queue.total += ref.chunk->end - ref.chunk->begin;
+    }
+  }
+  std::vector<Task<void>> workers;
+  for (int w = 0; w < 8; ++w) workers.push_back(check_checksums(*reader, queue, report.problems, progress));
+  if (auto ok = all_ok(co_await when_all(std::move(workers))); !ok) co_return fail(ok.error());
+  report.bytes_checked = queue.done;
+  co_return report;
+}
+
+}  // namespace corockpt

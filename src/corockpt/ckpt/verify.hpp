@@ -1,0 +1,39 @@
+#pragma once
+/// @file
+/// `verify_checkpoint`: everything that can be checked about a checkpoint directory
+/// without a model, every problem reported with its file and tensor (never only the
+/// first): the directory is not a partial save; the metadata parses and validates; each
+/// tensor's chunks tile its global shape (no gap, no overlap); every data file exists and
+/// has the recorded size; each data file's safetensors header parses and agrees with the
+/// metadata (names, dtypes, shapes, byte ranges, DCP sharding offsets, nothing extra,
+/// nothing missing); every checksum block of every chunk matches.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+
+namespace corockpt {
+
+struct VerifyProblem {
+  std::string file;    ///< the file it is about (empty for the directory)
+  std::string tensor;  ///< the tensor it is about (empty if none)
+  std::string message;
+};
+
+struct VerifyReport {
+  std::vector<VerifyProblem> problems;
+  std::size_t files = 0;
+  std::size_t tensors = 0;
+  std::size_t chunks = 0;
+  std::uint64_t bytes_checked = 0;  ///< data whose checksums were computed
+  bool ok() const { return problems.empty(); }
+};
+
+/// Never fails for what it finds (that is the report); fails only if it cannot run.
+Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
+                                     std::function<void(std::uint64_t done, std::uint64_t total)> progress = {});
+
+}  // namespace corockpt
