@@ -49,7 +49,6 @@
 // and exits 77.
 
 #include <sys/resource.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -58,15 +57,12 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -92,8 +88,12 @@
 namespace corockpt {
 namespace {
 
-constexpr std::uint64_t gib = std::uint64_t{1} << 30;
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+using bench::Clock;
+using bench::die;
+using bench::gib;
+using bench::mib;
+using bench::take;
+
 constexpr int world_size = 8;
 constexpr int expert_groups = 4;  // mesh 2 x 4
 constexpr int num_experts = 8;
@@ -113,38 +113,8 @@ struct Options {
   std::string device = "host";
 };
 
-using Clock = std::chrono::steady_clock;
-
 double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-double seconds_since(Clock::time_point start) { return seconds_between(start, Clock::now()); }
-
-/// User + system CPU of every thread of the process (io_uring's io-wq workers included).
-double cpu_seconds() noexcept {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](timeval t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
-std::string bench_dir;  // removed by die(), so a failure leaves no GiB behind
-
-// Also called from rank threads: no unwinding, no static destructors racing them.
-[[noreturn]] void die(const std::string& what) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "corockpt_bench_async: %s\n", what.c_str());
-  if (!bench_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(bench_dir, ec);
-  }
-  std::_Exit(1);
-}
-
-template <class T>
-T take(Result<T> result, const char* what) {
-  if (!result) die(std::string(what) + ": " + result.error().to_string());
-  if constexpr (!std::is_void_v<T>) return std::move(*result);
 }
 
 // ---------------------------------------------------------------- the model
@@ -243,23 +213,7 @@ void memcpy_state(Rank& rank) {
   if (rank.gpu) take(rank.gpu->synchronize(), "the memcpy baseline");
 }
 
-// ---------------------------------------------------------------- disk and memory
-
-std::uint64_t available_bytes(const std::string& dir) {
-  struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) die("statvfs " + dir + ": " + std::strerror(errno));
-  return std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
-}
-
-std::uint64_t memory_available() {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  std::uint64_t kib = 0;
-  while (in >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
+// ---------------------------------------------------------------- files
 
 void remove_tree(const std::string& path) {
   std::error_code ec;
@@ -302,7 +256,7 @@ struct OnStepEnd {
     if (m.at.size() < m.at.capacity()) {
       m.at.push_back(Clock::now());
       m.persisting_at.push_back(running ? 1 : 0);
-      m.cpu_at.push_back(cpu_seconds());
+      m.cpu_at.push_back(bench::cpu_seconds(RUSAGE_SELF));
     }
   }
 };
@@ -333,12 +287,7 @@ struct AsyncRun {
   std::uint64_t bytes = 0;      // data file bytes, all ranks
 };
 
-double median_of(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
+double median_of(std::vector<double> values) { return bench::spread_of(std::move(values)).median; }
 
 AsyncRun async_run(std::vector<Rank>& ranks, std::int64_t& step, std::chrono::milliseconds forward) {
   StepMarks marks;
@@ -365,7 +314,7 @@ AsyncRun async_run(std::vector<Rank>& ranks, std::int64_t& step, std::chrono::mi
     forward_backward(rank, forward);
     const auto fence = Clock::now();
     take(handles[r].wait_snapshot(), "the snapshot");
-    blocked[r] = seconds_since(fence);
+    blocked[r] = bench::seconds_since(fence);
     optimizer_pass(rank, ++s);
     barrier.arrive_and_wait();
     for (int n = 0; marks.persisting && n < max_persist_steps; ++n) {
@@ -427,7 +376,7 @@ struct SyncRun {
 };
 
 SyncRun sync_save_run(Runtime& runtime, std::vector<Rank>& ranks, const CheckpointIo& io, const std::string& dir) {
-  const double cpu_start = cpu_seconds();
+  const double cpu_start = bench::cpu_seconds(RUSAGE_SELF);
   const auto start = Clock::now();
   std::vector<TaskHandle<SaveReport>> handles;
   for (auto& rank : ranks) {
@@ -436,15 +385,14 @@ SyncRun sync_save_run(Runtime& runtime, std::vector<Rank>& ranks, const Checkpoi
     handles.push_back(runtime.spawn(rank.strand, save_checkpoint(*rank.model, io, dir, std::move(options))));
   }
   for (auto& handle : handles) take(handle.get(), "save_checkpoint");
-  const SyncRun run{seconds_since(start), cpu_seconds() - cpu_start};
+  const SyncRun run{bench::seconds_since(start), bench::cpu_seconds(RUSAGE_SELF) - cpu_start};
   remove_tree(dir);
   return run;
 }
 
 // ---------------------------------------------------------------- the summary
 
-using bench::Spread;
-using bench::spread_of;
+using bench::spread_over;
 
 struct Round {
   AsyncRun async;
@@ -452,13 +400,6 @@ struct Round {
   double sync_s = 0;
   double sync_cpu_s = 0;
 };
-
-template <class F>
-Spread spread_over(const std::vector<Round>& rounds, F value) {
-  std::vector<double> values;
-  for (const auto& r : rounds) values.push_back(value(r));
-  return spread_of(std::move(values));
-}
 
 void print_round(const char* label, std::size_t i, const Round& r, std::uint64_t state) {
   const AsyncRun& a = r.async;
@@ -493,22 +434,13 @@ int run(const Options& options) {
   }
   const auto kind = take(parse_storage_kind(options.storage), "--storage");
   const bool whole_state = options.pass == "state";
-  const std::string dir = options.dir + "/corockpt-bench-async-" + std::to_string(::getpid());
-  if (::mkdir(dir.c_str(), 0755) != 0) die("mkdir " + dir + ": " + std::strerror(errno));
-  bench_dir = dir;
+  const std::string dir = bench::make_scratch_dir(options.dir, "corockpt-bench-async");
 
   // Disk: one checkpoint at a time exists, but keep 3x the state free. Memory: the
   // state, its snapshot and the memcpy baseline's copy of it, plus 1 GiB.
   const auto requested = static_cast<std::uint64_t>(std::llround(options.size_gib * static_cast<double>(gib)));
-  std::uint64_t size = requested;
-  const std::uint64_t disk = available_bytes(dir);
-  if (disk < 3 * size) {
-    size = disk / 3;
-    std::printf("free space: %.2f GiB free on %s, less than 3x %.2f GiB: scaling down to %.2f GiB\n",
-                static_cast<double>(disk) / gib, dir.c_str(), static_cast<double>(requested) / gib,
-                static_cast<double>(size) / gib);
-  }
-  const std::uint64_t memory = memory_available();
+  std::uint64_t size = bench::fit_to_free_space(requested, dir, 3);
+  const std::uint64_t memory = bench::memory_available();
   if (memory != 0 && 3 * size + gib > memory) {
     size = memory > gib ? (memory - gib) / 3 : 0;
     std::printf("memory: %.2f GiB available, less than 3x the state + 1 GiB: scaling down to %.2f GiB\n",
@@ -585,7 +517,7 @@ int run(const Options& options) {
       static_cast<double>(snapshot_staging + staging->total_bytes()) / static_cast<double>(state);
   std::printf("setup: %.3f GiB of state over %d ranks, snapshot staging %.3f GiB + pool %.0f MiB, in %.1f s\n",
               static_cast<double>(state) / gib, world_size, static_cast<double>(snapshot_staging) / gib,
-              static_cast<double>(staging->total_bytes()) / mib, seconds_since(setup));
+              static_cast<double>(staging->total_bytes()) / mib, bench::seconds_since(setup));
   std::fflush(stdout);
 
   // ---- the rounds
@@ -687,5 +619,6 @@ int main(int argc, char** argv) {
   add_options(app, options);
   CLI11_PARSE(app, argc, argv);
   if (options.device == "cuda" && app.count("--size-gib") == 0) options.size_gib = 8.0;
+  bench::set_program_name("corockpt_bench_async");
   return run(options);
 }

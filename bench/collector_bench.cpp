@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/model.hpp"
 #include "corockpt/ckpt/model_spec.hpp"
@@ -328,7 +329,6 @@ int run(const Options& o) {
       res.operations += static_cast<double>(c->operations.load()) / calls;
     }
     res.bytes_moved = res.bytes_sent + res.bytes_received;
-    std::sort(res.ms.begin(), res.ms.end());
     return res;
   };
 
@@ -353,10 +353,9 @@ int run(const Options& o) {
   const ModeResult& full = *measured_full;
 
   auto report = [&](const char* name, const ModeResult& r) {
-    const double median = r.ms.size() % 2 ? r.ms[r.ms.size() / 2]
-                                          : (r.ms[r.ms.size() / 2 - 1] + r.ms[r.ms.size() / 2]) / 2;
+    const bench::Spread ms = bench::spread_of(r.ms);
     std::printf("%-8s %.2f ms/call (min %.2f), %s moved per rank per call (sent %s, received %s, %.0f collectives)\n",
-                name, median, r.ms.front(), mb(r.bytes_moved).c_str(), mb(r.bytes_sent).c_str(),
+                name, ms.median, ms.min, mb(r.bytes_moved).c_str(), mb(r.bytes_sent).c_str(),
                 mb(r.bytes_received).c_str(), r.operations);
     std::printf("         state dict per rank: %zu model keys, %s of values\n", r.model_keys,
                 mb(r.materialized).c_str());

@@ -45,12 +45,10 @@ struct Options {
   int device = 0;
 };
 
+using bench::Clock;
+using bench::seconds_since;
 using bench::Spread;
 using bench::spread_of;
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 bool check(cudaError_t code, const char* call) {
   if (code == cudaSuccess) return true;
@@ -124,7 +122,7 @@ int run(const Options& options) {
   std::span<const std::byte> source = tensor->bytes();
 
   auto limit_once = [&]() -> double {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     if (!check(cudaMemcpyAsync(*whole, source.data(), bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync")) {
       return 0;
     }
@@ -132,7 +130,7 @@ int run(const Options& options) {
     return static_cast<double>(bytes) / seconds_since(start) / 1e9;
   };
   auto snapshot_once = [&]() -> double {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     auto done = rt.spawn(snapshot(**device, **pool, source)).get();
     if (!done) {
       std::fprintf(stderr, "snapshot: %s\n", done.error().to_string().c_str());

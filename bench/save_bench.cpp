@@ -12,9 +12,10 @@
 // Each save round alternates: (A) save_checkpoint on the 8 ranks into a fresh directory,
 // timed from the call to the commit on every rank (removing it is not timed); (B) fio,
 // one io_uring job writing 8 files round-robin, bs 4 MiB, iodepth 32, O_DIRECT,
-// fallocate=native, end_fsync=1 (its own reported runtime, as bench/storage_bench.cpp
+// fallocate=native, end_fsync=1 (its own reported runtime, as bench/bench_support.cpp
 // explains); (C) torch.save of the same tensors (one dict per rank, created before its
-// clock starts) + fsync of each file, through Debian's python3-torch (/usr/bin/python3).
+// clock starts) + fsync of each file, through Debian's python3-torch (/usr/bin/python3)
+// running bench/torch_save_job.py (--torch-script names another copy).
 // Summary: the median of the per-round ratios with their spread (min..max); the last
 // line is `save/fio = X.XX`.
 //
@@ -43,9 +44,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/wait.h>
-#include <spawn.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -53,26 +51,21 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "bench/bench_support.hpp"
-#include "corockpt/ckpt/known_values.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/model.hpp"
@@ -82,12 +75,16 @@
 #include "corockpt/plugins/storage/make_storage.hpp"
 #include "corockpt/runtime/buffer_pool.hpp"
 #include "corockpt/runtime/runtime.hpp"
+#include "fixtures/known_values.hpp"
 
 namespace corockpt {
 namespace {
 
-constexpr std::uint64_t gib = std::uint64_t{1} << 30;
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+using bench::die;
+using bench::gib;
+using bench::mib;
+using bench::take;
+
 constexpr std::int64_t hidden = 1024;  // H
 constexpr int num_experts = 8;
 constexpr int fio_files = 8;  // one per saving rank
@@ -105,13 +102,8 @@ struct Options {
   int torch_threads = 8;
   int load_concurrency = LoadOptions{}.concurrency;
   bool mark_clock = false;  // print CLOCK_MONOTONIC around each timed run
+  std::string torch_script = COROCKPT_TORCH_SAVE_JOB;  // bench/torch_save_job.py in the source tree
 };
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // For `perf record -k CLOCK_MONOTONIC` and `perf report --time FROM,TO`: seconds.micros.
 double monotonic_now() {
@@ -122,30 +114,6 @@ double monotonic_now() {
 
 void mark(bool on, const char* what, std::size_t round, double from) {
   if (on) std::printf("clock: %s round %zu %.6f,%.6f\n", what, round, from, monotonic_now());
-}
-
-double cpu_seconds(int who) {
-  rusage usage{};
-  ::getrusage(who, &usage);
-  auto seconds = [](timeval t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
-std::string bench_dir;  // removed on the way out, also by die()
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "corockpt_bench_save: %s\n", what.c_str());
-  if (!bench_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(bench_dir, ec);
-  }
-  std::exit(1);
-}
-
-template <class T>
-T take(Result<T> result, const char* what) {
-  if (!result) die(std::string(what) + ": " + result.error().to_string());
-  return std::move(*result);
 }
 
 // ---------------------------------------------------------------- the model
@@ -203,23 +171,11 @@ Task<std::unique_ptr<Model>> build_rank(const ModelSpec& spec, int rank, std::sh
   co_return std::move(*model);
 }
 
-// splitmix64: incompressible, non-zero bytes (no layer below may shortcut zeros).
-void fill_random(std::span<std::byte> bytes, std::uint64_t seed) {
-  std::uint64_t state = seed;
-  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= bytes.size(); i += sizeof(std::uint64_t)) {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(bytes.data() + i, &z, sizeof z);
-  }
-}
-
 bool is_state(const LocalChunk& chunk) { return chunk.name.starts_with("state."); }
 
 /// The ranks of one world: their models, built and with memory. Params hold their known
-/// values (Model::allocate); with `fill_states`, optimizer states hold random bytes
-/// (fill_known_state would hash a name per element: minutes at 4 GiB).
+/// values (fixtures::fill_known_values); with `fill_states`, optimizer states hold random
+/// bytes (fill_known_state would hash a name per element: minutes at 4 GiB).
 struct Ranks {
   std::vector<std::shared_ptr<Communicator>> world;
   std::vector<std::unique_ptr<Model>> models;
@@ -233,15 +189,17 @@ Ranks make_ranks(Runtime& runtime, const ModelSpec& spec, bool fill_states) {
     handles.push_back(runtime.spawn(runtime.make_strand(), build_rank(spec, r, ranks.world[r])));
   }
   for (auto& handle : handles) ranks.models.push_back(take(handle.get(), "Model::build"));
-  // allocate() fills every param element with its known value: two threads (the cores).
+  // Every param element gets its known value: on two threads (the cores).
   auto work = [&](std::size_t first) {
     for (std::size_t r = first; r < ranks.models.size(); r += 2) {
       ranks.models[r]->allocate();
+      fixtures::fill_known_values(*ranks.models[r]);
       if (!fill_states) continue;
       auto chunks = take(LocalChunks::of(*ranks.models[r]), "LocalChunks::of");
       for (const auto& chunk : chunks.chunks()) {
         if (!is_state(chunk) || chunk.name.ends_with(".step")) continue;
-        fill_random(chunk.bytes, std::hash<std::string>{}(chunk.name) + r);
+        // Incompressible, non-zero bytes: no layer below may shortcut zeros.
+        bench::fill_random(chunk.bytes, std::hash<std::string>{}(chunk.name) + r);
       }
     }
   };
@@ -251,24 +209,7 @@ Ranks make_ranks(Runtime& runtime, const ModelSpec& spec, bool fill_states) {
   return ranks;
 }
 
-// ---------------------------------------------------------------- disk and memory
-
-std::uint64_t available_bytes(const std::string& dir) {
-  struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) die("statvfs " + dir + ": " + std::strerror(errno));
-  return std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
-}
-
-std::uint64_t memory_available() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  std::uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
+// ---------------------------------------------------------------- the checkpoint's files
 
 /// Bytes of `dir`'s regular files, recursively.
 std::uint64_t tree_bytes(const std::string& dir) {
@@ -323,61 +264,7 @@ void evict(const std::vector<std::string>& files) {
   }
 }
 
-// ---------------------------------------------------------------- child processes
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "/usr/bin:/bin");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-/// Runs `args` (found on PATH), waits. @returns the exit status and the CPU its tree used.
-struct ChildRun {
-  int status = -1;
-  double cpu_seconds = 0;
-  bool ok() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
-};
-
-ChildRun spawn_wait(const std::vector<std::string>& args, bool quiet = false) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  ::posix_spawn_file_actions_init(&actions);
-  if (quiet) {
-    ::posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    ::posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-  }
-  const double cpu_start = cpu_seconds(RUSAGE_CHILDREN);
-  pid_t pid = 0;
-  ChildRun run;
-  const int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return run;
-  while (::waitpid(pid, &run.status, 0) < 0) {
-    if (errno != EINTR) return run;
-  }
-  run.cpu_seconds = cpu_seconds(RUSAGE_CHILDREN) - cpu_start;
-  return run;
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-}
-
 // ---------------------------------------------------------------- fio
-
-struct FioPlan {
-  std::string dir;
-  std::uint64_t file_bytes = 0;  // whole blocks
-  std::uint64_t total_bytes() const { return file_bytes * fio_files; }
-};
 
 struct Measurement {
   double seconds = 0;
@@ -387,89 +274,23 @@ struct Measurement {
   double cpu_per_gib() const { return cpu_seconds / (static_cast<double>(bytes) / static_cast<double>(gib)); }
 };
 
-std::string fio_output_path(const FioPlan& plan) { return plan.dir + "/fio-output.json"; }
-
-// As bench/storage_bench.cpp: one io_uring job over the files round-robin, each file's
-// space reserved before fio's clock starts, no fixedbufs (fio 3.33 fails end_fsync with
-// them), and fio's own job runtime as its time (it excludes exec and setup).
-Measurement fio_run(const FioPlan& plan, bool write) {
-  auto arg = [](std::string name, auto value) { return "--" + name + "=" + std::to_string(value); };
-  std::vector<std::string> args = {
-      "fio", "--name=corockpt-bench-save", "--ioengine=io_uring", "--direct=1",
-      write ? "--rw=write" : "--rw=read", arg("bs", fio_block), arg("iodepth", fio_depth),
-      arg("nrfiles", fio_files), arg("filesize", plan.file_bytes), arg("size", plan.total_bytes()),
-      "--file_service_type=roundrobin", "--filename_format=fio.$filenum", "--directory=" + plan.dir,
-      "--output-format=json", "--output=" + fio_output_path(plan), "--eta=never"};
-  if (write) {
-    args.push_back("--end_fsync=1");
-    args.push_back("--fallocate=native");
-  }
-  const auto run = spawn_wait(args);
-  if (!run.ok()) die("fio failed (status " + std::to_string(run.status) + "); its messages are above");
-  const auto json = read_json(fio_output_path(plan));
-  ::unlink(fio_output_path(plan).c_str());
-  const std::string dir = write ? "write" : "read";
-  using Pointer = nlohmann::json::json_pointer;
-  auto number = [&](const std::string& pointer) -> double {
-    if (json.is_discarded() || !json.contains(Pointer(pointer)) || !json.at(Pointer(pointer)).is_number()) {
-      die("fio's JSON output lacks " + pointer);
-    }
-    return json.at(Pointer(pointer)).get<double>();
-  };
-  const double runtime_ms = number("/jobs/0/" + dir + "/runtime");
-  const double io_bytes = number("/jobs/0/" + dir + "/io_bytes");
-  if (number("/jobs/0/error") != 0 || io_bytes != static_cast<double>(plan.total_bytes()) || runtime_ms <= 0) {
-    die("fio moved " + std::to_string(io_bytes) + " of " + std::to_string(plan.total_bytes()) + " bytes");
-  }
-  return {runtime_ms / 1000.0, run.cpu_seconds, plan.total_bytes()};
+/// fio writing (or reading back) `job`'s files.
+Measurement fio_run(bench::FioJob job, bool write) {
+  job.write = write;
+  const auto run = take(bench::run_fio(job), "fio");
+  return {run.seconds, run.cpu_seconds, job.total_bytes()};
 }
 
-void remove_fio_files(const FioPlan& plan) {
-  for (int i = 0; i < fio_files; ++i) ::unlink((plan.dir + "/fio." + std::to_string(i)).c_str());
+void remove_fio_files(const bench::FioJob& job) {
+  for (std::size_t i = 0; i < job.files; ++i) ::unlink((job.dir + "/fio." + std::to_string(i)).c_str());
 }
 
 // ---------------------------------------------------------------- torch.save
 
-// One dict of tensors per file, created before the clock starts; then torch.save of
-// each to its path and an fsync of it, the files on `threads` threads (as ranks would
-// save at once); the result as JSON.
-constexpr const char* torch_script = R"PY(
-import json, os, resource, sys, time
-import torch
-from concurrent.futures import ThreadPoolExecutor
-job = json.load(open(sys.argv[1]))
-files = []
-for f in job["files"]:
-    d = {}
-    for i, (name, n) in enumerate(f["tensors"]):
-        d[name] = torch.tensor(1.0) if n < 0 else torch.arange(n, dtype=torch.float32).add_(i + 1)
-    files.append((f["path"], d))
-def save(item):
-    path, d = item
-    torch.save(d, path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-c0, t0 = cpu(), time.perf_counter()
-if job["threads"] > 1:
-    with ThreadPoolExecutor(job["threads"]) as pool:
-        list(pool.map(save, files))
-else:
-    for item in files:
-        save(item)
-t1, c1 = time.perf_counter(), cpu()
-size = sum(os.path.getsize(p) for p, _ in files)
-json.dump({"seconds": t1 - t0, "cpu": c1 - c0, "bytes": size}, open(job["result"], "w"))
-)PY";
-
 bool torch_available() {
   if (::access(system_python, X_OK) != 0) return false;
-  return spawn_wait({system_python, "-c", "import torch"}, /*quiet=*/true).ok();
+  const auto run = bench::run_child({system_python, "-c", "import torch"}, /*quiet=*/true);
+  return run && run->ok();
 }
 
 struct TorchJob {
@@ -478,8 +299,9 @@ struct TorchJob {
   std::vector<std::string> files;
 };
 
-/// Describes the torch job: per saving rank, one file of its written chunks (same names,
-/// same bytes as float32 tensors; Adam's steps as 0-d tensors).
+/// Describes the torch job (bench/torch_save_job.py runs it): per saving rank, one file of
+/// its written chunks (same names, same bytes as float32 tensors; Adam's steps as 0-d
+/// tensors).
 TorchJob make_torch_job(Ranks& ranks, const std::string& dir, int threads) {
   TorchJob job{dir + "/torch-job.json", dir + "/torch-result.json", {}};
   nlohmann::json files = nlohmann::json::array();
@@ -501,10 +323,10 @@ TorchJob make_torch_job(Ranks& ranks, const std::string& dir, int threads) {
   return job;
 }
 
-Measurement torch_run(const TorchJob& job) {
-  const auto run = spawn_wait({system_python, "-c", torch_script, job.job_path});
+Measurement torch_run(const TorchJob& job, const std::string& script) {
+  const auto run = take(bench::run_child({system_python, script, job.job_path}), "the torch.save job");
   if (!run.ok()) die("the torch.save job failed (status " + std::to_string(run.status) + "); its messages are above");
-  const auto json = read_json(job.result_path);
+  const auto json = nlohmann::json::parse(bench::read_text(job.result_path), nullptr, /*allow_exceptions=*/false);
   ::unlink(job.result_path.c_str());
   if (json.is_discarded() || !json.contains("seconds")) die("the torch.save job wrote no result");
   for (const auto& file : job.files) ::unlink(file.c_str());
@@ -613,6 +435,40 @@ std::unique_ptr<Engines> make_engines(Runtime& runtime, StorageKind kind, bool s
   return engines;
 }
 
+/// The clocks of one timed run, with the storage plugin's spans recorded: wall and CPU
+/// (RUSAGE_SELF) from construction to stop().
+class TracedClocks {
+ public:
+  struct Reading {
+    double seconds = 0;
+    double cpu_seconds = 0;
+    IoProfile profile;  // of the `op` spans
+  };
+
+  explicit TracedClocks(Runtime& runtime) : runtime_(runtime) {
+    runtime_.tracer().clear();
+    runtime_.tracer().enable(true);
+    cpu_start_ = bench::cpu_seconds(RUSAGE_SELF);
+    start_ns_ = runtime_.tracer().now_ns();
+    start_ = bench::Clock::now();
+  }
+
+  /// Stops the clocks and the tracing; profiles the `op` spans ("write_at" or "read_at").
+  Reading stop(std::string_view op) {
+    const double seconds = bench::seconds_since(start_);
+    const std::int64_t end_ns = runtime_.tracer().now_ns();
+    const double cpu = bench::cpu_seconds(RUSAGE_SELF) - cpu_start_;
+    runtime_.tracer().enable(false);
+    return {seconds, cpu, profile_spans(runtime_.tracer().spans(), op, start_ns_, end_ns)};
+  }
+
+ private:
+  Runtime& runtime_;
+  double cpu_start_ = 0;
+  std::int64_t start_ns_ = 0;
+  bench::Clock::time_point start_;
+};
+
 struct SaveRun {
   Measurement m;
   IoProfile profile;
@@ -621,12 +477,8 @@ struct SaveRun {
 
 SaveRun save_run(Engines& engines, Ranks& ranks, const std::string& ckpt) {
   Runtime& runtime = engines.runtime;
-  runtime.tracer().clear();
-  runtime.tracer().enable(true);
   SaveOptions options;  // checksums on (the default 1 MiB blocks)
-  const double cpu_start = cpu_seconds(RUSAGE_SELF);
-  const std::int64_t start_ns = runtime.tracer().now_ns();
-  const auto start = Clock::now();
+  TracedClocks clocks(runtime);
   std::vector<TaskHandle<SaveReport>> handles;
   for (auto& model : ranks.models) {
     handles.push_back(runtime.spawn(runtime.make_strand(), save_checkpoint(*model, engines.io(), ckpt, options)));
@@ -638,11 +490,8 @@ SaveRun save_run(Engines& engines, Ranks& ranks, const std::string& ckpt) {
     bytes = report.total_bytes;
     files += report.rank_files;
   }
-  const double seconds = seconds_since(start);
-  const std::int64_t end_ns = runtime.tracer().now_ns();
-  const double cpu = cpu_seconds(RUSAGE_SELF) - cpu_start;
-  runtime.tracer().enable(false);
-  return {{seconds, cpu, bytes}, profile_spans(runtime.tracer().spans(), "write_at", start_ns, end_ns), files};
+  const auto reading = clocks.stop("write_at");
+  return {{reading.seconds, reading.cpu_seconds, bytes}, reading.profile, files};
 }
 
 struct LoadRun {
@@ -655,25 +504,17 @@ LoadRun load_run(Engines& engines, Ranks& ranks, const std::string& ckpt, std::u
   Runtime& runtime = engines.runtime;
   LoadOptions options;
   options.concurrency = concurrency;
-  runtime.tracer().clear();
-  runtime.tracer().enable(true);
-  const double cpu_start = cpu_seconds(RUSAGE_SELF);
-  const std::int64_t start_ns = runtime.tracer().now_ns();
-  const auto start = Clock::now();
+  TracedClocks clocks(runtime);
   std::vector<TaskHandle<LoadReport>> handles;
   for (auto& model : ranks.models) {
     handles.push_back(runtime.spawn(runtime.make_strand(), load_checkpoint(*model, engines.io(), ckpt, options)));
   }
   std::uint64_t read = 0;
   for (auto& handle : handles) read += take(handle.get(), "load_checkpoint").bytes_read;
-  const double seconds = seconds_since(start);
-  const std::int64_t end_ns = runtime.tracer().now_ns();
-  const double cpu = cpu_seconds(RUSAGE_SELF) - cpu_start;
-  runtime.tracer().enable(false);
-  return {{seconds, cpu, ckpt_bytes}, read, profile_spans(runtime.tracer().spans(), "read_at", start_ns, end_ns)};
+  const auto reading = clocks.stop("read_at");
+  return {{reading.seconds, reading.cpu_seconds, ckpt_bytes}, read, reading.profile};
 }
 
-using bench::Spread;
 using bench::spread_of;
 
 void print_run(const char* phase, std::size_t round, const char* name, const Measurement& m) {
@@ -690,13 +531,11 @@ std::string fmt(const char* format, double a, double b = 0, double c = 0) {
 
 int run(const Options& options) {
   const auto kind = take(parse_storage_kind(options.storage), "--storage");
-  if (!on_path("fio")) {
+  if (!bench::on_path("fio")) {
     std::fprintf(stderr, "corockpt_bench_save: fio is not installed (not found on PATH); apt-get install fio\n");
     return 2;
   }
-  const std::string dir = options.dir + "/corockpt-bench-save-" + std::to_string(::getpid());
-  if (::mkdir(dir.c_str(), 0755) != 0) die("mkdir " + dir + ": " + std::strerror(errno));
-  bench_dir = dir;
+  const std::string dir = bench::make_scratch_dir(options.dir, "corockpt-bench-save");
   struct Cleanup {
     std::string dir;
     ~Cleanup() {
@@ -708,15 +547,8 @@ int run(const Options& options) {
   // Space: the checkpoint, fio's files and torch's files may coexist (3x); memory: the
   // 8-rank model and torch's copy of it (then the 6-rank model and its read buffers).
   const auto requested = static_cast<std::uint64_t>(std::llround(options.size_gib * static_cast<double>(gib)));
-  std::uint64_t size = requested;
-  const std::uint64_t disk = available_bytes(dir);
-  if (disk < 3 * size) {
-    size = disk / 3;
-    std::printf("free space: %.2f GiB free on %s, less than 3x %.2f GiB: scaling down to %.2f GiB\n",
-                static_cast<double>(disk) / gib, dir.c_str(), static_cast<double>(requested) / gib,
-                static_cast<double>(size) / gib);
-  }
-  const std::uint64_t memory = memory_available();
+  std::uint64_t size = bench::fit_to_free_space(requested, dir, 3);
+  const std::uint64_t memory = bench::memory_available();
   if (memory != 0 && 5 * size / 2 > memory) {
     size = memory * 2 / 5;
     std::printf("memory: %.2f GiB available, less than 2.5x the state: scaling down to %.2f GiB\n",
@@ -732,6 +564,9 @@ int run(const Options& options) {
   std::unique_ptr<Engines> small_engines;
   if (options.staging == "both") small_engines = make_engines(runtime, kind, true);
   const bool torch = torch_available();
+  if (torch && ::access(options.torch_script.c_str(), R_OK) != 0) {
+    die("cannot read the torch.save job " + options.torch_script + " (--torch-script names it)");
+  }
   std::printf("corockpt_bench_save: %.3f GiB of state (3 dense units [%lld, %lld] + bias, %d experts w1 [%lld, %lld] "
               "w2 [%lld, %lld], float32, Adam), 8 ranks (mesh 2x4); %zu save pairs, %zu load pairs; dir %s\n",
               static_cast<double>(shape.state_bytes()) / gib, static_cast<long long>(shape.dense_rows),
@@ -752,9 +587,9 @@ int run(const Options& options) {
               "fsync (torch), and before each load the checkpoint's pages are evicted with fadvise(DONTNEED)\n");
   std::fflush(stdout);
 
-  auto setup = Clock::now();
+  auto setup = bench::Clock::now();
   Ranks ranks8 = make_ranks(runtime, spec8, /*fill_states=*/true);
-  std::printf("setup: 8-rank model allocated and filled in %.1f s\n", seconds_since(setup));
+  std::printf("setup: 8-rank model allocated and filled in %.1f s\n", bench::seconds_since(setup));
   std::fflush(stdout);
 
   std::optional<TorchJob> torch_job;
@@ -765,7 +600,9 @@ int run(const Options& options) {
   std::vector<double> save_fio, save_torch, small_fio, small_save, small_torch;
   std::vector<Measurement> saves, fios, torches, smalls;
   std::uint64_t ckpt_bytes = 0;
-  FioPlan plan{dir, 0};
+  // fio's files: one per saving rank, their size known after the first save.
+  bench::FioJob fio_job{.name = "corockpt-bench-save", .dir = dir, .write = true, .block = fio_block,
+                        .depth = fio_depth, .files = fio_files, .file_bytes = 0};
   std::string last_ckpt;
   for (std::size_t i = 1; i <= options.pairs; ++i) {
     const std::string ckpt = dir + "/ckpt-" + std::to_string(i);
@@ -773,8 +610,8 @@ int run(const Options& options) {
     auto save = save_run(*engines, ranks8, ckpt);
     mark(options.mark_clock, "save", i, save_mark);
     ckpt_bytes = save.m.bytes;
-    if (plan.file_bytes == 0) {  // fio's share of a rank: the nearest whole number of blocks
-      plan.file_bytes = std::max<std::uint64_t>(1, (ckpt_bytes / fio_files + fio_block / 2) / fio_block) * fio_block;
+    if (fio_job.file_bytes == 0) {  // fio's share of a rank: the nearest whole number of blocks
+      fio_job.file_bytes = std::max<std::uint64_t>(1, (ckpt_bytes / fio_files + fio_block / 2) / fio_block) * fio_block;
     }
     print_run("save", i, "corockpt", save.m);
     const auto& p = save.profile;
@@ -787,14 +624,14 @@ int run(const Options& options) {
     } else {
       last_ckpt = ckpt;
     }
-    const auto fio = fio_run(plan, /*write=*/true);
+    const auto fio = fio_run(fio_job, /*write=*/true);
     print_run("save", i, "fio", fio);
-    if (i < options.pairs || options.load_pairs == 0) remove_fio_files(plan);  // the last ones are read back
+    if (i < options.pairs || options.load_pairs == 0) remove_fio_files(fio_job);  // the last ones are read back
     saves.push_back(save.m);
     fios.push_back(fio);
     save_fio.push_back(save.m.gb_per_s() / fio.gb_per_s());
     if (torch_job) {
-      const auto t = torch_run(*torch_job);
+      const auto t = torch_run(*torch_job, options.torch_script);
       print_run("save", i, "torch.save", t);
       torches.push_back(t);
       save_torch.push_back(save.m.gb_per_s() / t.gb_per_s());
@@ -819,11 +656,11 @@ int run(const Options& options) {
   std::vector<double> load_fio;
   std::vector<Measurement> loads, fio_reads;
   if (!last_ckpt.empty()) {
-    setup = Clock::now();
+    setup = bench::Clock::now();
     Ranks ranks6 = make_ranks(runtime, spec6, /*fill_states=*/false);
     std::printf("setup: 6-rank model (mesh 3x2) allocated in %.1f s; loading %s (%.3f GiB of data files), %d reads "
                 "in flight per rank\n",
-                seconds_since(setup), last_ckpt.c_str(), static_cast<double>(tree_bytes(last_ckpt)) / gib,
+                bench::seconds_since(setup), last_ckpt.c_str(), static_cast<double>(tree_bytes(last_ckpt)) / gib,
                 options.load_concurrency);
     const auto files = data_files(last_ckpt);
     for (std::size_t i = 1; i <= options.load_pairs; ++i) {
@@ -847,7 +684,7 @@ int run(const Options& options) {
                   p.ops ? static_cast<double>(load.bytes_read) / static_cast<double>(p.ops) / mib : 0.0,
                   p.median_op_ms, p.first_op_s, p.mean_in_flight, 100 * p.idle_share, p.commit_tail_s,
                   100 * cached_before, 100 * cached_after);
-      const auto fio = fio_run(plan, /*write=*/false);
+      const auto fio = fio_run(fio_job, /*write=*/false);
       print_run("load", i, "fio read", fio);
       loads.push_back(load.m);
       fio_reads.push_back(fio);
@@ -861,13 +698,13 @@ int run(const Options& options) {
       for (const auto& chunk : chunks.chunks()) {
         if (!is_state(chunk)) params.push_back(chunk);
       }
-      const auto check = check_known_values(params);
+      const auto check = fixtures::check_known_values(params);
       if (!check.ok()) die("after the load, rank " + std::to_string(model->rank()) + ": " + *check.first_mismatch);
       checked += check.checked;
     }
     std::printf("load check: %lld param elements on 6 ranks equal their known values\n",
                 static_cast<long long>(checked));
-    remove_fio_files(plan);
+    remove_fio_files(fio_job);
     std::filesystem::remove_all(last_ckpt);
   }
 
@@ -947,8 +784,12 @@ int main(int argc, char** argv) {
   app.add_option("--torch-threads", options.torch_threads,
                  "threads saving the torch files at once (1: one after another)")
       ->check(CLI::Range(1, 64));
+  app.add_option("--torch-script", options.torch_script,
+                 "the torch.save job (default: bench/torch_save_job.py of the source tree this was built from)")
+      ->check(CLI::ExistingFile);
   app.add_flag("--mark-clock", options.mark_clock,
                "print CLOCK_MONOTONIC around each timed save and load (for perf record -k CLOCK_MONOTONIC)");
   CLI11_PARSE(app, argc, argv);
+  bench::set_program_name("corockpt_bench_save");
   return run(options);
 }

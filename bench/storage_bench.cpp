@@ -8,32 +8,23 @@
 // the per-round ratios with their spread. The last line is `uring/fio = X.XX`.
 //
 // Timing, ours: from before creating the files to after the last fsync. fio: its own
-// reported job runtime (see fio_run). CPU: getrusage deltas, RUSAGE_SELF around our
-// runs and RUSAGE_CHILDREN around waiting for fio.
+// reported job runtime (see bench::run_fio). CPU: getrusage deltas, RUSAGE_SELF around
+// our runs and RUSAGE_CHILDREN around waiting for fio.
 
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/wait.h>
-#include <spawn.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <span>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,8 +38,11 @@
 namespace corockpt {
 namespace {
 
-constexpr std::uint64_t gib = std::uint64_t{1} << 30;
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+using bench::Clock;
+using bench::cpu_seconds;
+using bench::gib;
+using bench::mib;
+using bench::seconds_since;
 
 struct Options {
   double size_gib = 4.0;
@@ -86,25 +80,6 @@ struct Round {
   Rate fio, uring, posix;
 };
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// RUSAGE_SELF sums every thread of the process, and io_uring's io-wq workers are
-// threads of it (the kernel creates them with CLONE_THREAD; `ps -L` lists the
-// iou-wrk-<pid> threads under our pid), so the writes the kernel punts to io-wq count
-// against uring. On ext4 those are most of them: an appending O_DIRECT write allocates
-// blocks and cannot be issued without blocking (8 workers here, one per file). What no
-// process is charged for (interrupts, ext4's kworkers) is missed for every engine alike.
-double cpu_seconds(int who) {
-  rusage usage{};
-  ::getrusage(who, &usage);
-  auto seconds = [](timeval t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
 Rate rate_of(const Measurement& m, std::uint64_t bytes) {
   const double b = static_cast<double>(bytes);
   return {b / 1e9 / m.seconds, m.cpu_seconds / (b / static_cast<double>(gib))};
@@ -127,8 +102,6 @@ std::string format_bytes(std::uint64_t bytes) {
 std::string file_path(const Plan& plan, std::string_view engine, std::size_t index) {
   return plan.dir + "/" + std::string(engine) + "." + std::to_string(index);
 }
-
-std::string fio_output_path(const std::string& dir) { return dir + "/fio-output.json"; }
 
 /// Removes `engine`'s files of one run (not timed). A file already gone is fine.
 Result<void> remove_run_files(const Plan& plan, std::string_view engine) {
@@ -163,17 +136,16 @@ Result<BenchDir> prepare_dir(const std::string& requested) {
 void clean_up(const BenchDir& dir, std::size_t files) {
   Plan plan{.dir = dir.path, .files = files};
   for (auto engine : {"fio", "uring", "posix"}) (void)remove_run_files(plan, engine);
-  ::unlink(fio_output_path(dir.path).c_str());
+  ::unlink(bench::fio_output_path(dir.path).c_str());
   if (dir.created) ::rmdir(dir.path.c_str());
 }
 
 /// Bytes one run may write and still leave 1 GiB + 10% of the filesystem free.
 Result<std::uint64_t> writable_bytes(const std::string& dir) {
-  struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) return fail(system_error(errno, "statvfs", dir));
-  const std::uint64_t available = std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  const std::uint64_t keep = gib + std::uint64_t{vfs.f_blocks} * vfs.f_frsize / 10;
-  return available > keep ? available - keep : 0;
+  auto space = bench::disk_space(dir);
+  if (!space) return fail(space.error());
+  const std::uint64_t keep = gib + space->size / 10;
+  return space->available > keep ? space->available - keep : 0;
 }
 
 /// The plan for `options`, scaled down to the free space (saying so).
@@ -198,18 +170,6 @@ Result<Plan> make_plan(const Options& options, const std::string& dir) {
 }
 
 // ---------------------------------------------------------------- our engines
-
-// splitmix64: incompressible bytes, so no layer below can shortcut the writes.
-void fill_random(std::span<std::byte> bytes, std::uint64_t seed) {
-  std::uint64_t state = seed;
-  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= bytes.size(); i += sizeof(std::uint64_t)) {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(bytes.data() + i, &z, sizeof z);
-  }
-}
 
 /// Hands out (file, offset) blocks walking the files round-robin, like fio's
 /// file_service_type=roundrobin. Touched only from the io thread, so it needs no lock.
@@ -302,99 +262,12 @@ Task<Measurement> engine_run(Storage& storage, BufferPool& pool, const Plan& pla
 
 // ---------------------------------------------------------------- fio
 
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "/usr/bin:/bin");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-std::vector<std::string> fio_arguments(const Plan& plan) {
-  auto arg = [](std::string name, auto value) { return "--" + name + "=" + std::to_string(value); };
-  std::vector<std::string> args = {
-      "fio", "--name=corockpt-bench", "--ioengine=io_uring", "--direct=1", "--rw=write",
-      arg("bs", plan.block), arg("iodepth", plan.depth), arg("nrfiles", plan.files),
-      arg("filesize", plan.file_bytes), arg("size", plan.total_bytes()),
-      "--file_service_type=roundrobin", "--end_fsync=1",
-      // Like ours: each file's space reserved before it is written (fio lays it out
-      // before its clock starts; ours is timed).
-      "--fallocate=native",
-      "--filename_format=fio.$filenum", "--directory=" + plan.dir,
-      "--output-format=json", "--output=" + fio_output_path(plan.dir), "--eta=never"};
-  // No --fixedbufs, although our uring run uses registered buffers: fio 3.33 with
-  // fixedbufs fails its end_fsync SQEs with EINVAL (seen in the io_uring_complete
-  // tracepoint) and reports success, so its data would not be durable and its time short.
-  return args;
-}
-
-/// Runs fio and waits for it. @returns the CPU its process tree used.
-Result<double> spawn_fio(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-
-  const double cpu_start = cpu_seconds(RUSAGE_CHILDREN);
-  pid_t pid = 0;
-  if (int rc = ::posix_spawnp(&pid, "fio", nullptr, nullptr, argv.data(), environ); rc != 0) {
-    return fail(system_error(rc, "posix_spawnp", "fio"));
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return fail(system_error(errno, "waitpid", "fio"));
-  }
-  // fio waits for its job processes, so their CPU reaches us through it.
-  const double cpu = cpu_seconds(RUSAGE_CHILDREN) - cpu_start;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return fail(Errc::io, "fio failed (status " + std::to_string(status) + "); its messages are above");
-  }
-  return cpu;
-}
-
-/// jobs[0]'s write runtime in seconds, checking that it wrote `expected_bytes`.
-Result<double> fio_runtime(const std::string& output_path, std::uint64_t expected_bytes) {
-  std::ifstream in(output_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto json = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  using Pointer = nlohmann::json::json_pointer;
-  auto number = [&](const char* pointer) -> std::optional<double> {
-    if (json.is_discarded() || !json.contains(Pointer(pointer))) return std::nullopt;
-    const auto& value = json.at(Pointer(pointer));
-    if (!value.is_number()) return std::nullopt;
-    return value.get<double>();
-  };
-  const auto runtime_ms = number("/jobs/0/write/runtime");
-  const auto io_bytes = number("/jobs/0/write/io_bytes");
-  const auto error = number("/jobs/0/error");
-  if (!runtime_ms || !io_bytes || !error || *runtime_ms <= 0) {
-    return fail(Errc::corrupt, "fio's JSON output lacks jobs[0].write.runtime/io_bytes", {.path = output_path});
-  }
-  if (*error != 0 || *io_bytes != static_cast<double>(expected_bytes)) {
-    return fail(Errc::io, "fio reported error " + std::to_string(static_cast<long>(*error)) + " after " +
-                              std::to_string(static_cast<std::uint64_t>(*io_bytes)) + " of " +
-                              std::to_string(expected_bytes) + " bytes", {.path = output_path});
-  }
-  return *runtime_ms / 1000.0;
-}
-
-// Timing choice: fio's own job runtime (jobs[0].write.runtime), not the wall time of the
-// fio process. fio starts that clock after it has created the files and set up its ring
-// and buffers, and stops it after end_fsync's fsyncs complete (strace: the job's opens
-// to its exit span the runtime). The process wall time adds exec, option parsing, those
-// setups, forking the job and writing the JSON: about 0.35 s here, which would make fio
-// look slower than it writes. Our clock includes creating the files, so the runtime is
-// the stricter choice for us. Its resolution is 1 ms (0.4% of a 0.25 GiB run at 1 GB/s).
-// Its CPU (RUSAGE_CHILDREN) does include fio's fixed start-up, about 0.2 s a run here:
-// in the CPU comparison that favours us, by 0.05 s/GiB at 4 GiB.
 Result<Measurement> fio_run(const Plan& plan) {
-  auto cpu = spawn_fio(fio_arguments(plan));
-  if (!cpu) return fail(cpu.error());
-  auto seconds = fio_runtime(fio_output_path(plan.dir), plan.total_bytes());
-  ::unlink(fio_output_path(plan.dir).c_str());
-  if (!seconds) return fail(seconds.error());
-  return Measurement{*seconds, *cpu};
+  const bench::FioJob job{.name = "corockpt-bench", .dir = plan.dir, .write = true, .block = plan.block,
+                          .depth = plan.depth, .files = plan.files, .file_bytes = plan.file_bytes};
+  auto run = bench::run_fio(job);
+  if (!run) return fail(run.error());
+  return Measurement{run->seconds, run->cpu_seconds};
 }
 
 // ---------------------------------------------------------------- the rounds
@@ -440,15 +313,7 @@ Result<Round> run_round(Engines& engines, const Plan& plan, std::size_t number) 
   return round;
 }
 
-using bench::Spread;
-using bench::spread_of;
-
-template <class F>
-Spread spread_over(const std::vector<Round>& rounds, F value) {
-  std::vector<double> values;
-  for (const auto& r : rounds) values.push_back(value(r));
-  return spread_of(std::move(values));
-}
+using bench::spread_over;
 
 void print_summary(const std::vector<Round>& rounds) {
   const auto vs_fio = spread_over(rounds, [](const Round& r) { return r.uring.gb_per_s / r.fio.gb_per_s; });
@@ -471,7 +336,8 @@ Result<void> run_bench(Runtime& runtime, Storage& uring, Storage& posix, const O
   auto pool = BufferPool::create({.buffer_bytes = plan->block, .buffer_count = plan->depth, .alignment = 4096},
                                  make_host_allocator());
   if (!pool) return fail(pool.error());
-  for (std::size_t i = 0; i < (*pool)->buffer_count(); ++i) fill_random((*pool)->regions()[i], i + 1);
+  // Incompressible bytes, so no layer below can shortcut the writes.
+  for (std::size_t i = 0; i < (*pool)->buffer_count(); ++i) bench::fill_random((*pool)->regions()[i], i + 1);
 
   std::printf("corockpt_bench_storage: %.2f GiB as %zu files, block %s, depth %u, %zu rounds, dir %s\n",
               static_cast<double>(plan->total_bytes()) / gib, plan->files, format_bytes(plan->block).c_str(),
@@ -516,7 +382,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "corockpt_bench_storage: --block-size must be a multiple of 4096 (O_DIRECT)\n");
     return 1;
   }
-  if (!on_path("fio")) {
+  if (!bench::on_path("fio")) {
     std::fprintf(stderr, "corockpt_bench_storage: fio is not installed (not found on PATH); "
                          "install it (apt-get install fio) to compare against it\n");
     return 2;

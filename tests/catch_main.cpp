@@ -1,2 +1,4 @@
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// The main of the test programs that need nothing before Catch2 runs.
+#include "tests/support/catch_session.hpp"
+
+int main(int argc, char* argv[]) { return corockpt::test::run_catch(argc, argv); }

@@ -30,11 +30,12 @@
 #include "corockpt/ckpt/async_checkpointer.hpp"
 #include "corockpt/ckpt/checkpoint_directory.hpp"
 #include "corockpt/ckpt/load.hpp"
-#include "examples/train/cuda_training.hpp"
-#include "examples/train/synthetic_training.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 #include "corockpt/plugins/storage/make_storage.hpp"
+#include "examples/train/cuda_training.hpp"
+#include "examples/train/synthetic_training.hpp"
+#include "fixtures/known_values.hpp"
 
 using namespace corockpt;
 using Clock = std::chrono::steady_clock;
@@ -185,6 +186,7 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, int local
   auto model = run(runtime, strand, Model::build(spec, rank, world));
   if (!model) return {.error = model.error().to_string()};
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   if (!args.trace.empty()) (*model)->trace_to(&runtime.tracer());
   if (device) {
     // Initial values are written on the host, then the state moves to the GPU for good.
@@ -303,6 +305,7 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, int local
     auto reference = run(runtime, strand, Model::build(spec, rank, world));
     if (!reference) return {.error = reference.error().to_string()};
     (*reference)->allocate();
+    fixtures::fill_known_values(**reference);
     if (gpu) {
       auto moved = run(runtime, strand, (*reference)->move_to(device));
       if (!moved) return {.error = moved.error().to_string()};

@@ -8,8 +8,8 @@
 
 #include "corockpt/ckpt/async_checkpointer.hpp"
 #include "corockpt/ckpt/checkpoint_directory.hpp"
-#include "corockpt/ckpt/known_values.hpp"
 #include "corockpt/ckpt/load.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/gated_storage.hpp"
 #include "tests/support/local_ranks.hpp"
@@ -44,7 +44,8 @@ Rank make_rank(TestIo& io, CheckpointIo cio, const ModelSpec& spec, int r, std::
   if (!model) throw std::runtime_error(model.error().to_string());
   rank.model = std::move(*model);
   rank.model->allocate();
-  rank.model->fill_known_state();
+  fixtures::fill_known_values(*rank.model);
+  fixtures::fill_known_state(*rank.model);
   auto checkpointer = AsyncCheckpointer::create(*rank.model, cio, strand, std::move(options));
   if (!checkpointer) throw std::runtime_error(checkpointer.error().to_string());
   rank.checkpointer = std::move(*checkpointer);
@@ -74,11 +75,12 @@ bool loads_known_values(TestIo& io, CheckpointIo cio, const ModelSpec& spec, con
       auto model = co_await Model::build(s, rank, std::move(world));
       if (!model) co_return fail(model.error());
       (*model)->allocate();
+      fixtures::fill_known_values(**model);
       LoadOptions options;  // named: GCC 12 mishandles default-argument temporaries in co_await calls
       auto loaded = co_await load_checkpoint(**model, c, std::move(d), std::move(options));
       if (!loaded) co_return fail(loaded.error());
       auto chunks = LocalChunks::of(**model);
-      auto check = check_known_values(chunks->chunks());
+      auto check = fixtures::check_known_values(chunks->chunks());
       if (!check.ok()) co_return fail(Errc::corrupt, *check.first_mismatch);
       co_return check.checked;
     }(spec, r, std::move(w), cio, dir);
@@ -176,6 +178,7 @@ TEST_CASE("AsyncCheckpointer: a training loop written as a coroutine awaits the 
       auto model = co_await Model::build(s, rank, std::move(world));
       if (!model) co_return fail(model.error());
       (*model)->allocate();
+      fixtures::fill_known_values(**model);
       AsyncCheckpointerOptions options{.root = dir, .keep_last = 2};
       auto checkpointer = AsyncCheckpointer::create(**model, c, runtime.make_strand(), std::move(options));
       if (!checkpointer) co_return fail(checkpointer.error());

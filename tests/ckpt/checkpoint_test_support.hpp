@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "corockpt/ckpt/collector.hpp"
-#include "corockpt/ckpt/known_values.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/save.hpp"
 #include "corockpt/ckpt/verify.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/run_sync.hpp"
 
@@ -62,7 +62,8 @@ inline Task<SaveReport> save_known(const ModelSpec& spec, int rank, std::shared_
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error());
   (*model)->allocate();
-  (*model)->fill_known_state();
+  fixtures::fill_known_values(**model);
+  fixtures::fill_known_state(**model);
   SaveOptions options;
   options.user["step"] = 7;
   co_return co_await save_checkpoint(**model, io, std::move(dir), std::move(options));
@@ -75,6 +76,7 @@ inline Task<Loaded> load_and_check(const ModelSpec& spec, int rank, std::shared_
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error());
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   for (auto& inst : (*model)->instances()) {  // scramble: the load must write everything
     if (inst.flat_value.data) std::memset(inst.flat_value.data, 0x7f, inst.flat_value.nbytes());
     for (auto& slot : inst.params) {
@@ -86,7 +88,7 @@ inline Task<Loaded> load_and_check(const ModelSpec& spec, int rank, std::shared_
   Loaded out{.report = *report};
   auto chunks = LocalChunks::of(**model);
   if (!chunks) co_return fail(chunks.error());
-  auto local = check_known_values(chunks->chunks());
+  auto local = fixtures::check_known_values(chunks->chunks());
   out.checked = local.checked;
   if (!local.ok()) {
     out.mismatch = *local.first_mismatch;
@@ -103,7 +105,7 @@ inline Task<Loaded> load_and_check(const ModelSpec& spec, int rank, std::shared_
   for (const auto& [fqn, states] : full->optim.state) {
     for (const auto& [state, value] : states) view_of("state." + fqn + "." + state, value);
   }
-  auto full_check = check_known_values(whole);
+  auto full_check = fixtures::check_known_values(whole);
   out.checked += full_check.checked;
   if (!full_check.ok()) out.mismatch = "full state dict: " + *full_check.first_mismatch;
   co_return out;

@@ -7,6 +7,7 @@
 
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/runtime/runtime.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/delayed_communicator.hpp"
 
@@ -30,6 +31,7 @@ std::vector<RankState> collect(Runtime& rt, const ModelSpec& spec, StateDictOpti
       auto model = co_await Model::build(s, rank, std::move(w));
       if (!model) co_return fail(model.error());
       (*model)->allocate();
+      fixtures::fill_known_values(**model);
       auto state = co_await get_state_dict(**model, o);
       if (!state) co_return fail(state.error());
       co_return RankState{std::move(*model), std::move(*state)};
@@ -64,7 +66,7 @@ bool holds_known_values(const std::string& fqn, const TensorView& local, const B
     }
     double expected = 0;
     // The value as stored in the tensor's dtype.
-    double known = Model::known_value(fqn, index, local.dtype);
+    double known = fixtures::known_value(fqn, index, local.dtype);
     std::vector<std::byte> tmp(size_of(local.dtype));
     convert(std::as_bytes(std::span<const double>(&known, 1)), DType::float64, tmp, local.dtype, 1);
     convert(tmp, local.dtype, std::as_writable_bytes(std::span<double>(&expected, 1)), DType::float64, 1);
@@ -268,6 +270,7 @@ TEST_CASE("collector - inconsistent requests are errors naming the problem", "[c
       auto model = co_await Model::build(s, rank, std::move(w));
       if (!model) co_return fail(model.error());
       (*model)->allocate();
+      fixtures::fill_known_values(**model);
       co_return co_await get_state_dict(**model, {.experts_to_rank0 = true});
     }(spec, r, world8[r])));
   }
@@ -295,6 +298,7 @@ TEST_CASE("collector - units on different submeshes overlap: a slow global group
       auto model = co_await Model::build(s, rank, std::move(w));
       if (!model) co_return fail(model.error());
       (*model)->allocate();
+      fixtures::fill_known_values(**model);
       (*model)->trace_to(&tracer);
       auto state = co_await get_state_dict(**model);
       if (!state) co_return fail(state.error());
@@ -334,6 +338,7 @@ TEST_CASE("collector - a training loop binds its own memory, and mismatched regi
       if (!built) co_return fail(built.error());
       Model& model = **built;
       model.allocate();
+      fixtures::fill_known_values(model);
       // b.w is [4, 2] over 3 ranks: rows 2, 2, 0.
       std::int64_t rows = shard_range(4, 3, rank).length;
       Tensor mine(DType::float32, {rows, 2}), avg(DType::float32, {rows, 2}), avg_sq(DType::float32, {rows, 2});

@@ -10,9 +10,9 @@
 
 #include "corockpt/ckpt/async_checkpointer.hpp"
 #include "corockpt/ckpt/collector.hpp"
-#include "corockpt/ckpt/known_values.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/save.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/local_ranks.hpp"
@@ -38,7 +38,8 @@ Task<std::unique_ptr<Model>> model_on_device(const ModelSpec& spec, int rank, st
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error());
   (*model)->allocate();
-  (*model)->fill_known_state();
+  fixtures::fill_known_values(**model);
+  fixtures::fill_known_state(**model);
   if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error());
   co_return std::move(*model);
 }
@@ -144,6 +145,7 @@ TEST_CASE("Device checkpoints: load_checkpoint fills device memory through the d
         auto model = co_await Model::build(s, rank, std::move(world));
         if (!model) co_return fail(model.error());
         (*model)->allocate();  // zeros for the optimizer states: the load must fill them
+        fixtures::fill_known_values(**model);
         if (auto moved = co_await (*model)->move_to(d); !moved) co_return fail(moved.error());
         LoadOptions options;
         if (give != DeviceGiven::by_model) (*model)->set_device(nullptr);
@@ -162,7 +164,7 @@ TEST_CASE("Device checkpoints: load_checkpoint fills device memory through the d
           chunk.bytes = copy;
           chunk.space = MemorySpace::host;
         }
-        auto check = check_known_values(chunks->chunks());
+        auto check = fixtures::check_known_values(chunks->chunks());
         if (!check.ok()) co_return fail(Errc::corrupt, *check.first_mismatch);
         co_return check.checked;
       }(spec, r, std::move(w), device, given, io.io(), tmp.file("ckpt"));

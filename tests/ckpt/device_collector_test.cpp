@@ -11,6 +11,7 @@
 
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/set_state_dict.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/ckpt/state_dict_compare.hpp"
@@ -42,6 +43,7 @@ Task<std::unique_ptr<Model>> known_model(const ModelSpec& spec, int rank, std::s
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error());
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   if (device) {
     if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error());
   }
@@ -137,6 +139,7 @@ Task<std::string> set_on_device(const ModelSpec& spec, int rank, std::shared_ptr
   auto b = co_await Model::build(spec, rank, device_world);
   if (!b) co_return fail(b.error());
   (*b)->allocate();
+  fixtures::fill_known_values(**b);
   for (auto& inst : (*b)->instances()) {  // nothing of A's values may survive by accident
     auto scramble = [](TensorView& v) {
       if (v.data) std::memset(v.data, 0x5a, v.nbytes());

@@ -14,6 +14,7 @@
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 #include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/ckpt/state_dict_compare.hpp"
 #include "tests/support/local_ranks.hpp"
@@ -47,6 +48,7 @@ Task<std::string> compare_with_host(const ModelSpec& spec, std::shared_ptr<Commu
   auto host = co_await Model::build(spec, 0, std::move(host_world));
   if (!host) co_return fail(host.error());
   (*host)->allocate();
+  fixtures::fill_known_values(**host);
   auto expected = co_await get_state_dict(**host, options);
   if (!expected) co_return fail(expected.error());
   auto got = co_await get_state_dict(on_gpu, options);
@@ -64,6 +66,7 @@ Task<std::unique_ptr<Model>> gpu_model(const ModelSpec& spec, std::shared_ptr<Co
   auto model = co_await Model::build(spec, 0, std::move(world));
   if (!model) co_return fail(model.error());
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   if (!known) {  // (the optimizer states are zeros already)
     for (auto& inst : (*model)->instances()) {
       if (inst.flat_value.data) std::memset(inst.flat_value.data, 0, inst.flat_value.nbytes());

@@ -6,6 +6,7 @@
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/runtime/runtime.hpp"
+#include "fixtures/known_values.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 
 using namespace corockpt;
@@ -50,9 +51,11 @@ Task<Outcome> round_trip(const ModelSpec& spec, int rank, std::shared_ptr<Commun
   auto a = co_await Model::build(spec, rank, world);
   if (!a) co_return fail(a.error());
   (*a)->allocate();
+  fixtures::fill_known_values(**a);
   auto b = co_await Model::build(spec, rank, world);
   if (!b) co_return fail(b.error());
   (*b)->allocate();
+  fixtures::fill_known_values(**b);
   auto state = co_await get_state_dict(**a, get);
   if (!state) co_return fail(state.error());
   for (auto& v : memory_of(**b)) std::memset(v.data, 0x5a, v.nbytes());

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "corockpt/ckpt/known_values.hpp"
 #include "corockpt/ckpt/load.hpp"
+#include "fixtures/known_values.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
 
@@ -29,6 +29,7 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   {
     // Poison everything first (NaN bytes, step -1): what the check sees came from disk.
     auto chunks = LocalChunks::of(**model);
@@ -49,7 +50,7 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
   if (check) {
     auto chunks = LocalChunks::of(**model);
     if (!chunks) co_return fail(chunks.error().with_rank(rank));
-    auto result = check_known_values(chunks->chunks());
+    auto result = fixtures::check_known_values(chunks->chunks());
     if (!result.ok()) {
       co_return fail(Errc::corrupt, "after " + std::to_string(result.checked - 1) + " matching elements: " +
                                         *result.first_mismatch,

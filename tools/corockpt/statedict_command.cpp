@@ -14,6 +14,7 @@
 #include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 #include "corockpt/plugins/device/cuda/cuda_device.hpp"
 #include "corockpt/runtime/runtime.hpp"
+#include "fixtures/known_values.hpp"
 
 namespace corockpt::cli {
 
@@ -56,6 +57,7 @@ Task<nlohmann::json> describe_rank(Runtime& runtime, const ModelSpec& spec, int 
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
   (*model)->allocate();
+  fixtures::fill_known_values(**model);
   if (device) {
     if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error().with_rank(rank));
   }

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "corockpt/ckpt/checkpoint_directory.hpp"
+#include "corockpt/ckpt/detail/save_state.hpp"
 
 namespace corockpt {
 
@@ -14,6 +15,13 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 }  // namespace
 
+std::int64_t SaveHandle::step() const { return state_->step; }
+bool SaveHandle::skipped() const { return state_->skipped; }
+const std::optional<Error>& SaveHandle::previous_failure() const { return state_->previous_failure; }
+bool SaveHandle::snapshot_ready() const { return state_->snapshot.is_set(); }
+bool SaveHandle::done() const { return state_->finished.is_set(); }
+bool SaveHandle::wait_for(std::chrono::milliseconds timeout) const { return state_->finished.wait_for(timeout); }
+
 Result<void> SaveHandle::wait_snapshot() {
   const auto start = Clock::now();
   state_->snapshot.wait();
@@ -24,7 +32,7 @@ Result<void> SaveHandle::wait_snapshot() {
 
 Task<void> SaveHandle::snapshot_taken() {
   const auto start = Clock::now();
-  std::shared_ptr<State> state = state_;  // the frame keeps it alive
+  std::shared_ptr<detail::SaveState> state = state_;  // the frame keeps it alive
   if (auto ok = co_await state->snapshot.async_wait(); !ok) co_return ok;
   std::lock_guard lock(state->mutex);
   state->times.stall_seconds += seconds_since(start);
@@ -38,7 +46,7 @@ Result<SaveReport> SaveHandle::wait() const {
 }
 
 Task<SaveReport> SaveHandle::finished() {
-  std::shared_ptr<State> state = state_;
+  std::shared_ptr<detail::SaveState> state = state_;
   if (auto ok = co_await state->finished.async_wait(); !ok) co_return fail(ok.error());
   std::lock_guard lock(state->mutex);
   co_return state->result;
@@ -84,7 +92,7 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
 }
 
 AsyncCheckpointer::~AsyncCheckpointer() {
-  std::shared_ptr<SaveHandle::State> last;
+  std::shared_ptr<detail::SaveState> last;
   {
     std::lock_guard lock(mutex_);
     last = last_;
@@ -102,9 +110,9 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
       return fail(std::move(ok.error().with_rank(model_.rank()).with_operation("async_save")));
     }
   }
-  auto state = std::make_shared<SaveHandle::State>();
+  auto state = std::make_shared<detail::SaveState>();
   state->step = step;
-  std::shared_ptr<SaveHandle::State> previous;
+  std::shared_ptr<detail::SaveState> previous;
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return fail(Errc::cancelled, "the checkpointer is stopped", {.operation = "async_save"});
@@ -136,8 +144,8 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
   return SaveHandle(state);
 }
 
-Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
-                                       std::shared_ptr<SaveHandle::State> previous, nlohmann::json user) {
+Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
+                                       std::shared_ptr<detail::SaveState> previous, nlohmann::json user) {
   if (previous) (void)co_await previous->finished.async_wait();
   const auto start = Clock::now();
   const std::string dir = options_.root + "/" + step_checkpoint_name(state->step);
@@ -170,7 +178,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
     }
   } else {
     // No snapshot memory: the live state is read until this rank's data is durable.
-    SaveHandle::State* s = state.get();
+    detail::SaveState* s = state.get();
     options.on_data_written = [s, start] {
       {
         std::lock_guard lock(s->mutex);
@@ -195,7 +203,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<SaveHandle::State> state,
   co_return Result<void>{};
 }
 
-void AsyncCheckpointer::finish(SaveHandle::State& state, Result<SaveReport> result) {
+void AsyncCheckpointer::finish(detail::SaveState& state, Result<SaveReport> result) {
   {
     std::lock_guard lock(mutex_);
     if (result) {
@@ -214,7 +222,7 @@ void AsyncCheckpointer::finish(SaveHandle::State& state, Result<SaveReport> resu
 }
 
 Result<void> AsyncCheckpointer::stop(std::chrono::milliseconds deadline) {
-  std::shared_ptr<SaveHandle::State> last;
+  std::shared_ptr<detail::SaveState> last;
   {
     std::lock_guard lock(mutex_);
     stopped_ = true;

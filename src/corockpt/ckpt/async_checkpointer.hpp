@@ -43,8 +43,6 @@
 #include "corockpt/ckpt/model.hpp"
 #include "corockpt/ckpt/save.hpp"
 #include "corockpt/ckpt/snapshot.hpp"
-#include "corockpt/runtime/latch.hpp"
-#include "corockpt/runtime/task_handle.hpp"
 
 namespace corockpt {
 
@@ -77,32 +75,27 @@ struct SaveTimes {
   std::uint64_t bytes = 0;      ///< this rank's data file bytes
 };
 
+namespace detail {
+struct SaveState;
+}
+
+/// One save's handle: what the training loop waits on. Copies share the save.
+/// Thread rules: every member may be called from any thread, concurrently (the save's
+/// state is guarded inside); the blocking ones (wait_snapshot, wait, wait_for) never on
+/// the runtime's io thread, whose coroutines co_await snapshot_taken / finished instead.
 class SaveHandle {
  public:
-  struct State {
-    std::int64_t step = 0;
-    bool skipped = false;
-    std::optional<Error> previous_failure;
-    Latch snapshot;
-    Latch finished;
-    std::mutex mutex;
-    Result<void> snapshot_result;
-    Result<SaveReport> result = fail(Errc::internal, "the save has not finished");
-    SaveTimes times;
-    TaskHandle<void> task;
-  };
-
+  /// An empty handle, to assign a real one to later (no member may be called on it).
   SaveHandle() = default;
-  explicit SaveHandle(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
-  std::int64_t step() const { return state_->step; }
+  std::int64_t step() const;
   /// The request came while a save ran and the policy is `skip`: nothing was saved.
-  bool skipped() const { return state_->skipped; }
+  bool skipped() const;
   /// The previous save's error, if it failed.
-  const std::optional<Error>& previous_failure() const { return state_->previous_failure; }
+  const std::optional<Error>& previous_failure() const;
 
-  bool snapshot_ready() const { return state_->snapshot.is_set(); }
-  bool done() const { return state_->finished.is_set(); }
+  bool snapshot_ready() const;
+  bool done() const;
 
   /// Blocks until the snapshot is taken (the training thread's fence; never call it on
   /// the runtime's io thread). The time blocked is the save's stall.
@@ -114,12 +107,15 @@ class SaveHandle {
   Result<SaveReport> wait() const;
   Task<SaveReport> finished();
   /// Gives up waiting after `timeout`. @returns whether the save finished.
-  bool wait_for(std::chrono::milliseconds timeout) const { return state_->finished.wait_for(timeout); }
+  bool wait_for(std::chrono::milliseconds timeout) const;
 
   SaveTimes times() const;
 
  private:
-  std::shared_ptr<State> state_;
+  friend class AsyncCheckpointer;
+  explicit SaveHandle(std::shared_ptr<detail::SaveState> state) : state_(std::move(state)) {}
+
+  std::shared_ptr<detail::SaveState> state_;
 };
 
 struct CheckpointerStats {
@@ -132,6 +128,13 @@ struct CheckpointerStats {
   std::uint64_t state_bytes = 0;    ///< what this rank writes per checkpoint
 };
 
+/// Thread rules: create it, call async_save and stop from the rank's training thread (or
+/// any one thread at a time per checkpointer; not the runtime's io thread, where stop
+/// would block it); stats, root and the handles may be read from any thread. The saves
+/// themselves run on the `executor` given to create, beside the training loop; between
+/// async_save and the snapshot fence (SaveHandle::wait_snapshot) the loop may run
+/// forward and backward but must not change the state the save copies (the optimizer
+/// step). The model, the engines in `io` and the executor must outlive the checkpointer.
 class AsyncCheckpointer {
  public:
   /// Lists the model's chunks and allocates the snapshot memory, once.
@@ -157,9 +160,9 @@ class AsyncCheckpointer {
  private:
   AsyncCheckpointer(Model& model, CheckpointIo io, Runtime::Strand executor, AsyncCheckpointerOptions options)
       : model_(model), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
-  Task<void> run_save(std::shared_ptr<SaveHandle::State> state, std::shared_ptr<SaveHandle::State> previous,
+  Task<void> run_save(std::shared_ptr<detail::SaveState> state, std::shared_ptr<detail::SaveState> previous,
                       nlohmann::json user);
-  void finish(SaveHandle::State& state, Result<SaveReport> result);
+  void finish(detail::SaveState& state, Result<SaveReport> result);
 
   Model& model_;
   CheckpointIo io_;
@@ -167,7 +170,7 @@ class AsyncCheckpointer {
   AsyncCheckpointerOptions options_;
   std::optional<LocalChunks> live_;
   std::unique_ptr<Snapshot> snapshot_;
-  std::shared_ptr<SaveHandle::State> last_;
+  std::shared_ptr<detail::SaveState> last_;
   mutable std::mutex mutex_;
   CheckpointerStats stats_;
   std::optional<Error> broken_;

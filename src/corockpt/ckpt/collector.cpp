@@ -8,6 +8,7 @@
 
 #include "corockpt/ckpt/detail/copy_batch.hpp"
 #include "corockpt/ckpt/detail/host_mirror.hpp"
+#include "corockpt/ckpt/detail/lazy_optimizer_state.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
@@ -526,11 +527,11 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
     if (model.has_optimizer() && model.step() == 0) {
       auto mirror = co_await detail::HostMirror::make(model);
       if (!mirror) co_return fail(std::move(mirror.error()));
-      model.initialize_optimizer_state();
+      detail::initialize_optimizer_state(model);
       if (auto ok = co_await (*mirror)->write_back(); !ok) co_return fail(std::move(ok.error()));
     }
   }
-  model.initialize_optimizer_state();
+  detail::initialize_optimizer_state(model);
   const std::vector<std::string> state_names =
       model.has_optimizer() ? optimizer_state_names(*model.spec().optimizer) : std::vector<std::string>{};
 

@@ -19,7 +19,7 @@ namespace corockpt {
 /// (`flat` units need one all-gather of their slices to cut them into rows); buffers
 /// plain tensors; optimizer states sharded like their params, Adam's `step` a 0-d
 /// float32 tensor. `full_state_dict`: gathered full values. An optimizer that has not
-/// stepped gets its state first, as PyTorch makes it (Model::initialize_optimizer_state).
+/// stepped gets its state first, as PyTorch makes it (detail::initialize_optimizer_state).
 /// The result's views point into the model's memory where no copy is needed (sharded
 /// `per_param` units): it reflects later changes to the model, as PyTorch's does.
 /// @returns Errc::invalid_argument for inconsistent options (experts_to_rank0 without
@@ -30,6 +30,11 @@ namespace corockpt {
 /// the model's; with `cpu_offload`, host copies. Gathers run in device buffers when the
 /// unit's communicator moves device memory (nccl), in host buffers otherwise (staged
 /// through the device), so every backend works.
+///
+/// Thread rules: a coroutine; every rank runs it on its own executor (its strand when
+/// ranks share a runtime), one call per model at a time. The model's params must not
+/// change while it runs (values are read until it completes), and the sharded result
+/// views the model's memory, so read it before the next optimizer step or copy it.
 Task<StateDict> get_state_dict(Model& model, StateDictOptions options = {});
 
 /// A copy of `state` that owns all its memory, in host memory (PyTorch's cpu_offload

@@ -196,6 +196,10 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
   co_return report;
 }
 
+Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir) {
+  return load_checkpoint(model, io, std::move(dir), LoadOptions{});
+}
+
 Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir, LoadOptions options) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) co_return fail(chunks.error().with_rank(model.rank()));

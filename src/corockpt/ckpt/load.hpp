@@ -51,7 +51,12 @@ struct LoadReport {
 };
 
 /// Fills `model` (its params, buffers, optimizer states and steps) from `dir`.
-Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir, LoadOptions options = {});
+/// Thread rules: a coroutine run on the rank's executor; it writes the model's memory, so
+/// nothing else touches the model's tensors until it completes.
+Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir, LoadOptions options);
+/// The same with default options (an overload, not a default argument: see
+/// save_checkpoint on GCC 12).
+Task<LoadReport> load_checkpoint(Model& model, CheckpointIo io, std::string dir);
 
 /// The same into chunks this rank holds (what LocalChunks::of lists); steps stay in the
 /// chunks (LocalChunks::store_steps moves them into the model).

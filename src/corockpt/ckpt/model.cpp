@@ -8,37 +8,6 @@
 
 namespace corockpt {
 
-namespace {
-
-double read_element(const TensorView& view, std::int64_t i) {
-  double out = 0;
-  std::size_t size = size_of(view.dtype);
-  convert(std::span<const std::byte>(view.data + i * size, size), view.dtype,
-          std::as_writable_bytes(std::span<double>(&out, 1)), DType::float64, 1);
-  return out;
-}
-
-void write_element(const TensorView& view, std::int64_t i, double value) {
-  std::size_t size = size_of(view.dtype);
-  convert(std::as_bytes(std::span<const double>(&value, 1)), DType::float64,
-          std::span<std::byte>(view.data + i * size, size), view.dtype, 1);
-}
-
-// The flat index, in the full tensor, of element `i` (row-major) of `box`.
-std::int64_t global_index(const Box& box, const std::vector<std::int64_t>& shape, std::int64_t i) {
-  std::int64_t index = 0;
-  std::int64_t rest = i;
-  std::int64_t inner = 1;
-  for (int d = box.ndim() - 1; d >= 0; --d) {
-    std::int64_t coord = box.offsets[d] + rest % box.sizes[d];
-    rest /= box.sizes[d];
-    index += coord * inner;
-    inner *= shape[d];
-  }
-  return index;
-}
-
-}  // namespace
 
 std::vector<std::string> optimizer_state_names(const OptimizerSpec& optimizer) {
   if (optimizer.type == OptimizerType::adam) return {"exp_avg", "exp_avg_sq"};
@@ -128,23 +97,10 @@ void Model::allocate() {
       if (inst.is_flat() && !slot.spec->buffer) continue;  // lives in the flat slice
       slot.value = make(slot.spec->dtype, slot.box.sizes);
       for (auto& state : slot.states) state = make(slot.spec->dtype, slot.box.sizes);
-      for (std::int64_t i = 0; i < slot.value.numel(); ++i) {
-        write_element(slot.value, i, known_value(slot.fqn, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
-      }
     }
     if (!inst.is_flat()) continue;
     inst.flat_value = make(inst.flat_dtype, {inst.flat_slice});
     for (auto& state : inst.flat_states) state = make(inst.flat_dtype, {inst.flat_slice});
-    const std::int64_t begin = inst.group_rank * inst.flat_slice;
-    for (const auto& slot : inst.params) {
-      if (slot.spec->buffer) continue;
-      const std::int64_t size = corockpt::numel(slot.spec->shape);
-      const std::int64_t from = std::max(begin, slot.flat_offset);
-      const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
-      for (std::int64_t e = from; e < to; ++e) {
-        write_element(inst.flat_value, e - begin, known_value(slot.fqn, e - slot.flat_offset, inst.flat_dtype));
-      }
-    }
   }
 }
 
@@ -265,44 +221,6 @@ Result<void> Model::bind_flat(const std::string& unit, int expert, TensorView sl
               {.operation = "bind"});
 }
 
-double Model::known_value(std::string_view name, std::int64_t index, DType dtype) {
-  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
-  for (char c : name) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 16777619u;
-  }
-  const std::uint64_t v = (static_cast<std::uint64_t>(hash) + static_cast<std::uint64_t>(index)) % 251;
-  if (dtype == DType::boolean) return static_cast<double>(v % 2);
-  return is_floating_point(dtype) ? static_cast<double>(v) / 8 : static_cast<double>(v);
-}
-
-void Model::fill_known_state() {
-  const auto names = spec_.optimizer ? optimizer_state_names(*spec_.optimizer) : std::vector<std::string>{};
-  auto key = [](const ParamSlot& slot, const std::string& state) { return "state." + slot.fqn + "." + state; };
-  for (auto& inst : instances_) {
-    const std::int64_t begin = inst.group_rank * inst.flat_slice;
-    for (auto& slot : inst.params) {
-      if (!slot.spec->has_optimizer_state()) continue;
-      if (spec_.optimizer->type == OptimizerType::adam) slot.step = known_value(key(slot, "step"), 0, DType::float32);
-      for (std::size_t s = 0; s < names.size(); ++s) {
-        const std::string name = key(slot, names[s]);
-        if (!inst.is_flat()) {
-          for (std::int64_t i = 0; i < slot.states[s].numel(); ++i) {
-            write_element(slot.states[s], i, known_value(name, global_index(slot.box, slot.spec->shape, i), slot.spec->dtype));
-          }
-          continue;
-        }
-        const std::int64_t size = corockpt::numel(slot.spec->shape);
-        const std::int64_t from = std::max(begin, slot.flat_offset);
-        const std::int64_t to = std::min(begin + inst.flat_slice, slot.flat_offset + size);
-        for (std::int64_t e = from; e < to; ++e) {
-          write_element(inst.flat_states[s], e - begin, known_value(name, e - slot.flat_offset, inst.flat_dtype));
-        }
-      }
-    }
-  }
-}
-
 double Model::step() const {
   double step = 0;
   for (const auto& inst : instances_) {
@@ -315,34 +233,6 @@ void Model::set_step(double step) {
   for (auto& inst : instances_) {
     for (auto& slot : inst.params) {
       if (slot.spec->has_optimizer_state()) slot.step = step;
-    }
-  }
-}
-
-void Model::initialize_optimizer_state() {
-  if (!spec_.optimizer || step() > 0) return;
-  const OptimizerSpec& opt = *spec_.optimizer;
-  set_step(1);
-  if (opt.weight_decay == 0.0) return;  // zero gradients: the states stay zero
-  // One step with gradient g = weight_decay * p (zero gradient plus L2 decay), lr 0.
-  auto init = [&](const TensorView& value, const std::vector<TensorView>& states) {
-    for (std::int64_t i = 0; i < value.numel(); ++i) {
-      double g = opt.weight_decay * read_element(value, i);
-      if (opt.type == OptimizerType::adam) {
-        write_element(states[0], i, (1 - opt.betas[0]) * g);
-        write_element(states[1], i, (1 - opt.betas[1]) * g * g);
-      } else if (!states.empty()) {
-        write_element(states[0], i, g);  // SGD's first momentum buffer is the gradient
-      }
-    }
-  };
-  for (auto& inst : instances_) {
-    if (inst.is_flat()) {
-      if (!inst.flat_states.empty() && inst.flat_value.data) init(inst.flat_value, inst.flat_states);
-    }
-    for (auto& slot : inst.params) {
-      if (slot.states.empty() || !slot.value.data || (inst.is_flat() && !slot.spec->buffer)) continue;
-      init(slot.value, slot.states);
     }
   }
 }

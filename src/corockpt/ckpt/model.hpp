@@ -5,9 +5,9 @@
 /// one `UnitInstance` per FSDP unit the rank holds (an expert unit gives one per expert
 /// held), in registration order, each with its params' boxes and memory.
 ///
-/// Memory: `allocate` gives every param, buffer and optimizer state its own host
+/// Memory: `allocate` gives every param, buffer and optimizer state its own zeroed host
 /// memory (the CLI, the tests and the examples use it); a training loop that owns its
-/// memory points the views at it instead. A `flat` unit holds one contiguous slice of
+/// memory points the views at it instead (`bind`, `bind_flat`). A `flat` unit holds one contiguous slice of
 /// the concatenation of its (non-buffer) params, padded so every rank of its group
 /// holds the same number of elements (FSDP1's FlatParameter); optimizer states follow
 /// the same layout as their params.
@@ -70,6 +70,13 @@ struct UnitInstance {
   int group_size() const { return static_cast<int>(group_ranks.size()); }
 };
 
+/// Thread rules: a Model is one rank's and is not synchronised. Use it from one thread
+/// at a time — the rank's training thread, or coroutines on the rank's executor (its
+/// strand, for ranks that share a runtime). The operations that read or write its
+/// memory (get_state_dict, set_state_dict, save_checkpoint, load_checkpoint, an
+/// AsyncCheckpointer's snapshot) must not overlap with registration calls (bind,
+/// bind_flat, allocate, move_to, set_device, set_step). Models of different ranks are
+/// independent and may be used concurrently.
 class Model {
  public:
   /// Builds `rank`'s registration and the group communicators it needs, split from
@@ -78,20 +85,15 @@ class Model {
   /// @returns the spec's validation and placement errors naming the item.
   static Task<std::unique_ptr<Model>> build(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world);
 
-  /// Gives every tensor its own zeroed host memory, then fills each param (and buffer)
-  /// element with `known_value(fqn, global flat index, dtype)`.
+  /// Gives every tensor (params, buffers, optimizer states, flat slices) its own zeroed
+  /// host memory, owned by the model: for a program that does not own the memory itself
+  /// (the example, the tool, tests). A training loop that owns its memory binds it
+  /// instead (bind, bind_flat).
   void allocate();
-
-  /// Fills the optimizer's states with known values too: element i of state s of param
-  /// p gets known_value("state.<fqn>.<s>", i, dtype), and Adam's step of p
-  /// known_value("state.<fqn>.step", 0, float32). With `allocate`, every value a
-  /// checkpoint holds is then a function of its name and index (`corockpt save`).
-  void fill_known_state();
 
   /// Moves every tensor (params, buffers, optimizer states, flat slices) into `device`
   /// memory holding its current bytes, as PyTorch's `model.to("cuda")` does; the host
-  /// memory `allocate` made is released. Fill values (`allocate`, `fill_known_state`)
-  /// before: they are written on the host. @returns the device's errors.
+  /// memory `allocate` made is released. @returns the device's errors.
   Task<void> move_to(std::shared_ptr<Device> device);
   /// `cuda` when any tensor lies in device memory, else `host`.
   MemorySpace memory_space() const;
@@ -113,17 +115,6 @@ class Model {
   /// loop's memory: its slice of `flat_slice` elements and the states' slices.
   /// @returns the same errors as bind, naming the unit.
   Result<void> bind_flat(const std::string& unit, int expert, TensorView slice, std::vector<TensorView> states = {});
-
-  /// The known value of element `index` (row-major, in the full tensor) of the tensor
-  /// called `name`: v = (fnv1a32(name) + index) mod 251, computed in 64-bit integers;
-  /// v / 8 for floating dtypes (exact in all of them), v for integer dtypes, v odd for
-  /// bool. fnv1a32 is 32-bit FNV-1a over the name's UTF-8 bytes.
-  static double known_value(std::string_view name, std::int64_t index, DType dtype);
-
-  /// PyTorch's answer to a state dict requested before the first step: one step with
-  /// zero gradients and lr 0 (`step` 1; Adam's moments from weight decay's `wd * p`,
-  /// zero without it; SGD's momentum buffer likewise). A no-op after the first time.
-  void initialize_optimizer_state();
 
   const ModelSpec& spec() const { return spec_; }
   int rank() const { return rank_; }

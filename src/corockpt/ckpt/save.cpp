@@ -189,6 +189,10 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
   co_return report;
 }
 
+Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir) {
+  return save_checkpoint(model, io, std::move(dir), SaveOptions{});
+}
+
 Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options) {
   auto chunks = LocalChunks::of(model);
   if (!chunks) co_return fail(chunks.error().with_rank(model.rank()));

@@ -70,7 +70,14 @@ struct SaveReport {
 };
 
 /// Saves `model`'s state (params, buffers, optimizer states and steps) to `dir`.
-Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options = {});
+/// Thread rules: a coroutine run on the rank's executor; the model's memory must not
+/// change until it completes (it is read until this rank's data files are durable:
+/// `on_data_written`). For saves that overlap training, use AsyncCheckpointer.
+Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir, SaveOptions options);
+/// The same with default options. An overload, not a default argument: GCC 12 destroys a
+/// temporary with non-trivial members in a co_awaited call twice, so pass options as a
+/// named variable (`std::move` it) when you `co_await` with GCC 12.
+Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir);
 
 /// The same from chunks this rank holds elsewhere — a snapshot in staging memory — with
 /// the model giving the world, the meshes and the param groups.

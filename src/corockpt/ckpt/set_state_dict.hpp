@@ -29,6 +29,10 @@ struct SetReport {
 /// values): load-time work, one implementation of these rules.
 /// @returns with `strict`, Errc::not_found naming the first missing key; in any case
 ///   Errc::invalid_argument naming the FQN whose shape or box does not match.
+///
+/// Thread rules: a coroutine run on the rank's executor, one call per model at a time; it
+/// writes the model's memory, so the training loop neither reads nor writes the model's
+/// tensors until it completes. `state` must stay alive and unchanged until then.
 Task<SetReport> set_state_dict(Model& model, const StateDict& state, StateDictOptions options = {});
 
 }  // namespace corockpt

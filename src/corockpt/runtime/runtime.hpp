@@ -62,7 +62,7 @@ class Runtime {
   /// returns a handle synchronous code can poll, wait on and cancel.
   template <class T, class Executor>
   TaskHandle<T> spawn(Executor executor, Task<T> task) {
-    auto state = std::make_shared<typename TaskHandle<T>::State>();
+    auto state = std::make_shared<detail::TaskState<T>>();
     state->executor = executor;
     state->on_io_thread = [this] { return on_io_thread(); };
     auto slot = state->signal.slot();

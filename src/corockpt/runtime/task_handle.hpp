@@ -4,46 +4,26 @@
 /// poll it, wait for it, take its result, cancel it. Coroutines do not need it: they
 /// `co_await` the task itself.
 
-#include <asio/any_io_executor.hpp>
-#include <asio/cancellation_signal.hpp>
 #include <asio/post.hpp>
 
 #include <chrono>
-#include <condition_variable>
-#include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 
+#include "corockpt/runtime/detail/task_state.hpp"
 #include "corockpt/runtime/error.hpp"
 
 namespace corockpt {
 
+class Runtime;
+
+/// Thread rules: every member may be called from any thread, concurrently; `get` and
+/// `wait_for` block (never on the runtime's io thread: `get` refuses there).
 template <class T>
 class TaskHandle {
  public:
-  struct State {
-    asio::any_io_executor executor;
-    std::function<bool()> on_io_thread;
-    asio::cancellation_signal signal;  // touched on `executor` only
-    bool finished_on_executor = false;  // ditto
-
-    std::mutex mutex;
-    std::condition_variable ready;
-    std::optional<Result<T>> result;
-
-    void finish(Result<T> value) {
-      finished_on_executor = true;
-      {
-        std::lock_guard lock(mutex);
-        result.emplace(std::move(value));
-      }
-      ready.notify_all();
-    }
-  };
-
+  /// An empty handle (`valid()` false): only assignment and `valid()` may be called.
   TaskHandle() = default;
-  explicit TaskHandle(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
   bool valid() const { return state_ != nullptr; }
 
@@ -84,7 +64,10 @@ class TaskHandle {
   }
 
  private:
-  std::shared_ptr<State> state_;
+  friend class Runtime;  // spawn makes handles
+  explicit TaskHandle(std::shared_ptr<detail::TaskState<T>> state) : state_(std::move(state)) {}
+
+  std::shared_ptr<detail::TaskState<T>> state_;
 };
 
 }  // namespace corockpt

@@ -1,7 +1,6 @@
 // The mpi communicator on 4 processes: CTest runs this program under
 // `mpirun -np 4`, and every process runs every test case, in the same order, each on
 // its own runtime and its own duplicate of MPI_COMM_WORLD.
-#define CATCH_CONFIG_RUNNER
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 
 #include <catch2/catch.hpp>
@@ -15,6 +14,7 @@
 
 #include "corockpt/runtime/trace.hpp"
 #include "tests/plugins/comm/rank_checks.hpp"
+#include "tests/support/catch_session.hpp"
 
 using namespace corockpt;
 using namespace corockpt::test;
@@ -221,7 +221,7 @@ TEST_CASE("comm mpi - injected latency delays every operation, and groups overla
 }
 
 int main(int argc, char* argv[]) {
-  const int failed = Catch::Session().run(argc, argv);
+  const int failed = corockpt::test::run_catch(argc, argv);
   // The deadline test leaves an abandoned barrier behind: finalizing must still work.
   if (auto finalized = finalize_mpi(); !finalized) {
     std::fprintf(stderr, "finalize_mpi: %s\n", finalized.error().to_string().c_str());

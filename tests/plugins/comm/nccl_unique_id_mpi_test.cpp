@@ -2,7 +2,6 @@
 // needs no GPU) and the mpi world's broadcast hands it out. CTest runs this program under
 // `mpirun -np 2`; every process runs every case, in the same order. Built without NCCL,
 // it checks that the id is refused as unavailable on every rank alike.
-#define CATCH_CONFIG_RUNNER
 #include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
 
 #include <catch2/catch.hpp>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
+#include "tests/support/catch_session.hpp"
 
 using namespace corockpt;
 using namespace std::chrono_literals;
@@ -86,7 +86,7 @@ TEST_CASE("comm nccl - each bootstrap makes a fresh id", "[comm][nccl]") {
 }
 
 int main(int argc, char* argv[]) {
-  const int failed = Catch::Session().run(argc, argv);
+  const int failed = corockpt::test::run_catch(argc, argv);
   if (auto finalized = finalize_mpi(); !finalized) {
     std::fprintf(stderr, "finalize_mpi: %s\n", finalized.error().to_string().c_str());
     return 1;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/bench_support.hpp"  // fill_random: the benchmarks' random bytes (inline, no library)
 #include "corockpt/plugins/storage/make_storage.hpp"
 #include "corockpt/runtime/buffer_pool.hpp"
 #include "corockpt/runtime/when_all.hpp"
@@ -15,6 +16,7 @@
 #include "tests/support/temp_dir.hpp"
 
 using namespace corockpt;
+using bench::fill_random;
 
 namespace {
 
@@ -25,7 +27,7 @@ std::unique_ptr<Storage> make(Runtime& rt, const std::string& kind) {
   return std::move(*storage);
 }
 
-// Page-aligned memory (what O_DIRECT needs), filled with a reproducible random stream.
+// Page-aligned memory (what O_DIRECT needs), for fill_random's reproducible stream.
 struct AlignedBytes {
   explicit AlignedBytes(std::size_t n)
       : data(static_cast<std::byte*>(std::aligned_alloc(4096, n)), &std::free), size(n) {}
@@ -33,18 +35,6 @@ struct AlignedBytes {
   std::size_t size;
   std::span<std::byte> span() const { return {data.get(), size}; }
 };
-
-void fill_random(std::span<std::byte> out, std::uint64_t seed) {
-  std::uint64_t x = seed;
-  for (std::size_t i = 0; i + 8 <= out.size(); i += 8) {
-    x += 0x9e3779b97f4a7c15ULL;  // splitmix64
-    std::uint64_t z = x;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(out.data() + i, &z, 8);
-  }
-}
 
 // Writes `files` files of `file_bytes` each, in `chunk`-sized writes all in flight at
 // once, fsyncs them, reads everything back and compares byte for byte.
