@@ -66,6 +66,8 @@ struct BufferPoolOptions {
   std::size_t alignment = 4096;  ///< at least 4096, a power of two
 };
 
+/// Thread rules: acquire, try_acquire and returning buffers may happen on any thread and
+/// any executor, concurrently (one lock inside); ranks of one process may share a pool.
 class BufferPool {
  public:
   /// Allocates every buffer now. @returns an Error naming the allocator if it cannot.

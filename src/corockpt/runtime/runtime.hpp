@@ -38,6 +38,10 @@ struct RuntimeOptions {
   std::size_t worker_threads = 0;
 };
 
+/// Thread rules: every member may be called from any thread, concurrently; the
+/// destructor from a thread that is neither the io thread nor a worker, once no other
+/// thread uses the runtime. A coroutine runs on the executor it was spawned on: the
+/// strand of its rank, so one rank's coroutines never run at the same time.
 class Runtime {
  public:
   using Strand = asio::strand<asio::io_context::executor_type>;

@@ -16,6 +16,11 @@
 /// (never a hang). Buffers must stay valid until the operation's task ends; once it has
 /// ended, with success or not, nothing writes into them any more.
 ///
+/// Thread rules: a rank's communicator is used from that rank's coroutines, on its executor
+/// (its strand when ranks share a runtime), one operation issued at a time in the group's
+/// order; its operations may be in flight together. Communicators of different ranks or
+/// groups are independent.
+///
 /// Arguments: sizes that disagree (a `recv` of the wrong size, `counts` that do not add
 /// up, a root or peer out of range) are Errc::invalid_argument. The `local` backend checks
 /// them at the rendezvous, so every rank of the collective fails alike; the `mpi` backend
