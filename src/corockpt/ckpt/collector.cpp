@@ -8,6 +8,7 @@
 
 #include "corockpt/ckpt/detail/copy_batch.hpp"
 #include "corockpt/ckpt/detail/host_mirror.hpp"
+#include "corockpt/ckpt/detail/issue_order.hpp"
 #include "corockpt/ckpt/detail/lazy_optimizer_state.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/runtime/when_all.hpp"
@@ -18,6 +19,7 @@ namespace {
 
 using detail::bytes_of;
 using detail::CopyBatch;
+using detail::IssueOrder;
 using detail::Scratch;
 
 // Adam's `step` for `fqn`: a 0-d float32 tensor owned by `out`.
@@ -62,6 +64,7 @@ struct UnitCollector {
   const std::vector<std::string>& state_names;
   Export* export_to_rank0;  // null unless this rank sends this instance to rank 0
   int tag;                  // this instance's point-to-point tag: its registration index
+  IssueOrder& order;        // this rank's collectives, issued in registration order
   Device* device;           // the model's (null for a model in host memory)
   MemorySpace result_space;  // where the values this returns lie
   MemorySpace comm_space;    // where the gathers' buffers lie
@@ -149,6 +152,7 @@ struct UnitCollector {
     if (auto ok = co_await batch.run(); !ok) co_return ok;
     auto recv = Scratch::make(device, comm_space, send->size() * inst.group_size());
     if (!recv) co_return fail(std::move(recv.error()));
+    if (auto ok = co_await my_turn(); !ok) co_return ok;
     if (auto ok = co_await inst.group->all_gather(send->bytes(), recv->bytes()); !ok) co_return fail(ok.error());
 
     const std::size_t esize = size_of(inst.flat_dtype);
@@ -282,6 +286,7 @@ struct UnitCollector {
       at += send_counts[peer];
     }
     if (auto ok = co_await batch.run(); !ok) co_return ok;
+    if (auto ok = co_await my_turn(); !ok) co_return ok;
     if (auto ok = co_await inst.group->exchange(outgoing->bytes(), send_counts, incoming->bytes(), recv_counts, tag);
         !ok) {
       co_return ok;
@@ -328,6 +333,7 @@ struct UnitCollector {
     }
     auto recv = Scratch::make(device, comm_space, total);
     if (!recv) co_return fail(std::move(recv.error()));
+    if (auto ok = co_await my_turn(); !ok) co_return ok;
     if (auto ok = co_await inst.group->all_gather_v(send->bytes(), recv->bytes(), counts); !ok) co_return fail(ok.error());
     if (!materializes()) co_return Result<void>{};
 
@@ -361,6 +367,14 @@ struct UnitCollector {
     co_return co_await batch.run();
   }
 
+  // Waits until every unit registered before this one has issued its collective, then
+  // passes the turn on: the caller issues its collective next, before it suspends.
+  Task<void> my_turn() {
+    if (auto ok = co_await order.turn(tag); !ok) co_return ok;
+    order.pass(tag);
+    co_return Result<void>{};
+  }
+
   Task<void> run() {
     CopyBatch batch(device);
     if (keeps_values()) {
@@ -392,9 +406,9 @@ struct Spaces {
 };
 
 Task<void> collect_unit(Model& model, UnitInstance& inst, const StateDictOptions& options, StateDict& out,
-                        const std::vector<std::string>& state_names, Export* export_to_rank0, int tag, Spaces spaces) {
-  UnitCollector collector{model, inst,          options,       out,
-                          state_names, export_to_rank0, tag, spaces.device,
+                        const std::vector<std::string>& state_names, Export* export_to_rank0, int tag,
+                        IssueOrder& order, Spaces spaces) {
+  UnitCollector collector{model,         inst, options, out, state_names, export_to_rank0, tag, order, spaces.device,
                           spaces.result, spaces.comm(*inst.group)};
   std::optional<ScopedSpan> span;
   if (model.tracer()) {
@@ -402,6 +416,7 @@ Task<void> collect_unit(Model& model, UnitInstance& inst, const StateDictOptions
                  "gather", model.rank());
   }
   auto done = co_await collector.run();
+  order.pass(tag);  // it issued its collective, or has none, or failed: the next may go
   if (!done) {
     Error e = done.error();
     e.message = "unit " + inst.unit->name + (inst.expert >= 0 ? " expert " + std::to_string(inst.expert) : "") +
@@ -536,14 +551,17 @@ Task<StateDict> get_state_dict(Model& model, StateDictOptions options) {
       model.has_optimizer() ? optimizer_state_names(*model.spec().optimizer) : std::vector<std::string>{};
 
   StateDict out;
-  // One task per unit instance, started in registration order: each issues its one
-  // collective before it first waits, so every rank issues them in the same order.
+  // One task per unit instance, all started at once (their copies overlap); each issues
+  // its one collective in its turn (IssueOrder), so every rank issues them in
+  // registration order, whatever order the copies complete in.
   std::vector<Task<void>> units;
+  IssueOrder order(model.instances().size());
   std::map<const UnitInstance*, Export> exports;
   int tag = 0;  // registration index: the same instance has the same index on every rank of its group
   for (auto& inst : model.instances()) {
     Export* exported = exports_to_rank0(model, inst, options) ? &exports[&inst] : nullptr;
-    units.push_back(collect_unit(model, inst, options, out, state_names, exported, tag++, spaces));
+    units.push_back(collect_unit(model, inst, options, out, state_names, exported, tag, order, spaces));
+    ++tag;
   }
   if (auto ok = all_ok(co_await when_all(std::move(units))); !ok) co_return fail(ok.error());
   if (options.experts_to_rank0) {

@@ -1,12 +1,10 @@
 #pragma once
 /// @file
 /// The collector: PyTorch's `get_state_dict` on an FSDP / EP model, as awaitable tasks,
-/// one per FSDP unit instance. Units on different groups progress together; every rank
-/// issues the units' collectives in one global order (registration order), each unit
-/// task issuing its one collective before it first waits, so no two ranks can deadlock.
-/// A model in device memory first waits for its copies into the gather buffer; they
-/// complete in registration order on the device's one stream, so the order holds, except
-/// after a unit with nothing to copy on some rank (README: "Collective order").
+/// one per FSDP unit instance. Units on different groups progress together (their copies
+/// into the gather buffers overlap), and every rank issues the units' collectives in one
+/// global order, registration order, whatever order its copies complete in
+/// (detail::IssueOrder), so no two ranks can deadlock, on NCCL either.
 
 #include "corockpt/ckpt/model.hpp"
 #include "corockpt/ckpt/state_dict.hpp"
