@@ -8,21 +8,17 @@
 #include <memory>
 
 #include "corockpt/plugins/comm/communicator.hpp"
+#include "tests/support/wrapping_communicator.hpp"
 
 namespace corockpt::test {
 
-class DelayedCommunicator final : public Communicator {
+class DelayedCommunicator final : public WrappingCommunicator {
  public:
   using DelayFor = std::function<std::chrono::milliseconds(int group_size)>;
 
   DelayedCommunicator(std::shared_ptr<Communicator> inner, DelayFor delay_for)
-      : inner_(std::move(inner)), delay_for_(std::move(delay_for)) {}
+      : WrappingCommunicator(std::move(inner)), delay_for_(std::move(delay_for)) {}
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  std::string_view backend() const override { return inner_->backend(); }
-  MemorySpace memory_space() const override { return inner_->memory_space(); }
-  const std::string& name() const override { return inner_->name(); }
 
   Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {
     co_await delay();
@@ -68,7 +64,6 @@ class DelayedCommunicator final : public Communicator {
     co_await timer.async_wait(asio::use_awaitable);
   }
 
-  std::shared_ptr<Communicator> inner_;
   DelayFor delay_for_;
 };
 

@@ -12,13 +12,14 @@
 
 #include "corockpt/plugins/comm/communicator.hpp"
 #include "tests/support/scrambling_device.hpp"
+#include "tests/support/wrapping_communicator.hpp"
 
 namespace corockpt::test {
 
-class DeviceAwareCommunicator final : public Communicator {
+class DeviceAwareCommunicator final : public WrappingCommunicator {
  public:
   DeviceAwareCommunicator(std::shared_ptr<Communicator> inner, std::shared_ptr<ScramblingDevice> device)
-      : inner_(std::move(inner)), device_(std::move(device)) {}
+      : WrappingCommunicator(std::move(inner)), device_(std::move(device)) {}
 
   /// Wraps every rank of a world.
   static std::vector<std::shared_ptr<Communicator>> wrap(const std::vector<std::shared_ptr<Communicator>>& world,
@@ -28,11 +29,8 @@ class DeviceAwareCommunicator final : public Communicator {
     return out;
   }
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
   std::string_view backend() const override { return "device-aware"; }
   MemorySpace memory_space() const override { return MemorySpace::cuda; }
-  const std::string& name() const override { return inner_->name(); }
 
   Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {
     Staged in(*device_, send), out(*device_, recv);
@@ -102,7 +100,6 @@ class DeviceAwareCommunicator final : public Communicator {
     std::vector<std::byte> copy_;
   };
 
-  std::shared_ptr<Communicator> inner_;
   std::shared_ptr<ScramblingDevice> device_;
 };
 

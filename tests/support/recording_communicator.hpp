@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "corockpt/plugins/comm/communicator.hpp"
+#include "tests/support/wrapping_communicator.hpp"
 
 namespace corockpt::test {
 
@@ -30,16 +31,11 @@ struct IssueLog {
   }
 };
 
-class RecordingCommunicator final : public Communicator {
+class RecordingCommunicator final : public WrappingCommunicator {
  public:
   RecordingCommunicator(std::shared_ptr<Communicator> inner, std::shared_ptr<IssueLog> log)
-      : inner_(std::move(inner)), log_(std::move(log)) {}
+      : WrappingCommunicator(std::move(inner)), log_(std::move(log)) {}
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  std::string_view backend() const override { return inner_->backend(); }
-  MemorySpace memory_space() const override { return inner_->memory_space(); }
-  const std::string& name() const override { return inner_->name(); }
 
   Task<void> all_gather(std::span<const std::byte> send, std::span<std::byte> recv) override {
     log_->record(*inner_);
@@ -85,7 +81,6 @@ class RecordingCommunicator final : public Communicator {
     co_return std::shared_ptr<Communicator>(std::make_shared<RecordingCommunicator>(*child, log_));
   }
 
-  std::shared_ptr<Communicator> inner_;
   std::shared_ptr<IssueLog> log_;
 };
 
