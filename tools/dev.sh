@@ -29,6 +29,10 @@ phase() {  # name: prints how long the phase before it took
 
 configure_and_build() {  # dir, extra cmake args...
   local dir="$1"; shift
+  # A folder configured earlier with another generator (Make) cannot switch: start it anew.
+  if [ -f "$dir/CMakeCache.txt" ] && ! grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja$' "$dir/CMakeCache.txt"; then
+    rm -rf "$dir"
+  fi
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config
   libasio-dev liburing-dev catch2 nlohmann-json3-dev libisal-dev libcli11-dev
   libopenmpi-dev openmpi-bin
   fio
