@@ -18,6 +18,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/src/corockpt/
         PATTERN "mpi_library.hpp" EXCLUDE
         PATTERN "mpi_progress.hpp" EXCLUDE
         PATTERN "host_staging.hpp" EXCLUDE
+        PATTERN "nccl_state.hpp" EXCLUDE
         PATTERN "cuda_error.hpp" EXCLUDE)
 
 install(EXPORT corockptTargets NAMESPACE corockpt:: DESTINATION ${COROCKPT_INSTALL_CMAKEDIR})

@@ -10,7 +10,7 @@
 #include "corockpt/plugins/comm/detail/injected_latency.hpp"
 #include "corockpt/plugins/comm/detail/planned_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_library.hpp"
-#include "corockpt/plugins/comm/mpi/mpi_progress.hpp"
+#include "corockpt/plugins/comm/detail/mpi_progress.hpp"
 #include "corockpt/runtime/deadline.hpp"
 #include "corockpt/runtime/trace.hpp"
 

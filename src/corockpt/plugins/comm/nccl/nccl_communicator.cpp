@@ -1,260 +1,35 @@
-#include "corockpt/plugins/comm/nccl/nccl_communicator.hpp"
-
+// The nccl communicator's collectives: checks, one NCCL group per operation enqueued in
+// turn, completion polled through a CUDA event; split and abort. The bootstrap is in
+// nccl_bootstrap.cpp, the shared state in nccl_state.hpp (see nccl_communicator.hpp).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
-
-#include <algorithm>
-#include <chrono>
-#include <cstring>
-#include <deque>
-#include <mutex>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
-#include <vector>
 
+#include "corockpt/plugins/comm/detail/backoff.hpp"
 #include "corockpt/plugins/comm/detail/injected_latency.hpp"
 #include "corockpt/plugins/comm/detail/planned_communicator.hpp"
+#include "corockpt/plugins/comm/detail/turn_queue.hpp"
 #include "corockpt/plugins/comm/nccl/host_staging.hpp"
-#include "corockpt/plugins/device/cuda/cuda_device.hpp"
+#include "corockpt/plugins/comm/nccl/nccl_state.hpp"
 #include "corockpt/plugins/device/cuda/cuda_error.hpp"
 #include "corockpt/runtime/deadline.hpp"
 #include "corockpt/runtime/trace.hpp"
 
-namespace corockpt {
-
-static_assert(sizeof(ncclUniqueId) == std::tuple_size_v<NcclUniqueId>, "NcclUniqueId must hold an ncclUniqueId");
+namespace corockpt::nccl_detail {
 
 namespace {
 
 using comm_detail::OpKind;
 using comm_detail::Plan;
+using comm_detail::poll_with_backoff;
+using comm_detail::TurnGuard;
+using Ticket = comm_detail::TurnQueue::Ticket;
 using cuda_detail::cuda_error;
 using cuda_detail::use_device;
-using nccl_detail::HostStaging;
-using nccl_detail::PinnedBounces;
-
-constexpr std::chrono::microseconds shortest_pause{20};
-constexpr std::chrono::microseconds longest_pause{2000};
-
-// ---------------------------------------------------------------------------------------
-// NCCL errors
-
-Errc code_for(ncclResult_t result) {
-  switch (result) {
-    case ncclInvalidArgument:
-    case ncclInvalidUsage:
-      return Errc::invalid_argument;
-    default:
-      return Errc::io;
-  }
-}
-
-/// "<call>: <ncclGetErrorString> (<ncclGetLastError>)".
-Error nccl_error(ncclResult_t result, std::string_view call, ncclComm_t comm) {
-  std::string message = std::string(call) + ": " + ncclGetErrorString(result);
-  if (const char* last = ncclGetLastError(comm); last != nullptr && *last != '\0') {
-    message += std::string(" (") + last + ")";
-  }
-  return Error{code_for(result), std::move(message), {.operation = std::string(call)}, 0};
-}
-
-// ---------------------------------------------------------------------------------------
-// Polling with back-off
-
-/// Calls `check` until it returns an outcome, sleeping between calls on a timer of the
-/// awaiting coroutine's executor (20 µs, doubling up to 2 ms). Cancellable (that is how
-/// `with_deadline` stops it): @returns Errc::cancelled then.
-template <class Check>
-Task<void> poll_with_backoff(Check check) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  auto pause = shortest_pause;
-  for (;;) {
-    std::optional<Result<void>> outcome = check();
-    if (outcome) co_return std::move(*outcome);
-    timer.expires_after(pause);
-    auto [ec] = co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    if (ec) co_return fail(Errc::cancelled, "cancelled while waiting for NCCL");
-    pause = std::min(pause * 2, longest_pause);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// The shared state of one NCCL communicator
-
-/// A place in the queue of operations waiting to enqueue on one communicator.
-struct Ticket {
-  std::shared_ptr<Completion<void>> granted_signal = Completion<void>::make();
-  bool granted = false;    // guarded by NcclState::mutex
-  bool abandoned = false;  // guarded by NcclState::mutex
-};
-
-/// The NCCL handle and what the operations in flight on it share. Every NCCL call on the
-/// handle is made under `mutex`; an abort takes the handle out first, so a late poll
-/// finds it gone instead of using a freed communicator.
-struct NcclState {
-  explicit NcclState(ncclComm_t c) : comm(c) {}
-
-  std::mutex mutex;
-  ncclComm_t comm;  // null once aborted
-  bool issuing = false;  // some operation holds the turn to enqueue
-  std::deque<std::shared_ptr<Ticket>> waiting;
-  std::optional<Error> broken_because;
-
-  /// Takes a place in the enqueue order (now: this is what fixes the order of issues).
-  std::shared_ptr<Ticket> enter() {
-    auto ticket = std::make_shared<Ticket>();
-    std::lock_guard lock(mutex);
-    if (!issuing) {
-      issuing = true;
-      ticket->granted = true;
-    } else {
-      waiting.push_back(ticket);
-    }
-    return ticket;
-  }
-
-  /// Waits until `ticket` holds the turn to enqueue. @returns Errc::cancelled when the
-  /// wait is stopped (a deadline): the caller's TurnGuard then gives the place up.
-  Task<void> wait_turn(std::shared_ptr<Ticket> ticket) {
-    bool granted = false;
-    {
-      std::lock_guard lock(mutex);
-      granted = ticket->granted;
-    }
-    if (granted) co_return Result<void>{};
-    Task<void> waiting = ticket->granted_signal->wait();
-    co_return co_await std::move(waiting);
-  }
-
-  /// Gives the turn up (or the place in the queue, if the turn never came).
-  void leave(Ticket& ticket) {
-    std::shared_ptr<Completion<void>> next_signal;
-    {
-      std::lock_guard lock(mutex);
-      if (!ticket.granted) {
-        ticket.abandoned = true;
-        return;
-      }
-      ticket.granted = false;
-      while (!waiting.empty()) {
-        auto next = std::move(waiting.front());
-        waiting.pop_front();
-        if (next->abandoned) continue;
-        next->granted = true;
-        next_signal = next->granted_signal;
-        break;
-      }
-      if (!next_signal) issuing = false;
-    }
-    // If its waiter already gave up, the completion refuses this; its guard then passes
-    // the turn on, having `granted` set.
-    if (next_signal) next_signal->complete(Result<void>{});
-  }
-
-  /// The communicator's state: nothing while NCCL is still working on the last call
-  /// (ncclInProgress), success, or its error prefixed with `what`.
-  std::optional<Result<void>> progress(const std::string& what) {
-    std::lock_guard lock(mutex);
-    if (comm == nullptr) return fail(Errc::unavailable, what + ": the communicator was aborted");
-    ncclResult_t state = ncclSuccess;
-    if (ncclResult_t result = ncclCommGetAsyncError(comm, &state); result != ncclSuccess) {
-      return fail(nccl_error(result, "ncclCommGetAsyncError", comm));
-    }
-    if (state == ncclInProgress) return std::nullopt;
-    if (state != ncclSuccess) {
-      Error error = nccl_error(state, "ncclCommGetAsyncError", comm);
-      error.message = what + ": " + error.message;
-      return fail(std::move(error));
-    }
-    return Result<void>{};
-  }
-
-  /// Takes the handle out for an abort (null if already taken); records why.
-  ncclComm_t take_for_abort(const Error& why) {
-    std::lock_guard lock(mutex);
-    if (!broken_because) broken_because = why;
-    return std::exchange(comm, nullptr);
-  }
-};
-
-/// Holds a ticket for the life of an operation's enqueue; gives the turn on when done.
-class TurnGuard {
- public:
-  TurnGuard(std::shared_ptr<NcclState> state, std::shared_ptr<Ticket> ticket)
-      : state_(std::move(state)), ticket_(std::move(ticket)) {}
-  ~TurnGuard() { release(); }
-  TurnGuard(const TurnGuard&) = delete;
-  TurnGuard& operator=(const TurnGuard&) = delete;
-
-  void release() {
-    if (state_) state_->leave(*ticket_);
-    state_.reset();
-  }
-
- private:
-  std::shared_ptr<NcclState> state_;
-  std::shared_ptr<Ticket> ticket_;
-};
-
-/// Aborts `comm` on a worker thread, not waiting: for communicators nobody else can see.
-void abort_in_background(Runtime& runtime, ncclComm_t comm, int device) {
-  if (comm == nullptr) return;
-  asio::post(runtime.workers(), [comm, device] {
-    (void)use_device(device);
-    (void)ncclCommAbort(comm);
-  });
-}
-
-// ---------------------------------------------------------------------------------------
-// Per-communicator CUDA resources
-
-/// The communicator's stream, the scratch int of its barrier and the bounce buffers of
-/// its host spans, freed on destruction.
-struct StreamResources {
-  int device = 0;
-  cudaStream_t stream = nullptr;
-  void* scratch = nullptr;
-  std::unique_ptr<PinnedBounces> bounces;
-
-  ~StreamResources() {
-    (void)use_device(device);
-    if (scratch != nullptr) (void)cudaFree(scratch);
-    if (stream != nullptr) (void)cudaStreamDestroy(stream);
-  }
-};
-
-Result<std::unique_ptr<StreamResources>> make_resources(int device) {
-  auto count = cuda_device_count();
-  if (!count) return fail(std::move(count.error()));
-  if (device < 0 || device >= *count) {
-    return fail(Errc::unavailable, "cuda:" + std::to_string(device) + " does not exist: this process sees " +
-                                       std::to_string(*count) + " CUDA device(s)");
-  }
-  auto resources = std::make_unique<StreamResources>();
-  resources->device = device;
-  resources->bounces = std::make_unique<PinnedBounces>(device);
-  if (auto ready = use_device(device); !ready) return fail(ready.error());
-  if (cudaError_t code = cudaStreamCreateWithFlags(&resources->stream, cudaStreamNonBlocking); code != cudaSuccess) {
-    return fail(cuda_error(code, "cudaStreamCreateWithFlags"));
-  }
-  if (cudaError_t code = cudaMalloc(&resources->scratch, sizeof(int)); code != cudaSuccess) {
-    return fail(cuda_error(code, "cudaMalloc"));
-  }
-  return resources;
-}
-
-ncclConfig_t non_blocking_config() {
-  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;
-  return config;
-}
 
 /// A CUDA event recorded on a stream, destroyed with its owner (CUDA frees an event still
 /// pending once the stream passes it).
@@ -503,8 +278,8 @@ Result<bool> NcclCommunicator::enqueue(Plan plan, HostStaging& staging) {
 
 Task<void> NcclCommunicator::execute(Plan plan, std::string what, std::shared_ptr<Ticket> ticket,
                                      std::shared_ptr<HostStaging> staging) {
-  TurnGuard turn(state_, ticket);
-  Task<void> turn_comes = state_->wait_turn(ticket);
+  TurnGuard turn(state_->turns, ticket);
+  Task<void> turn_comes = state_->turns.wait_turn(ticket);
   if (Result<void> my_turn = co_await std::move(turn_comes); !my_turn) co_return my_turn;
 
   auto enqueued = enqueue(plan, *staging);
@@ -568,7 +343,7 @@ Task<void> NcclCommunicator::run(Plan plan) {
     result = staging->prepare(plan, receives, on_host);
   }
   if (result) {
-    std::shared_ptr<Ticket> ticket = state_->enter();
+    std::shared_ptr<Ticket> ticket = state_->turns.enter();
     Task<void> body = execute(plan, what, ticket, staging);
     Task<void> bounded = with_deadline(std::move(body), options_.deadline, what);
     result = co_await std::move(bounded);
@@ -597,7 +372,7 @@ Task<std::shared_ptr<Communicator>> NcclCommunicator::split(int color, int key) 
   Result<void> waited = co_await comm_detail::wait_injected_latency(options_.injected_latency);
   if (!waited) co_return fail(std::move(waited.error()));
 
-  std::shared_ptr<Ticket> ticket = state_->enter();
+  std::shared_ptr<Ticket> ticket = state_->turns.enter();
   Task<std::shared_ptr<Communicator>> body = split_in_turn(color, key, what, ticket);
   Task<std::shared_ptr<Communicator>> bounded = with_deadline(std::move(body), options_.deadline, what);
   Result<std::shared_ptr<Communicator>> made = co_await std::move(bounded);
@@ -614,8 +389,8 @@ Task<std::shared_ptr<Communicator>> NcclCommunicator::split(int color, int key) 
 
 Task<std::shared_ptr<Communicator>> NcclCommunicator::split_in_turn(int color, int key, std::string what,
                                                                     std::shared_ptr<Ticket> ticket) {
-  TurnGuard turn(state_, ticket);
-  Task<void> turn_comes = state_->wait_turn(ticket);
+  TurnGuard turn(state_->turns, ticket);
+  Task<void> turn_comes = state_->turns.wait_turn(ticket);
   if (Result<void> my_turn = co_await std::move(turn_comes); !my_turn) co_return fail(std::move(my_turn.error()));
   auto resources = make_resources(device());
   if (!resources) co_return fail(std::move(resources.error()));
@@ -661,9 +436,8 @@ Task<std::shared_ptr<Communicator>> NcclCommunicator::split_in_turn(int color, i
     co_return fail(std::move(ready.error()));
   }
   std::string child_name = name_ + "/split(" + std::to_string(color) + ")";
-  co_return std::shared_ptr<Communicator>(std::make_shared<NcclCommunicator>(
-      runtime_, std::move(child_state), std::move(*resources), child_rank, child_size, std::move(child_name),
-      options_, world_rank_));
+  co_return make_nccl_communicator(runtime_, std::move(child_state), std::move(*resources), child_rank, child_size,
+                                   std::move(child_name), options_, world_rank_);
 }
 
 std::optional<Error> NcclCommunicator::broken_error() const {
@@ -681,95 +455,13 @@ void NcclCommunicator::mark_broken(const Error& why) {
   if (!state_->broken_because) state_->broken_because = why;
 }
 
-/// Rank 0's part of the bootstrap: an id, or why there is none.
-Result<ncclUniqueId> make_unique_id() {
-  ncclUniqueId id{};
-  if (ncclResult_t result = ncclGetUniqueId(&id); result != ncclSuccess) {
-    return fail(nccl_error(result, "ncclGetUniqueId", nullptr));
-  }
-  return id;
-}
-
-/// Starts this rank's non-blocking init. @returns the handle (still in progress).
-Result<ncclComm_t> start_init(const NcclUniqueId& id, int rank, int size, int device) {
-  if (auto ready = use_device(device); !ready) return fail(ready.error());
-  ncclUniqueId raw{};
-  std::memcpy(&raw, id.data(), sizeof raw);
-  ncclConfig_t config = non_blocking_config();
-  ncclComm_t comm = nullptr;
-  const ncclResult_t result = ncclCommInitRankConfig(&comm, size, raw, rank, &config);
-  if (result != ncclSuccess && result != ncclInProgress) {
-    Error error = nccl_error(result, "ncclCommInitRankConfig", comm);
-    if (comm != nullptr) (void)ncclCommAbort(comm);
-    return fail(std::move(error));
-  }
-  return comm;
-}
-
 }  // namespace
 
-Task<NcclUniqueId> nccl_unique_id_from(std::shared_ptr<Communicator> world) {
-  // A flag byte, then the id: a failure on rank 0 reaches every rank at once.
-  std::array<std::byte, 1 + std::tuple_size_v<NcclUniqueId>> blob{};
-  std::optional<Error> failure;
-  if (world->rank() == 0) {
-    auto made = make_unique_id();
-    if (made) {
-      blob[0] = std::byte{1};
-      std::memcpy(blob.data() + 1, &*made, sizeof(ncclUniqueId));
-    } else {
-      failure = std::move(made.error());
-    }
-  }
-  std::span<std::byte> carried(blob);
-  Task<void> broadcasting = world->broadcast(carried, 0);
-  Result<void> sent = co_await std::move(broadcasting);
-  if (!sent) co_return fail(std::move(sent.error()));
-  if (failure) co_return fail(std::move(*failure));
-  if (blob[0] != std::byte{1}) {
-    co_return fail(Errc::unavailable, "rank 0 of " + world->name() + " could not make an NCCL unique id",
-                   {.rank = world->rank(), .operation = "nccl_unique_id_from"});
-  }
-  NcclUniqueId id{};
-  std::memcpy(id.data(), blob.data() + 1, id.size());
-  co_return id;
+std::shared_ptr<Communicator> make_nccl_communicator(Runtime& runtime, std::shared_ptr<NcclState> state,
+                                                     std::unique_ptr<StreamResources> resources, int rank, int size,
+                                                     std::string name, CommOptions options, int world_rank) {
+  return std::make_shared<NcclCommunicator>(runtime, std::move(state), std::move(resources), rank, size,
+                                            std::move(name), options, world_rank);
 }
 
-Task<std::shared_ptr<Communicator>> make_nccl_world(Runtime& runtime, std::shared_ptr<Communicator> bootstrap,
-                                                    NcclOptions options) {
-  const int rank = bootstrap->rank();
-  const int size = bootstrap->size();
-  const std::string what = "make_nccl_world (rank " + std::to_string(rank) + " of " + std::to_string(size) +
-                           " on cuda:" + std::to_string(options.device) + ")";
-  // Every rank takes part in the id's broadcast, even one without its device: the others
-  // would wait for it otherwise.
-  Task<NcclUniqueId> making = nccl_unique_id_from(bootstrap);
-  Result<NcclUniqueId> id = co_await std::move(making);
-  if (!id) co_return fail(std::move(id.error().with_rank(rank)));
-  auto resources = make_resources(options.device);
-  if (!resources) co_return fail(std::move(resources.error().with_rank(rank).with_operation("make_nccl_world")));
-
-  auto started = start_init(*id, rank, size, options.device);
-  if (!started) co_return fail(std::move(started.error().with_rank(rank)));
-  auto state = std::make_shared<NcclState>(*started);
-  auto initialized = [state, what] { return state->progress(what); };
-  Task<void> polling = poll_with_backoff(initialized);
-  Task<void> bounded = with_deadline(std::move(polling), options.init_deadline, what);
-  Result<void> ready = co_await std::move(bounded);
-  if (!ready) {
-    ncclComm_t comm = state->take_for_abort(ready.error());
-    const int on = options.device;
-    auto aborting = [comm, on] {
-      (void)use_device(on);
-      (void)ncclCommAbort(comm);
-    };
-    Task<void> stopping = runtime.offload(aborting);
-    (void)co_await std::move(stopping);
-    co_return fail(std::move(ready.error().with_rank(rank).with_operation("make_nccl_world")));
-  }
-  std::string name = "world";
-  co_return std::shared_ptr<Communicator>(std::make_shared<NcclCommunicator>(
-      runtime, std::move(state), std::move(*resources), rank, size, std::move(name), options.comm, rank));
-}
-
-}  // namespace corockpt
+}  // namespace corockpt::nccl_detail

@@ -1,6 +1,7 @@
 #pragma once
 /// @file
-/// `MpiProgress`: the one progress poller of the process (internal to the mpi plugin).
+/// `MpiProgress`: the one progress poller of the process (internal to the mpi plugin; it
+/// polls with the back-off of backoff.hpp, beside it).
 /// MPI offers nothing to wait on, so every started request is handed to it, and a
 /// coroutine on the runtime's io_context tests them all with MPI_Testsome, sleeping
 /// between rounds with back-off (20 µs, doubling up to 2 ms while nothing finishes).

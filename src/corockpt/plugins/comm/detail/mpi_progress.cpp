@@ -1,4 +1,4 @@
-#include "corockpt/plugins/comm/mpi/mpi_progress.hpp"
+#include "corockpt/plugins/comm/detail/mpi_progress.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -12,12 +12,13 @@
 #include <cstring>
 #include <iterator>
 
+#include "corockpt/plugins/comm/detail/backoff.hpp"
+
 namespace corockpt::mpi_detail {
 
 namespace {
 
-constexpr std::chrono::microseconds shortest_pause{20};
-constexpr std::chrono::microseconds longest_pause{2000};
+using comm_detail::Backoff;
 
 // Moves the operations whose request MPI has completed (and freed) to `finished`.
 void move_completed(MpiProgress::Operations& operations, MpiProgress::Operations& finished) {
@@ -113,7 +114,7 @@ asio::awaitable<void> MpiProgress::poll_loop() {
     sleeping_on_ = &timer;
   }
 
-  auto pause = shortest_pause;
+  Backoff backoff;
   for (;;) {
     Operations finished;
     const Round round = poll_once(finished);
@@ -122,10 +123,10 @@ asio::awaitable<void> MpiProgress::poll_loop() {
       guard.ended_normally = true;  // poll_once cleared running_ under the lock
       co_return;
     }
-    pause = round.progressed ? shortest_pause : std::min(pause * 2, longest_pause);
-    timer.expires_after(pause);
+    if (round.progressed) backoff.reset();
+    timer.expires_after(backoff.next());
     auto [ec] = co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    if (ec) pause = shortest_pause;  // woken up by a new request
+    if (ec) backoff.reset();  // woken up by a new request
   }
 }
 
