@@ -128,4 +128,16 @@ Task<std::vector<std::byte>> CheckpointReader::read(const std::string& name, con
   co_return bytes;
 }
 
+Task<std::vector<std::byte>> CheckpointReader::read_object(const std::string& name) {
+  const auto found = metadata_.objects.find(name);
+  if (found == metadata_.objects.end()) {
+    co_return fail(Errc::not_found, "the checkpoint has no object " + name, {.fqn = name, .path = dir_});
+  }
+  const ObjectRecord& object = found->second;
+  std::set<std::string> file{object.file};
+  if (auto opened = co_await open_files(file); !opened) co_return fail(opened.error());
+  const ChunkRecord range{Box{}, object.file, object.begin, object.end, object.crc32c};
+  co_return co_await read(name, range, 0, object.end - object.begin);
+}
+
 }  // namespace corockpt

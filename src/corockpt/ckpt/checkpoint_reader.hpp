@@ -56,6 +56,10 @@ class CheckpointReader {
   /// than the metadata says, storage errors with the path.
   Task<std::vector<std::byte>> read(const std::string& name, const ChunkRecord& chunk, std::uint64_t from,
                                     std::uint64_t to);
+  /// The bytes of the object `name` (opening its file if needed), every checksum block
+  /// checked. @returns Errc::not_found when the checkpoint has no such object; read's
+  /// errors.
+  Task<std::vector<std::byte>> read_object(const std::string& name);
 
  private:
   CheckpointReader(CheckpointIo io, std::string dir, CheckpointMetadata metadata)

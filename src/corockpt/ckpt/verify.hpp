@@ -28,6 +28,7 @@ struct VerifyReport {
   std::size_t files = 0;
   std::size_t tensors = 0;
   std::size_t chunks = 0;
+  std::size_t objects = 0;
   std::uint64_t bytes_checked = 0;  ///< data whose checksums were computed
   bool ok() const { return problems.empty(); }
 };

@@ -56,7 +56,7 @@ TEST_CASE("metadata - to_json_text then parse gives the same metadata") {
   const std::string text = to_json_text(original);
   auto parsed = parse_checkpoint_metadata(text);
   REQUIRE(parsed);
-  CHECK(parsed->version == checkpoint_format_version);
+  CHECK(parsed->version == 1);  // no objects: the version every build reads
   CHECK(parsed->world_size == 2);
   REQUIRE(parsed->meshes.size() == 1);
   CHECK(parsed->meshes[0].name == "dp");
@@ -214,4 +214,55 @@ TEST_CASE("metadata - a chunk with no elements needs no bytes and no checksums")
   });
   REQUIRE(parsed);
   CHECK(parsed->tensors.at("empty").chunks.size() == 1);
+}
+
+TEST_CASE("metadata - objects (values that are not tensors) round-trip, and only they make the text version 2") {
+  auto with_objects = sample_metadata();
+  with_objects.files["rank00001-objects.bin"] = 20;
+  with_objects.objects["optim.param_groups.0.lr"] = ObjectRecord{"rank00001-objects.bin", 0, 12, {7, 8}};
+  with_objects.objects["counter"] = ObjectRecord{"rank00001-objects.bin", 12, 12, {}};  // empty bytes
+  const std::string text = to_json_text(with_objects);
+  auto parsed = parse_checkpoint_metadata(text);
+  REQUIRE(parsed);
+  CHECK(parsed->version == 2);
+  CHECK(parsed->objects == with_objects.objects);
+  CHECK(parsed->tensors == with_objects.tensors);
+  CHECK(to_json_text(*parsed) == text);
+
+  // A build that knows version 1 refuses the objects as from a newer corockpt, not as corrupt.
+  CHECK(Json::parse(text)["version"] == 2);
+  CHECK(Json::parse(to_json_text(sample_metadata())).contains("objects") == false);
+}
+
+TEST_CASE("metadata - a bad object is rejected naming it") {
+  auto edited = [](const std::function<void(Json&)>& edit) {
+    auto m = sample_metadata();
+    m.files["rank00000-objects.bin"] = 16;
+    m.objects["lr"] = ObjectRecord{"rank00000-objects.bin", 0, 16, {1, 2}};
+    Json j = Json::parse(to_json_text(m));
+    edit(j);
+    return parse_checkpoint_metadata(j.dump());
+  };
+  REQUIRE(edited([](Json&) {}));
+  auto rejected = [&](const std::function<void(Json&)>& edit, std::string_view part) {
+    auto parsed = edited(edit);
+    REQUIRE_FALSE(parsed);
+    CHECK(parsed.error().code == Errc::corrupt);
+    CHECK(contains(parsed.error().message, part));
+    CHECK(contains(parsed.error().message, "lr"));
+  };
+  rejected([](Json& j) { j["objects"]["lr"]["end"] = 17; }, "past the end");
+  rejected([](Json& j) { j["objects"]["lr"]["file"] = "../x"; }, "plain file name");
+  rejected([](Json& j) { j["objects"]["lr"]["crc32c"] = {1}; }, "checksums");
+  rejected([](Json& j) { j["objects"]["lr"]["extra"] = 1; }, "unknown key");
+  auto clash = edited([](Json& j) { j["objects"]["w"] = j["objects"]["lr"]; });  // "w" is a tensor
+  REQUIRE_FALSE(clash);
+  CHECK(contains(clash.error().message, "name of a tensor"));
+  auto not_object = parse_checkpoint_metadata([&] {
+    Json j = Json::parse(to_json_text(sample_metadata()));
+    j["objects"] = Json::array();
+    return j.dump();
+  }());
+  REQUIRE_FALSE(not_object);
+  CHECK(contains(not_object.error().message, "objects"));
 }

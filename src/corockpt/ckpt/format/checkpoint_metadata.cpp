@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -40,12 +41,17 @@ std::string key_where(std::string_view key) {
 }
 
 // What is wrong with an object that must have exactly `keys`, or nothing.
-std::optional<std::string> key_problem(const Json& object, std::initializer_list<std::string_view> keys) {
+/// What is wrong with `object`'s keys: one not in `keys` or `optional`, or one of `keys`
+/// missing.
+std::optional<std::string> key_problem(const Json& object, std::initializer_list<std::string_view> keys,
+                                       std::initializer_list<std::string_view> optional = {}) {
   if (!object.is_object()) return std::string("must be an object, got ") + object.type_name();
   std::string known;
   for (auto k : keys) known += (known.empty() ? "" : ", ") + std::string(k);
+  for (auto k : optional) known += (known.empty() ? "" : ", ") + std::string(k);
   for (const auto& [key, _] : object.items()) {
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end() &&
+        std::find(optional.begin(), optional.end(), key) == optional.end()) {
       return "unknown key " + quoted_text(key) + " (known: " + known + ")";
     }
   }
@@ -102,6 +108,62 @@ Result<std::map<std::string, std::uint64_t>> read_files(const Json& value) {
   return files;
 }
 
+/// Reads the `file`, `begin`, `end` and `crc32c` of a chunk or an object into `stored`
+/// and checks them against the file list and the block size; `check_length`, if given,
+/// names what is wrong with the range's length.
+template <class Stored>
+Result<void> read_stored_range(const std::string& name, const std::string& where, const Json& value,
+                               const CheckpointMetadata& metadata, Stored& stored,
+                               const std::function<std::optional<std::string>(std::uint64_t)>& check_length) {
+  const Json& file = value["file"];
+  if (!file.is_string()) return fail(corrupt(where, "\"file\" must be a string, got " + excerpt(file), name));
+  stored.file = file.get<std::string>();
+  if (!is_plain_file_name(stored.file)) {
+    return fail(corrupt(where, "file " + quoted_text(stored.file) + " is not a plain file name in the checkpoint directory", name));
+  }
+  const auto listed = metadata.files.find(stored.file);
+  if (listed == metadata.files.end()) {
+    return fail(corrupt(where, "file " + quoted_text(stored.file) + " is not listed in \"files\"", name));
+  }
+
+  const auto begin = detail::as_uint64(value["begin"]);
+  const auto end = detail::as_uint64(value["end"]);
+  if (!begin || !end) {
+    return fail(corrupt(where, "\"begin\" and \"end\" must be non-negative integers, got " + excerpt(value["begin"]) +
+                                   " and " + excerpt(value["end"]), name));
+  }
+  stored.begin = *begin;
+  stored.end = *end;
+  const std::string range = "bytes [" + std::to_string(stored.begin) + ", " + std::to_string(stored.end) + ")";
+  if (stored.begin > stored.end) return fail(corrupt(where, range + " end before they begin", name));
+  if (stored.end > listed->second) {
+    return fail(corrupt(where, range + " run past the end of file " + quoted_text(stored.file) + " (" +
+                                   std::to_string(listed->second) + " bytes)", name));
+  }
+  if (check_length) {
+    if (auto problem = check_length(stored.end - stored.begin)) return fail(corrupt(where, range + " " + *problem, name));
+  }
+
+  const Json& checksums = value["crc32c"];
+  if (!checksums.is_array()) {
+    return fail(corrupt(where, "\"crc32c\" must be a list of checksums, got " + excerpt(checksums), name));
+  }
+  const std::uint64_t expected = checksum_blocks(stored.end - stored.begin, metadata.block_size);
+  if (checksums.size() != expected) {
+    return fail(corrupt(where, std::to_string(checksums.size()) + " checksums for " + std::to_string(expected) +
+                                   " blocks of " + std::to_string(metadata.block_size) + " bytes", name));
+  }
+  stored.crc32c.reserve(checksums.size());
+  for (const auto& c : checksums) {
+    const auto crc = detail::as_uint64(c);
+    if (!crc || *crc > std::numeric_limits<std::uint32_t>::max()) {
+      return fail(corrupt(where, "a checksum must be a 32-bit unsigned integer, got " + excerpt(c), name));
+    }
+    stored.crc32c.push_back(static_cast<std::uint32_t>(*crc));
+  }
+  return {};
+}
+
 Result<ChunkRecord> read_chunk(const std::string& tensor, const std::string& where, const Json& value,
                                const TensorRecord& record, const CheckpointMetadata& metadata) {
   if (auto problem = key_problem(value, {"offsets", "sizes", "file", "begin", "end", "crc32c"})) {
@@ -130,56 +192,14 @@ Result<ChunkRecord> read_chunk(const std::string& tensor, const std::string& whe
     }
   }
 
-  const Json& file = value["file"];
-  if (!file.is_string()) return fail(corrupt(where, "\"file\" must be a string, got " + excerpt(file), tensor));
-  chunk.file = file.get<std::string>();
-  if (!is_plain_file_name(chunk.file)) {
-    return fail(corrupt(where, "file " + quoted_text(chunk.file) + " is not a plain file name in the checkpoint directory", tensor));
-  }
-  const auto listed = metadata.files.find(chunk.file);
-  if (listed == metadata.files.end()) {
-    return fail(corrupt(where, "file " + quoted_text(chunk.file) + " is not listed in \"files\"", tensor));
-  }
-
-  const auto begin = detail::as_uint64(value["begin"]);
-  const auto end = detail::as_uint64(value["end"]);
-  if (!begin || !end) {
-    return fail(corrupt(where, "\"begin\" and \"end\" must be non-negative integers, got " + excerpt(value["begin"]) +
-                                   " and " + excerpt(value["end"]), tensor));
-  }
-  chunk.begin = *begin;
-  chunk.end = *end;
-  const std::string range = "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")";
-  if (chunk.begin > chunk.end) return fail(corrupt(where, range + " end before they begin", tensor));
-  if (chunk.end > listed->second) {
-    return fail(corrupt(where, range + " run past the end of file " + quoted_text(chunk.file) + " (" +
-                                   std::to_string(listed->second) + " bytes)", tensor));
-  }
   // The box lies inside a shape whose element count fits, so its own count does too.
-  const auto bytes = detail::checked_bytes(box.sizes, record.dtype);
-  if (!bytes || *bytes != chunk.end - chunk.begin) {
-    return fail(corrupt(where, range + " hold " + std::to_string(chunk.end - chunk.begin) + " bytes, but box " +
-                                   box.to_string() + " of " + std::string(to_string(record.dtype)) + " needs " +
-                                   (bytes ? std::to_string(*bytes) : "more"), tensor));
-  }
-
-  const Json& checksums = value["crc32c"];
-  if (!checksums.is_array()) {
-    return fail(corrupt(where, "\"crc32c\" must be a list of checksums, got " + excerpt(checksums), tensor));
-  }
-  const std::uint64_t expected = checksum_blocks(chunk.end - chunk.begin, metadata.block_size);
-  if (checksums.size() != expected) {
-    return fail(corrupt(where, std::to_string(checksums.size()) + " checksums for " + std::to_string(expected) +
-                                   " blocks of " + std::to_string(metadata.block_size) + " bytes", tensor));
-  }
-  chunk.crc32c.reserve(checksums.size());
-  for (const auto& c : checksums) {
-    const auto crc = detail::as_uint64(c);
-    if (!crc || *crc > std::numeric_limits<std::uint32_t>::max()) {
-      return fail(corrupt(where, "a checksum must be a 32-bit unsigned integer, got " + excerpt(c), tensor));
-    }
-    chunk.crc32c.push_back(static_cast<std::uint32_t>(*crc));
-  }
+  auto length_of_box = [&](std::uint64_t length) -> std::optional<std::string> {
+    const auto bytes = detail::checked_bytes(box.sizes, record.dtype);
+    if (bytes && *bytes == length) return std::nullopt;
+    return "hold " + std::to_string(length) + " bytes, but box " + box.to_string() + " of " +
+           std::string(to_string(record.dtype)) + " needs " + (bytes ? std::to_string(*bytes) : "more");
+  };
+  if (auto ok = read_stored_range(tensor, where, value, metadata, chunk, length_of_box); !ok) return fail(ok.error());
   return chunk;
 }
 
@@ -237,7 +257,8 @@ Result<CheckpointMetadata> read_metadata(std::string_view text) {
                                        std::to_string(checkpoint_format_version) + ")");
   }
   if (auto problem = key_problem(root, {"format", "version", "world_size", "meshes", "block_size", "files", "tensors",
-                                        "param_groups", "user"})) {
+                                        "param_groups", "user"},
+                                 {"objects"})) {
     return fail(corrupt("", *problem));
   }
 
@@ -281,6 +302,20 @@ Result<CheckpointMetadata> read_metadata(std::string_view text) {
     return fail(corrupt(key_where("user"), std::string("must be an object, got ") + root["user"].type_name()));
   }
   metadata.user = root["user"];
+
+  if (const auto objects = root.find("objects"); objects != root.end()) {
+    if (!objects->is_object()) {
+      return fail(corrupt(key_where("objects"), std::string("must be an object, got ") + objects->type_name()));
+    }
+    for (const auto& [name, value] : objects->items()) {
+      const std::string where = "object " + quoted_text(name);
+      if (auto problem = key_problem(value, {"file", "begin", "end", "crc32c"})) return fail(corrupt(where, *problem, name));
+      ObjectRecord record;
+      if (auto ok = read_stored_range(name, where, value, metadata, record, {}); !ok) return fail(ok.error());
+      if (metadata.tensors.contains(name)) return fail(corrupt(where, "has the name of a tensor", name));
+      metadata.objects.emplace(name, std::move(record));
+    }
+  }
   return metadata;
 }
 
@@ -324,7 +359,8 @@ std::string to_json_text(const CheckpointMetadata& metadata) {
   // but for the small groups and the user's blob.
   detail::JsonObjectWriter root;
   root.add("format", Json(kFormatName));
-  root.add("version", Json(metadata.version));
+  // The oldest version that holds the content, so builds before objects read the rest.
+  root.add("version", Json(metadata.objects.empty() ? 1 : 2));
   root.add("world_size", Json(metadata.world_size));
   root.add("meshes", meshes);
   root.add("block_size", Json(metadata.block_size));
@@ -332,6 +368,13 @@ std::string to_json_text(const CheckpointMetadata& metadata) {
   root.add_text("tensors", std::move(tensors).finish());
   root.add("param_groups", metadata.param_groups);
   root.add("user", metadata.user);
+  if (!metadata.objects.empty()) {
+    nlohmann::ordered_json objects = nlohmann::ordered_json::object();
+    for (const auto& [name, o] : metadata.objects) {
+      objects[name] = {{"file", o.file}, {"begin", o.begin}, {"end", o.end}, {"crc32c", o.crc32c}};
+    }
+    root.add("objects", objects);
+  }
   return std::move(root).finish() + "\n";
 }
 

@@ -15,8 +15,14 @@
 ///  "tensors": {"layer.weight": {"dtype": "float32", "shape": [16, 8],
 ///       "chunks": [{"offsets": [0, 0], "sizes": [8, 8], "file": "rank00000-000.safetensors",
 ///                   "begin": 128, "end": 384, "crc32c": [3735928559]}]}},
-///  "param_groups": [...], "user": {...}}
+///  "param_groups": [...], "user": {...},
+///  "objects": {"optim.param_groups.0.lr": {"file": "rank00000-objects.bin", "begin": 0,
+///       "end": 1261, "crc32c": [4023233417]}}}
 /// ```
+///
+/// `objects` (format version 2) are values that are not tensors, stored whole as the bytes
+/// their writer gave (PyTorch DCP's pickled leaves: param_groups, counters); a checkpoint
+/// without them is written as version 1, which every earlier build reads.
 
 #include <cstdint>
 #include <map>
@@ -33,8 +39,8 @@
 
 namespace corockpt {
 
-/// The version this build writes; it reads this one and older.
-inline constexpr int checkpoint_format_version = 1;
+/// The newest version this build writes (2: with objects; 1 without); it reads it and older.
+inline constexpr int checkpoint_format_version = 2;
 inline constexpr std::string_view checkpoint_metadata_file = "corockpt.metadata.json";
 /// The default checksum block: small enough that a partial read checks little extra.
 inline constexpr std::uint64_t default_checksum_block = 1 << 20;
@@ -57,7 +63,19 @@ struct TensorRecord {
   friend bool operator==(const TensorRecord&, const TensorRecord&) = default;
 };
 
+/// A value that is not a tensor: bytes [begin, end) of `file`, checksummed as a chunk is.
+struct ObjectRecord {
+  std::string file;
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+  std::vector<std::uint32_t> crc32c;
+
+  friend bool operator==(const ObjectRecord&, const ObjectRecord&) = default;
+};
+
 struct CheckpointMetadata {
+  /// The version read; writing always uses the oldest that holds the content (1, or 2
+  /// with objects).
   int version = checkpoint_format_version;
   int world_size = 0;
   std::vector<MeshSpec> meshes;
@@ -66,6 +84,7 @@ struct CheckpointMetadata {
   std::map<std::string, TensorRecord> tensors;
   nlohmann::json param_groups = nlohmann::json::array();
   nlohmann::json user = nlohmann::json::object();
+  std::map<std::string, ObjectRecord> objects;
 };
 
 /// The number of checksum blocks of a range of `bytes` bytes (0 for an empty range).

@@ -1,0 +1,176 @@
+#include "corockpt/ckpt/save_steps.hpp"
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "corockpt/ckpt/data_file_layout.hpp"
+#include "corockpt/ckpt/data_file_writer.hpp"
+#include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
+#include "corockpt/runtime/when_all.hpp"
+
+namespace corockpt {
+
+namespace {
+
+/// The checksums of each `block` bytes of `bytes` (the last block may be short).
+std::vector<std::uint32_t> block_checksums(std::span<const std::byte> bytes, std::uint64_t block) {
+  std::vector<std::uint32_t> sums;
+  for (std::uint64_t at = 0; at < bytes.size(); at += block) {
+    sums.push_back(crc32c(bytes.subspan(at, std::min<std::uint64_t>(block, bytes.size() - at))));
+  }
+  return sums;
+}
+
+/// This rank's objects, one after the other, in objects_file_name(rank), made durable.
+Task<void> write_objects(CheckpointIo io, const std::string& tmp, int rank, std::span<const LocalObject> objects,
+                         std::uint64_t block, CheckpointMetadata& plan) {
+  if (objects.empty()) co_return Result<void>{};
+  const std::string name = objects_file_name(rank);
+  std::string content;
+  for (const LocalObject& object : objects) {
+    if (plan.tensors.contains(object.name) || plan.objects.contains(object.name)) {
+      co_return fail(Errc::invalid_argument, "save: " + object.name + " is given twice on rank " + std::to_string(rank),
+                     {.fqn = object.name, .operation = "save"});
+    }
+    const std::uint64_t begin = content.size();
+    content.append(reinterpret_cast<const char*>(object.bytes.data()), object.bytes.size());
+    plan.objects[object.name] = {name, begin, content.size(), block_checksums(object.bytes, block)};
+  }
+  plan.files[name] = content.size();
+  co_return co_await detail::write_durable_file(io, tmp + "/" + name, std::move(content));
+}
+
+}  // namespace
+
+std::string objects_file_name(int rank) {
+  char name[64];
+  std::snprintf(name, sizeof name, "rank%05d-objects.bin", rank);
+  return name;
+}
+
+Task<std::string> begin_save(CheckpointIo io, std::string dir) {
+  co_return co_await detail::make_temporary_directory(io, detail::strip_trailing_slashes(std::move(dir)));
+}
+
+Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
+                                         std::span<const LocalChunk> chunks, std::span<const LocalObject> objects,
+                                         const SaveOptions& options) {
+  CheckpointMetadata plan;
+  plan.world_size = world_size;
+  plan.block_size = options.checksum_block;
+  for (const LocalChunk& chunk : chunks) {
+    TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
+    record.dtype = chunk.dtype;
+    record.shape = chunk.shape;
+    if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host) {
+      co_return fail(Errc::invalid_argument,
+                     chunk.name + " lies in " + std::string(to_string(chunk.space)) +
+                         " memory: save it with SaveOptions::device, or from a snapshot",
+                     {.fqn = chunk.name, .operation = "save"});
+    }
+  }
+  const std::vector<DataFileLayout> layout = layout_data_files(chunks, rank);
+  if (!options.file_images.empty() && options.file_images.size() != layout.size()) {
+    co_return fail(Errc::internal, "save: " + std::to_string(options.file_images.size()) + " file images for " +
+                                       std::to_string(layout.size()) + " data files");
+  }
+  std::vector<DataFileContent> files(layout.size());
+  std::uint64_t total = 0;
+  for (std::size_t k = 0; k < layout.size(); ++k) {
+    files[k].header = layout[k].header;
+    for (std::size_t i : layout[k].chunks) files[k].chunks.push_back(&chunks[i]);
+    if (!options.file_images.empty()) files[k].image = options.file_images[k];
+    total += layout[k].size;
+  }
+  auto done = std::make_shared<std::uint64_t>(0);
+  std::function<void(std::uint64_t)> on_written;
+  if (options.progress) {
+    on_written = [done, total, report = options.progress](std::uint64_t bytes) { report(*done += bytes, total); };
+  }
+  std::vector<Task<std::vector<WrittenChunk>>> writes;
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    writes.push_back(write_data_file(io, tmp + "/" + layout[k].name, files[k], options.checksum_block, on_written));
+  }
+  auto written = all_ok(co_await when_all(std::move(writes)));
+  if (!written) co_return fail(written.error());
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    const std::string& name = layout[k].name;
+    const auto& ranges = (*written)[k];
+    plan.files[name] = ranges.empty() ? files[k].header.size() : ranges.back().end;
+    for (std::size_t c = 0; c < files[k].chunks.size(); ++c) {
+      const LocalChunk& chunk = *files[k].chunks[c];
+      plan.tensors[chunk.name].chunks.push_back(
+          {chunk.box, name, ranges[c].begin, ranges[c].end, std::move((*written)[k][c].crc32c)});
+    }
+  }
+  if (auto ok = co_await write_objects(io, tmp, rank, objects, options.checksum_block, plan); !ok) {
+    co_return fail(ok.error());
+  }
+  co_return plan;
+}
+
+std::string plan_text(const Result<CheckpointMetadata>& plan) {
+  return plan ? to_json_text(*plan) : "!" + plan.error().to_string();
+}
+
+namespace {
+
+Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, CheckpointMetadata merged) {
+  for (std::size_t r = 0; r < plans.size(); ++r) {
+    const std::string who = "rank " + std::to_string(r);
+    if (!plans[r].empty() && plans[r][0] == '!') {
+      return fail(Errc::io, who + " could not write its data: " + plans[r].substr(1), {.operation = "save"});
+    }
+    auto plan = parse_checkpoint_metadata(plans[r]);
+    if (!plan) return fail(Errc::internal, who + "'s plan does not parse: " + plan.error().message, {.operation = "save"});
+    for (auto& [file, size] : plan->files) merged.files[file] = size;
+    for (auto& [name, record] : plan->tensors) {
+      auto [it, fresh] = merged.tensors.try_emplace(name, record);
+      if (fresh) continue;
+      if (it->second.dtype != record.dtype || it->second.shape != record.shape) {
+        return fail(Errc::invalid_argument, who + " holds " + name + " with another dtype or shape than rank 0",
+                    {.fqn = name, .operation = "save"});
+      }
+      for (auto& chunk : record.chunks) it->second.chunks.push_back(std::move(chunk));
+    }
+    for (auto& [name, object] : plan->objects) {
+      if (!merged.objects.try_emplace(name, std::move(object)).second) {
+        return fail(Errc::invalid_argument, who + " wrote object " + name + ", which another rank wrote too",
+                    {.fqn = name, .operation = "save"});
+      }
+    }
+  }
+  for (const auto& [name, record] : merged.tensors) {
+    if (auto ok = check_tiling(name, record); !ok) return fail(ok.error());
+    if (merged.objects.contains(name)) {
+      return fail(Errc::invalid_argument, name + " is saved both as a tensor and as an object",
+                  {.fqn = name, .operation = "save"});
+    }
+  }
+  return merged;
+}
+
+}  // namespace
+
+Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
+                                std::string tmp, std::string dir) {
+  dir = detail::strip_trailing_slashes(std::move(dir));
+  auto merged = merge_plans(plans, std::move(base));
+  if (!merged) co_return fail(merged.error().with_path(dir));
+  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(checkpoint_metadata_file),
+                                                    to_json_text(*merged));
+      !ok) {
+    co_return fail(ok.error());
+  }
+  if (auto ok = co_await detail::commit_directory(io, tmp, dir); !ok) co_return fail(ok.error());
+  std::uint64_t total = 0;
+  for (const auto& [file, size] : merged->files) total += size;
+  co_return total;
+}
+
+Task<void> abandon_save(CheckpointIo io, std::string tmp) { co_return co_await detail::remove_directory(io, std::move(tmp)); }
+
+}  // namespace corockpt

@@ -1,0 +1,60 @@
+#pragma once
+/// @file
+/// The steps of a save (save.hpp's commit protocol) for callers that run the exchanges
+/// between them themselves: PyTorch DCP's StorageWriter, whose planning gathers and
+/// scatters through torch.distributed. save_chunks runs the same steps over a
+/// Communicator.
+///
+/// 1. `begin_save` on the coordinator: the temporary directory, whose path every rank
+///    needs;
+/// 2. `write_rank_data` on every rank: its data files there, durable; its plan;
+/// 3. `commit_save` on the coordinator with every rank's plan (or `abandon_save`).
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/save.hpp"
+
+namespace corockpt {
+
+/// A value that is not a tensor (PyTorch DCP's pickled leaves), saved whole as these bytes.
+struct LocalObject {
+  std::string name;
+  std::span<const std::byte> bytes;
+};
+
+/// The name of rank `rank`'s file of objects.
+std::string objects_file_name(int rank);
+
+/// Step 1 (coordinator): refuses an existing `dir` (Errc::already_exists), creates its
+/// parent if missing and `<dir>.tmp-<random id>`. @returns the temporary directory.
+Task<std::string> begin_save(CheckpointIo io, std::string dir);
+
+/// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every
+/// chunk's tensor is listed) into its data files in `tmp` and its objects into
+/// objects_file_name(rank), makes them durable, and returns its plan: metadata holding
+/// only what this rank wrote. Chunks must lie in host memory.
+Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
+                                         std::span<const LocalChunk> chunks, std::span<const LocalObject> objects,
+                                         const SaveOptions& options);
+
+/// A plan as it travels to the coordinator: its metadata text, or "!" and why this rank
+/// could not write.
+std::string plan_text(const Result<CheckpointMetadata>& plan);
+
+/// Step 3 (coordinator): merges the plans (every rank's, as plan_text made them) into
+/// `base` (world size, meshes, block size, param groups, user), checks them (a tensor
+/// with one dtype and shape everywhere, chunks tiling it, each object written once),
+/// writes `corockpt.metadata.json` and renames `tmp` to `dir`. @returns every rank's
+/// data bytes. A rank's failure is returned as Errc::io naming the rank.
+Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
+                                std::string tmp, std::string dir);
+
+/// After a failure (coordinator): removes `tmp` (a crash leaves it: verify says partial).
+Task<void> abandon_save(CheckpointIo io, std::string tmp);
+
+}  // namespace corockpt
