@@ -1,4 +1,4 @@
-// `corockpt consolidate D OUT [--optimizer-states] [--max-file-size BYTES]`: the full
+// `corockpt consolidate D OUT [--optimizer-states] [--strip-prefix P] [--max-file-size BYTES]`: the full
 // tensors in standard safetensors files with model.safetensors.index.json.
 #include <cstdio>
 
@@ -14,6 +14,7 @@ struct ConsolidateArgs {
   std::string dir;
   std::string out;
   bool optimizer_states = false;
+  std::string strip_prefix;
   std::uint64_t max_file_bytes = 5'000'000'000;
 };
 
@@ -25,6 +26,7 @@ int run(const ConsolidateArgs& args) {
                     ->runtime()
                     .spawn(consolidate_checkpoint((*engines)->io(), args.dir, args.out,
                                                   {.optimizer_states = args.optimizer_states,
+                                                   .strip_prefix = args.strip_prefix,
                                                    .max_file_bytes = args.max_file_bytes,
                                                    .progress = progress.rank_callback()}))
                     .get();
@@ -43,6 +45,8 @@ void add_consolidate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("dir", args->dir, "the checkpoint directory")->required();
   cmd->add_option("out", args->out, "the directory to create (must not exist)")->required();
   cmd->add_flag("--optimizer-states", args->optimizer_states, "include the optimizer's state.* tensors");
+  cmd->add_option("--strip-prefix", args->strip_prefix,
+                  "only the tensors named PREFIX..., without it (model. for a checkpoint of DCP's {\"model\": ...})");
   cmd->add_option("--max-file-size", args->max_file_bytes, "bytes per file at most (a bigger tensor gets its own)")
       ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });

@@ -16,7 +16,8 @@ namespace {
 
 struct OutputFile {
   std::string name;
-  std::vector<SafetensorsEntry> entries;
+  std::vector<SafetensorsEntry> entries;  ///< named as in the output
+  std::vector<std::string> sources;       ///< each entry's name in the checkpoint
   std::uint64_t data_bytes = 0;
 };
 
@@ -25,12 +26,15 @@ std::vector<OutputFile> plan_files(const CheckpointMetadata& metadata, const Con
   std::vector<OutputFile> files;
   for (const auto& [name, record] : metadata.tensors) {
     if (!options.optimizer_states && name.starts_with("state.")) continue;
+    if (!name.starts_with(options.strip_prefix)) continue;
     const std::uint64_t bytes = detail::bytes_of(corockpt::numel(record.shape), record.dtype);
     if (files.empty() || (files.back().data_bytes > 0 && files.back().data_bytes + bytes > options.max_file_bytes)) {
       files.emplace_back();
     }
     OutputFile& file = files.back();
-    file.entries.push_back({name, record.dtype, record.shape, file.data_bytes, file.data_bytes + bytes});
+    file.entries.push_back(
+        {name.substr(options.strip_prefix.size()), record.dtype, record.shape, file.data_bytes, file.data_bytes + bytes});
+    file.sources.push_back(name);
     file.data_bytes += bytes;
   }
   for (std::size_t i = 0; i < files.size(); ++i) {
@@ -48,9 +52,10 @@ Task<std::uint64_t> write_file(CheckpointIo io, CheckpointReader& reader, std::s
   if (!file) co_return fail(file.error());
   const std::string header = encode_safetensors_header(plan.entries, {{"format", "pt"}});
   if (auto ok = co_await io.storage->write_at(*file, 0, std::as_bytes(std::span(header))); !ok) co_return fail(ok.error());
-  for (const auto& entry : plan.entries) {
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const SafetensorsEntry& entry = plan.entries[i];
     std::vector<std::byte> full(entry.end - entry.begin);
-    LocalChunk whole{.name = entry.name, .dtype = entry.dtype, .shape = entry.shape, .box = whole_box(entry.shape),
+    LocalChunk whole{.name = plan.sources[i], .dtype = entry.dtype, .shape = entry.shape, .box = whole_box(entry.shape),
                      .bytes = full};
     LoadOptions options;  // named, as every non-trivial argument of a call awaited here (GCC 12)
     if (auto loaded = co_await load_from(reader, std::span(&whole, 1), io, std::move(options)); !loaded) {

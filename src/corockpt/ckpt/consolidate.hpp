@@ -18,6 +18,10 @@ namespace corockpt {
 
 struct ConsolidateOptions {
   bool optimizer_states = false;
+  /// Only the tensors whose names start with it, named without it: "model." turns a
+  /// checkpoint of DCP's flattened {"model": ..., "optim": ...} into a Hugging Face model
+  /// (`model.layers.0...`, not `model.model.layers.0...`). Empty: every tensor, as named.
+  std::string strip_prefix;
   std::uint64_t max_file_bytes = 5'000'000'000;  ///< save_pretrained's default "5GB"
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
 };
