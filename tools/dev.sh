@@ -2,9 +2,10 @@
 # The two front-door commands of README.md, each doing all of its own set-up:
 #   tools/dev.sh example   install what is missing, build, run the main example
 #   tools/dev.sh test      install what is missing, build, run every test (twice:
-#                          an optimised build, then one with AddressSanitizer and
-#                          UndefinedBehaviorSanitizer, which catches the lifetime bugs
-#                          GCC 12's coroutines are prone to)
+#                          an optimised build, with the Python package's tests on real
+#                          torch (tools/python-env.sh), then one with AddressSanitizer
+#                          and UndefinedBehaviorSanitizer, which catches the lifetime
+#                          bugs GCC 12's coroutines are prone to)
 # Build folders: build/ and build-asan/, with Ninja. Set COROCKPT_JOBS to change the
 # parallelism (default: the cores) and COROCKPT_SANITIZERS=0 to skip the sanitizer pass.
 #
@@ -66,7 +67,11 @@ case "${1:-}" in
     tools/install-deps.sh
     if command -v ccache >/dev/null 2>&1; then ccache --zero-stats >/dev/null; fi
     phase "dependencies installed"
-    configure_and_build build
+    # torch and the package (its extension built in build-python/), in a virtual
+    # environment outside the clone; its python runs the Python tests in build/.
+    python="$(tools/python-env.sh | tail -n 1)"
+    phase "python environment ready ($python)"
+    configure_and_build build -DCOROCKPT_PYTHON_TESTS="$python"
     phase "build/ built"
     run_tests build
     phase "build/ tested"

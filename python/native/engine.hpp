@@ -1,0 +1,83 @@
+#pragma once
+/// @file
+/// `Engine`: what the Python package asks of corockpt, in plain C++ (no Python here):
+/// one runtime, storage engine and staging pool per process, and the steps of saves and
+/// loads of chunks that lie in memory the caller owns (torch tensors, given as
+/// pointers). Every call blocks its caller until done; the Python bindings release the
+/// GIL around them.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/runtime.hpp"
+
+namespace corockpt::python {
+
+/// A tensor's chunk as the caller describes it: `bytes` bytes at `address`, row-major,
+/// holding the box (`offsets`, `sizes`) of a tensor of `shape`.
+struct ChunkSpec {
+  std::string name;
+  std::string dtype;  ///< PyTorch's name without "torch.": "float32", "bfloat16", ...
+  std::vector<std::int64_t> shape;
+  std::vector<std::int64_t> offsets;
+  std::vector<std::int64_t> sizes;
+  std::uintptr_t address = 0;
+  std::uint64_t bytes = 0;
+};
+
+/// A value that is not a tensor, as bytes.
+struct ObjectSpec {
+  std::string name;
+  std::string bytes;
+};
+
+class Engine {
+ public:
+  /// @param staging_bytes the staging pool (buffers of 8 MiB, at least two).
+  static Result<std::unique_ptr<Engine>> create(std::uint64_t staging_bytes);
+  ~Engine();
+
+  Runtime& runtime() { return *runtime_; }
+  CheckpointIo io() { return {runtime_.get(), storage_.get(), staging_.get()}; }
+
+  /// save_steps.hpp's steps.
+  Result<std::string> begin_save(const std::string& dir);
+  /// @returns the plan's text (metadata of what this rank wrote).
+  Result<std::string> write_rank_data(const std::string& tmp, int rank, int world_size,
+                                      const std::vector<ChunkSpec>& chunks, const std::vector<ObjectSpec>& objects,
+                                      std::uint64_t checksum_block);
+  /// @param user_json the metadata's "user" object, as JSON text.
+  Result<std::uint64_t> commit_save(const std::vector<std::string>& plans, int world_size, const std::string& user_json,
+                                    std::uint64_t checksum_block, const std::string& tmp, const std::string& dir);
+  Result<void> abandon_save(const std::string& tmp);
+
+  /// The checkpoint's metadata, checked, as JSON text (partial checkpoints are refused).
+  Result<std::string> read_metadata(const std::string& dir);
+  /// Fills the chunks from `dir` (resharding, dtype conversion, every block checked).
+  /// @returns the names the checkpoint lacks, with `strict` false (an error with it).
+  Result<std::vector<std::string>> load_chunks(const std::string& dir, const std::vector<ChunkSpec>& chunks,
+                                               bool strict);
+  /// The newest committed `<root>/step-<N>`, or "" when there is none.
+  Result<std::string> latest(const std::string& root);
+  /// The bytes of the objects `names`, checked.
+  Result<std::vector<std::string>> read_objects(const std::string& dir, const std::vector<std::string>& names);
+
+ private:
+  Engine() = default;
+
+  std::unique_ptr<Runtime> runtime_;  // first: destroyed last
+  std::unique_ptr<Storage> storage_;
+  std::unique_ptr<BufferPool> staging_;
+};
+
+/// The chunks `specs` describe, as corockpt's LocalChunks (each written by this rank).
+/// @returns Errc::invalid_argument for an unknown dtype or a byte count that does not
+///   match the box.
+Result<std::vector<LocalChunk>> to_local_chunks(const std::vector<ChunkSpec>& specs);
+
+}  // namespace corockpt::python

@@ -1,0 +1,136 @@
+// corockpt._native: the engine (engine.hpp) for Python. Tensors cross as pointers and
+// byte counts (the Python side checks they are contiguous host memory), so the module
+// does not link libtorch and one build serves every torch. Every engine call runs with
+// the GIL released. corockpt's errors become the exceptions of corockpt.errors, chosen
+// by their code.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "engine.hpp"
+
+namespace nb = nanobind;
+using corockpt::Error;
+using corockpt::Result;
+using corockpt::python::ChunkSpec;
+using corockpt::python::Engine;
+using corockpt::python::ObjectSpec;
+
+namespace {
+
+/// A corockpt error on its way to Python (see the translator below).
+struct ErrorException {
+  Error error;
+};
+
+template <class T>
+T value_or_raise(Result<T> result) {
+  if (!result) throw ErrorException{std::move(result.error())};
+  if constexpr (!std::is_void_v<T>) return std::move(*result);
+}
+
+/// (name, dtype, shape, offsets, sizes, address, bytes), as corockpt.torch builds them.
+using ChunkTuple = std::tuple<std::string, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>,
+                              std::vector<std::int64_t>, std::uintptr_t, std::uint64_t>;
+
+std::vector<ChunkSpec> to_specs(const std::vector<ChunkTuple>& chunks) {
+  std::vector<ChunkSpec> specs;
+  specs.reserve(chunks.size());
+  for (const auto& [name, dtype, shape, offsets, sizes, address, bytes] : chunks) {
+    specs.push_back({name, dtype, shape, offsets, sizes, address, bytes});
+  }
+  return specs;
+}
+
+/// Raises corockpt.errors' class for the error's code, with its message and context.
+void raise_python_error(const Error& error) {
+  nb::object errors = nb::module_::import_("corockpt.errors");
+  nb::dict context;
+  if (error.context.rank) context["rank"] = *error.context.rank;
+  if (!error.context.fqn.empty()) context["fqn"] = error.context.fqn;
+  if (!error.context.path.empty()) context["path"] = error.context.path;
+  if (!error.context.operation.empty()) context["operation"] = error.context.operation;
+  nb::object exception = errors.attr("from_native")(std::string(corockpt::to_string(error.code)), error.message,
+                                                     error.to_string(), context);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
+}
+
+}  // namespace
+
+NB_MODULE(_native, m) {
+  m.doc() = "corockpt's engine: saves and loads of chunks in caller-owned memory (see corockpt.torch)";
+
+  nb::register_exception_translator([](const std::exception_ptr& pointer, void*) {
+    try {
+      std::rethrow_exception(pointer);
+    } catch (const ErrorException& e) {
+      raise_python_error(e.error);
+    }
+  });
+
+  nb::class_<Engine>(m, "Engine")
+      .def_static(
+          "create", [](std::uint64_t staging_bytes) { return value_or_raise(Engine::create(staging_bytes)); },
+          nb::arg("staging_bytes"))
+      .def(
+          "begin_save", [](Engine& e, const std::string& dir) { return value_or_raise(e.begin_save(dir)); },
+          nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "write_rank_data",
+          [](Engine& e, const std::string& tmp, int rank, int world_size, const std::vector<ChunkTuple>& chunks,
+             const std::vector<std::pair<std::string, nb::bytes>>& objects, std::uint64_t checksum_block) {
+            std::vector<ChunkSpec> specs = to_specs(chunks);
+            std::vector<ObjectSpec> held;
+            for (const auto& [name, bytes] : objects) held.push_back({name, std::string(bytes.c_str(), bytes.size())});
+            nb::gil_scoped_release unlocked;
+            return value_or_raise(e.write_rank_data(tmp, rank, world_size, specs, held, checksum_block));
+          },
+          nb::arg("tmp"), nb::arg("rank"), nb::arg("world_size"), nb::arg("chunks"), nb::arg("objects"),
+          nb::arg("checksum_block"))
+      .def(
+          "commit_save",
+          [](Engine& e, const std::vector<std::string>& plans, int world_size, const std::string& user_json,
+             std::uint64_t checksum_block, const std::string& tmp, const std::string& dir) {
+            return value_or_raise(e.commit_save(plans, world_size, user_json, checksum_block, tmp, dir));
+          },
+          nb::arg("plans"), nb::arg("world_size"), nb::arg("user_json"), nb::arg("checksum_block"), nb::arg("tmp"),
+          nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "abandon_save", [](Engine& e, const std::string& tmp) { value_or_raise(e.abandon_save(tmp)); },
+          nb::arg("tmp"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "read_metadata", [](Engine& e, const std::string& dir) { return value_or_raise(e.read_metadata(dir)); },
+          nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "load_chunks",
+          [](Engine& e, const std::string& dir, const std::vector<ChunkTuple>& chunks, bool strict) {
+            std::vector<ChunkSpec> specs = to_specs(chunks);
+            nb::gil_scoped_release unlocked;
+            return value_or_raise(e.load_chunks(dir, specs, strict));
+          },
+          nb::arg("dir"), nb::arg("chunks"), nb::arg("strict") = true)
+      .def(
+          "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
+          nb::arg("root"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "read_objects",
+          [](Engine& e, const std::string& dir, const std::vector<std::string>& names) {
+            std::vector<std::string> values;
+            {
+              nb::gil_scoped_release unlocked;
+              values = value_or_raise(e.read_objects(dir, names));
+            }
+            std::vector<nb::bytes> out;
+            for (const auto& v : values) out.emplace_back(v.data(), v.size());
+            return out;
+          },
+          nb::arg("dir"), nb::arg("names"));
+}
