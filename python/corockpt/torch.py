@@ -316,3 +316,7 @@ def latest(root: str | os.PathLike) -> str | None:
     found = _get_engine().latest(os.fspath(root))
     return found or None
 
+
+from corockpt._async_checkpointer import AsyncCheckpointer, SaveHandle  # noqa: E402  (it uses this module)
+
+__all__ += ["AsyncCheckpointer", "SaveHandle"]

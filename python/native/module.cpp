@@ -15,11 +15,15 @@
 #include <utility>
 #include <vector>
 
+#include "checkpointer.hpp"
 #include "engine.hpp"
 
 namespace nb = nanobind;
 using corockpt::Error;
 using corockpt::Result;
+using corockpt::SaveHandle;
+using corockpt::python::Checkpointer;
+using corockpt::python::CheckpointerSettings;
 using corockpt::python::ChunkSpec;
 using corockpt::python::Engine;
 using corockpt::python::ObjectSpec;
@@ -76,6 +80,55 @@ NB_MODULE(_native, m) {
     }
   });
 
+  nb::class_<SaveHandle>(m, "SaveHandle")
+      .def_prop_ro("step", &SaveHandle::step)
+      .def_prop_ro("skipped", &SaveHandle::skipped)
+      .def("done", &SaveHandle::done)
+      .def(
+          "wait_snapshot", [](SaveHandle& h) { value_or_raise(h.wait_snapshot()); },
+          nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "wait_for",
+          [](const SaveHandle& h, double seconds) {
+            return h.wait_for(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000)));
+          },
+          nb::arg("seconds"), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "result", [](const SaveHandle& h) { (void)value_or_raise(h.wait()); },
+          nb::call_guard<nb::gil_scoped_release>())
+      .def("stall_seconds", [](const SaveHandle& h) { return h.times().stall_seconds; });
+
+  nb::class_<Checkpointer>(m, "Checkpointer")
+      .def(
+          "async_save",
+          [](Checkpointer& c, std::int64_t step, const std::string& user_json, const std::vector<ChunkTuple>& chunks,
+             const std::vector<std::pair<std::string, nb::bytes>>& objects) {
+            std::vector<ChunkSpec> specs = to_specs(chunks);
+            std::vector<std::pair<std::string, std::string>> held;
+            for (const auto& [name, bytes] : objects) held.emplace_back(name, std::string(bytes.c_str(), bytes.size()));
+            nb::gil_scoped_release unlocked;
+            return value_or_raise(c.async_save(step, user_json, specs, std::move(held)));
+          },
+          nb::arg("step"), nb::arg("user_json"), nb::arg("chunks"), nb::arg("objects"))
+      .def(
+          "stop",
+          [](Checkpointer& c, double seconds) {
+            value_or_raise(c.stop(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000))));
+          },
+          nb::arg("timeout"), nb::call_guard<nb::gil_scoped_release>())
+      .def("stats", [](const Checkpointer& c) {
+        const corockpt::CheckpointerStats s = c.stats();
+        nb::dict d;
+        d["requested"] = s.requested;
+        d["committed"] = s.committed;
+        d["failed"] = s.failed;
+        d["skipped"] = s.skipped;
+        d["waited"] = s.waited;
+        d["staging_bytes"] = s.staging_bytes;
+        d["state_bytes"] = s.state_bytes;
+        return d;
+      });
+
   nb::class_<Engine>(m, "Engine")
       .def_static(
           "create", [](std::uint64_t staging_bytes) { return value_or_raise(Engine::create(staging_bytes)); },
@@ -117,6 +170,23 @@ NB_MODULE(_native, m) {
             return value_or_raise(e.load_chunks(dir, specs, strict));
           },
           nb::arg("dir"), nb::arg("chunks"), nb::arg("strict") = true)
+      .def(
+          "async_checkpointer",
+          [](Engine& e, const std::string& root, int rank, int world_size, nb::object channel,
+             const std::vector<ChunkTuple>& chunks, int keep_last, const std::string& when_busy,
+             std::uint64_t staging_budget, std::int64_t deadline_ms) {
+            CheckpointerSettings settings{.root = root,
+                                          .rank = rank,
+                                          .world_size = world_size,
+                                          .keep_last = keep_last,
+                                          .when_busy = when_busy,
+                                          .staging_budget = staging_budget,
+                                          .deadline = std::chrono::milliseconds(deadline_ms)};
+            return value_or_raise(Checkpointer::create(e.runtime(), e.io(), settings, std::move(channel),
+                                                       to_specs(chunks)));
+          },
+          nb::arg("root"), nb::arg("rank"), nb::arg("world_size"), nb::arg("channel").none(), nb::arg("chunks"),
+          nb::arg("keep_last"), nb::arg("when_busy"), nb::arg("staging_budget"), nb::arg("deadline_ms"))
       .def(
           "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
           nb::arg("root"), nb::call_guard<nb::gil_scoped_release>())

@@ -1,6 +1,7 @@
 """The seed of PyTorch's test_fsdp_ep.py on FSDP2, saved through corockpt and loaded on
 another world size: 8 processes (mesh 2x4, experts fully_shard-ed on mesh["dp"], one
-Adam step) save through dcp.save and dcp.async_save with ct.StorageWriter; 4 processes
+Adam step) save through dcp.save and dcp.async_save with ct.StorageWriter and through
+ct.AsyncCheckpointer; 4 processes
 (mesh 2x2, two experts per rank) load into a fresh FSDP2 model through dcp.load with
 ct.StorageReader and through ct.load. Every param and optimizer state is compared,
 through full tensors gathered on both sides, with torch.equal; DCP's
@@ -96,6 +97,12 @@ def save_job(rank: int, world_size: int, root: str) -> None:
     future = dcp.async_save(state, storage_writer=ct.StorageWriter(os.path.join(root, "dcp_async_save")),
                             process_group=own_group)
     future.result()
+    # corockpt's own asynchronous path.
+    checkpointer = ct.AsyncCheckpointer(os.path.join(root, "async_checkpointer"))
+    handle = checkpointer.async_save(1, state)
+    handle.wait_snapshot()
+    handle.result()
+    checkpointer.stop()
 
     # The reference: full values, gathered here; the first rank of each gather writes them.
     reference = gathered(state)
@@ -108,7 +115,7 @@ def load_job(rank: int, world_size: int, root: str) -> None:
     reference = {}
     for r in range(8):
         reference.update(torch.load(os.path.join(root, f"reference-{r}.pt")))
-    for path in ("dcp_save", "dcp_async_save"):
+    for path in ("dcp_save", "dcp_async_save", "async_checkpointer/step-00000001"):
         for how in ("dcp.load", "ct.load"):
             model, optimizer = build(rank, world_size, ep=2)
             model_sd, optim_sd = get_state_dict(model, optimizer)  # optimizer state initialised
@@ -141,6 +148,6 @@ def load_job(rank: int, world_size: int, root: str) -> None:
 def test_the_fsdp2_ep_seed_saved_on_8_processes_loads_on_4_through_every_path(tmp_path):
     root = str(tmp_path)
     run_ranks(8, save_job, root)
-    for path in ("dcp_save", "dcp_async_save"):
+    for path in ("dcp_save", "dcp_async_save", "async_checkpointer/step-00000001"):
         assert os.path.exists(os.path.join(root, path, "corockpt.metadata.json")), path
     run_ranks(4, load_job, root)

@@ -137,3 +137,11 @@ TEST_CASE("save steps - an object two ranks both wrote, or a name that is a tens
   CHECK(twice.error().message.find("lr") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(dir));  // nothing under the final name
 }
+
+TEST_CASE("save steps - a checkpoint under folders that do not exist yet creates them") {
+  TempDir tmp;
+  TestIo io;
+  const std::string dir = tmp.file("runs/a/b/ckpt");
+  save_two_ranks(io, dir, {});
+  CHECK(std::filesystem::exists(dir + "/corockpt.metadata.json"));
+}

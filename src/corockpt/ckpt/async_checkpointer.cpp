@@ -62,33 +62,53 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
                                                                      AsyncCheckpointerOptions options) {
   if (options.root.empty()) return fail(Errc::invalid_argument, "AsyncCheckpointer needs a root directory");
   if (!options.device) options.device = model.device();
-  std::unique_ptr<AsyncCheckpointer> self(new AsyncCheckpointer(model, io, std::move(executor), std::move(options)));
+  std::unique_ptr<AsyncCheckpointer> self(
+      new AsyncCheckpointer(save_scope(model), model.tracer(), io, std::move(executor), std::move(options)));
   auto chunks = LocalChunks::of(model);
   if (!chunks) return fail(chunks.error().with_rank(model.rank()));
   self->live_.emplace(std::move(*chunks));
-  const std::uint64_t needed = Snapshot::bytes_needed(self->live_->chunks(), model.rank());
-  for (const auto& chunk : self->live_->chunks()) {
-    if (chunk.writer) self->stats_.state_bytes += chunk.bytes.size();
+  if (auto ok = self->prepare_staging(); !ok) return fail(ok.error());
+  return self;
+}
+
+Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(SaveScope scope, std::vector<LocalChunk> chunks,
+                                                                     CheckpointIo io, Runtime::Strand executor,
+                                                                     AsyncCheckpointerOptions options) {
+  if (options.root.empty()) return fail(Errc::invalid_argument, "AsyncCheckpointer needs a root directory");
+  if (!scope.world) return fail(Errc::invalid_argument, "AsyncCheckpointer needs a world communicator");
+  std::unique_ptr<AsyncCheckpointer> self(
+      new AsyncCheckpointer(std::move(scope), nullptr, io, std::move(executor), std::move(options)));
+  self->live_.emplace(LocalChunks::from(std::move(chunks)));
+  self->own_inputs_ = true;
+  if (auto ok = self->prepare_staging(); !ok) return fail(ok.error());
+  return self;
+}
+
+Result<void> AsyncCheckpointer::prepare_staging() {
+  const int rank = scope_.rank;
+  const std::uint64_t needed = Snapshot::bytes_needed(live_->chunks(), rank);
+  for (const auto& chunk : live_->chunks()) {
+    if (chunk.writer) stats_.state_bytes += chunk.bytes.size();
   }
-  const std::uint64_t budget = self->options_.staging_budget == 0 ? needed : self->options_.staging_budget;
+  const std::uint64_t budget = options_.staging_budget == 0 ? needed : options_.staging_budget;
   if (budget >= needed) {
-    std::shared_ptr<BufferAllocator> allocator = self->options_.allocator;
-    if (!allocator) allocator = self->options_.device ? self->options_.device->staging_allocator() : make_host_allocator();
-    auto snapshot = Snapshot::create(self->live_->chunks(), model.rank(), std::move(allocator));
-    if (!snapshot) return fail(snapshot.error().with_rank(model.rank()));
-    self->snapshot_ = std::move(*snapshot);
-    self->stats_.staging_bytes = needed;
-  } else {
-    for (const auto& chunk : self->live_->chunks()) {
-      if (chunk.writer && chunk.space != MemorySpace::host) {
-        return fail(Errc::invalid_argument,
-                    "a staging budget smaller than the state streams from host memory, and " + chunk.name + " lies in " +
-                        std::string(to_string(chunk.space)) + " memory",
-                    {.rank = model.rank(), .fqn = chunk.name, .operation = "AsyncCheckpointer"});
-      }
+    std::shared_ptr<BufferAllocator> allocator = options_.allocator;
+    if (!allocator) allocator = options_.device ? options_.device->staging_allocator() : make_host_allocator();
+    auto snapshot = Snapshot::create(live_->chunks(), rank, std::move(allocator));
+    if (!snapshot) return fail(snapshot.error().with_rank(rank));
+    snapshot_ = std::move(*snapshot);
+    stats_.staging_bytes = needed;
+    return {};
+  }
+  for (const auto& chunk : live_->chunks()) {
+    if (chunk.writer && chunk.space != MemorySpace::host) {
+      return fail(Errc::invalid_argument,
+                  "a staging budget smaller than the state streams from host memory, and " + chunk.name + " lies in " +
+                      std::string(to_string(chunk.space)) + " memory",
+                  {.rank = rank, .fqn = chunk.name, .operation = "AsyncCheckpointer"});
     }
   }
-  return self;
+  return {};
 }
 
 AsyncCheckpointer::~AsyncCheckpointer() {
@@ -101,24 +121,62 @@ AsyncCheckpointer::~AsyncCheckpointer() {
 }
 
 Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::json user) {
+  if (own_inputs_) {
+    return fail(Errc::invalid_argument, "this checkpointer was created from chunks: give each save its SaveInputs",
+                {.rank = scope_.rank, .operation = "async_save"});
+  }
   // The snapshot copies the state as it is now: on a device, after the compute queued so
   // far (the optimizer step being saved), not after what the loop queues next (the next
   // forward/backward, which the copies overlap). So the order is taken here, on the
   // caller's thread, not when the snapshot starts on the strand.
   if (options_.device && snapshot_) {
     if (auto ok = options_.device->order_after_compute(); !ok) {
-      return fail(std::move(ok.error().with_rank(model_.rank()).with_operation("async_save")));
+      return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
     }
   }
   auto state = std::make_shared<detail::SaveState>();
   state->step = step;
+  return start_save(std::move(state), std::move(user));
+}
+
+Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::json user, SaveInputs inputs) {
+  if (!own_inputs_) {
+    return fail(Errc::invalid_argument, "this checkpointer saves its model's chunks: call async_save(step, user)",
+                {.rank = scope_.rank, .operation = "async_save"});
+  }
+  const auto& layout = live_->chunks();
+  if (inputs.chunks.size() != layout.size()) {
+    return fail(Errc::invalid_argument,
+                "the save has " + std::to_string(inputs.chunks.size()) + " chunks, the checkpointer's layout " +
+                    std::to_string(layout.size()),
+                {.rank = scope_.rank, .operation = "async_save"});
+  }
+  for (std::size_t i = 0; i < layout.size(); ++i) {
+    const LocalChunk& a = inputs.chunks[i];
+    const LocalChunk& b = layout[i];
+    if (a.name != b.name || a.dtype != b.dtype || a.shape != b.shape || a.box != b.box ||
+        a.bytes.size() != b.bytes.size() || a.writer != b.writer || a.space != b.space) {
+      return fail(Errc::invalid_argument,
+                  a.name + " " + a.box.to_string() + " differs from the checkpointer's layout (" + b.name + " " +
+                      b.box.to_string() + "): its name, dtype, shape, box or place changed",
+                  {.rank = scope_.rank, .fqn = a.name, .operation = "async_save"});
+    }
+  }
+  auto state = std::make_shared<detail::SaveState>();
+  state->step = step;
+  state->chunks = std::move(inputs.chunks);
+  state->objects = std::move(inputs.objects);
+  return start_save(std::move(state), std::move(user));
+}
+
+Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveState> state, nlohmann::json user) {
   std::shared_ptr<detail::SaveState> previous;
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return fail(Errc::cancelled, "the checkpointer is stopped", {.operation = "async_save"});
     if (broken_) {
       return fail(broken_->code, "checkpointing is off: the checkpoint communicator broke (" + broken_->message + ")",
-                  {.rank = model_.rank(), .operation = "async_save"});
+                  {.rank = scope_.rank, .operation = "async_save"});
     }
     ++stats_.requested;
     previous = last_;
@@ -151,16 +209,20 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
   const std::string dir = options_.root + "/" + step_checkpoint_name(state->step);
   SaveOptions options;
   options.user = std::move(user);
+  for (const auto& [name, bytes] : state->objects) options.objects.push_back({name, std::as_bytes(std::span(bytes))});
   live_->load_steps();
+  // This save's chunks: its own (a checkpointer created from chunks), or the model's.
+  const std::span<const LocalChunk> live = state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks())
+                                                                 : std::span<const LocalChunk>(state->chunks);
   Result<SaveReport> saved;
   auto persist_start = Clock::now();
   // Spans for the trace (when the model records one): the snapshot's copy, the persist.
   std::optional<ScopedSpan> span;
-  if (model_.tracer()) span.emplace(*model_.tracer(), "snapshot step " + std::to_string(state->step), "copy", model_.rank());
+  if (tracer_) span.emplace(*tracer_, "snapshot step " + std::to_string(state->step), "copy", scope_.rank);
   if (snapshot_) {
-    auto taken = co_await snapshot_->take(*io_.runtime, live_->chunks(), options_.device.get(), /*ordered=*/true);
+    auto taken = co_await snapshot_->take(*io_.runtime, live, options_.device.get(), /*ordered=*/true);
     span.reset();
-    if (model_.tracer()) span.emplace(*model_.tracer(), "persist step " + std::to_string(state->step), "checkpoint", model_.rank());
+    if (tracer_) span.emplace(*tracer_, "persist step " + std::to_string(state->step), "checkpoint", scope_.rank);
     {
       std::lock_guard lock(state->mutex);
       state->snapshot_result = taken;
@@ -170,11 +232,11 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
     persist_start = Clock::now();
     if (taken) {
       options.file_images = snapshot_->file_images();
-      saved = co_await save_chunks(model_, snapshot_->chunks(), io_, dir, std::move(options));
+      saved = co_await save_chunks(scope_, snapshot_->chunks(), io_, dir, std::move(options));
     } else {
       // Only a stopping runtime fails a copy; the other ranks' saves then fail by their
       // deadline, and nothing commits.
-      saved = fail(taken.error().with_rank(model_.rank()));
+      saved = fail(taken.error().with_rank(scope_.rank));
     }
   } else {
     // No snapshot memory: the live state is read until this rank's data is durable.
@@ -186,7 +248,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
       }
       s->snapshot.set();
     };
-    saved = co_await save_chunks(model_, live_->chunks(), io_, dir, std::move(options));
+    saved = co_await save_chunks(scope_, live, io_, dir, std::move(options));
     state->snapshot.set();  // also after a failure before the data was written
   }
   span.reset();
@@ -195,7 +257,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
     state->times.persist_seconds = seconds_since(persist_start);
     if (saved) state->times.bytes = saved->rank_bytes;
   }
-  if (saved && options_.keep_last > 0 && model_.rank() == 0) {
+  if (saved && options_.keep_last > 0 && scope_.rank == 0) {
     auto removed = co_await remove_old_checkpoints(io_, options_.root, options_.keep_last);
     if (!removed) std::fprintf(stderr, "corockpt: retention: %s\n", removed.error().to_string().c_str());
   }

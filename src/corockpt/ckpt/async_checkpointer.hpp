@@ -1,9 +1,10 @@
 #pragma once
 /// @file
 /// `AsyncCheckpointer`: checkpoints that cost the training loop no more than a memory
-/// copy. One per rank, bound to the rank's model registration, the engines (runtime,
-/// storage, staging) and a directory of checkpoints (`<root>/step-<N>`, see
-/// checkpoint_directory.hpp).
+/// copy. One per rank, bound to the rank's model registration (or to chunks of the
+/// caller's own, such as a PyTorch state dict's tensors, each save bringing its own: see
+/// the second `create`), the engines (runtime, storage, staging) and a directory of
+/// checkpoints (`<root>/step-<N>`, see checkpoint_directory.hpp).
 ///
 /// `async_save(step)` returns at once with a `SaveHandle`. The save then runs in two
 /// phases on the rank's executor:
@@ -35,6 +36,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -78,6 +81,16 @@ struct SaveTimes {
 namespace detail {
 struct SaveState;
 }
+
+/// A save's own inputs, for a checkpointer created from chunks (not a Model): the chunks
+/// as they lie now (the same names, dtypes, shapes, boxes and byte counts as at create, in
+/// the same order; the memory may differ from one save to the next) and the values that
+/// are not tensors (copied: the caller may change them once async_save returns). Both
+/// stay with the save until it ends.
+struct SaveInputs {
+  std::vector<LocalChunk> chunks;
+  std::vector<std::pair<std::string, std::string>> objects;
+};
 
 /// One save's handle: what the training loop waits on. Copies share the save.
 /// Thread rules: every member may be called from any thread, concurrently (the save's
@@ -141,6 +154,12 @@ class AsyncCheckpointer {
   /// `executor` is where this rank's saves run (its strand for in-process ranks).
   static Result<std::unique_ptr<AsyncCheckpointer>> create(Model& model, CheckpointIo io, Runtime::Strand executor,
                                                            AsyncCheckpointerOptions options);
+  /// The same for chunks of the caller's own (a PyTorch state dict's): `chunks` fixes the
+  /// layout the snapshot memory is allocated for; each save then brings its own
+  /// (async_save with SaveInputs). The saves are collective over `scope.world`.
+  static Result<std::unique_ptr<AsyncCheckpointer>> create(SaveScope scope, std::vector<LocalChunk> chunks,
+                                                           CheckpointIo io, Runtime::Strand executor,
+                                                           AsyncCheckpointerOptions options);
   ~AsyncCheckpointer();
 
   /// Starts a save of the state as it is now (the snapshot is taken before the fence
@@ -148,6 +167,10 @@ class AsyncCheckpointer {
   /// @returns an error only when the checkpointer is broken, stopped, or
   ///   stop_on_failure and the previous save failed.
   Result<SaveHandle> async_save(std::int64_t step, nlohmann::json user = nlohmann::json::object());
+  /// The same for a checkpointer created from chunks: this save's chunks and objects.
+  /// @returns Errc::invalid_argument naming the first chunk whose layout differs from
+  ///   the one at create (nothing is started then).
+  Result<SaveHandle> async_save(std::int64_t step, nlohmann::json user, SaveInputs inputs);
 
   /// Takes no more saves; waits up to `deadline` for the one in flight, then cancels it
   /// (nothing of it commits) and waits for it to stop. @returns the in-flight save's
@@ -158,17 +181,24 @@ class AsyncCheckpointer {
   const std::string& root() const { return options_.root; }
 
  private:
-  AsyncCheckpointer(Model& model, CheckpointIo io, Runtime::Strand executor, AsyncCheckpointerOptions options)
-      : model_(model), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
+  AsyncCheckpointer(SaveScope scope, Tracer* tracer, CheckpointIo io, Runtime::Strand executor,
+                    AsyncCheckpointerOptions options)
+      : scope_(std::move(scope)), tracer_(tracer), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
+  /// Allocates the snapshot memory for live_ (or checks that streaming can do without).
+  Result<void> prepare_staging();
   Task<void> run_save(std::shared_ptr<detail::SaveState> state, std::shared_ptr<detail::SaveState> previous,
                       nlohmann::json user);
+  /// The request's bookkeeping (stopped, broken, busy policy); then the save's task.
+  Result<SaveHandle> start_save(std::shared_ptr<detail::SaveState> state, nlohmann::json user);
   void finish(detail::SaveState& state, Result<SaveReport> result);
 
-  Model& model_;
+  SaveScope scope_;
+  Tracer* tracer_;  ///< the model's, when it records a trace
   CheckpointIo io_;
   Runtime::Strand executor_;
   AsyncCheckpointerOptions options_;
-  std::optional<LocalChunks> live_;
+  std::optional<LocalChunks> live_;  ///< a Model's chunks, or the layout given at create
+  bool own_inputs_ = false;          ///< created from chunks: each save brings SaveInputs
   std::unique_ptr<Snapshot> snapshot_;
   std::shared_ptr<detail::SaveState> last_;
   mutable std::mutex mutex_;

@@ -101,6 +101,12 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
   return out;
 }
 
+LocalChunks LocalChunks::from(std::vector<LocalChunk> chunks) {
+  LocalChunks out;
+  out.chunks_ = std::move(chunks);
+  return out;
+}
+
 void LocalChunks::store_steps() {
   for (const auto& chunk : chunks_) {
     if (!chunk.step_of) continue;

@@ -46,6 +46,9 @@ class LocalChunks {
   /// Lists `model`'s chunks on its rank, in registration order (per param: the value,
   /// then each state, then the step). @returns unit_placement's errors.
   static Result<LocalChunks> of(Model& model);
+  /// Chunks a caller describes itself (tensors of its own: a PyTorch state dict), with no
+  /// Adam steps of a model to mirror.
+  static LocalChunks from(std::vector<LocalChunk> chunks);
 
   std::vector<LocalChunk>& chunks() { return chunks_; }
   const std::vector<LocalChunk>& chunks() const { return chunks_; }

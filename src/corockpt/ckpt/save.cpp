@@ -35,10 +35,24 @@ nlohmann::json param_groups_json(const ModelSpec& spec) {
   return groups;
 }
 
+SaveScope save_scope(const Model& model) {
+  return {.world = model.world(),
+          .rank = model.rank(),
+          .world_size = model.world_size(),
+          .meshes = model.spec().meshes,
+          .param_groups = param_groups_json(model.spec())};
+}
+
 Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chunks, CheckpointIo io, std::string dir,
                              SaveOptions options) {
-  Communicator& world = *model.world();
-  const int rank = model.rank();
+  const SaveScope scope = save_scope(model);
+  co_return co_await save_chunks(scope, chunks, io, std::move(dir), std::move(options));
+}
+
+Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk> chunks, CheckpointIo io,
+                             std::string dir, SaveOptions options) {
+  Communicator& world = *scope.world;
+  const int rank = scope.rank;
   dir = detail::strip_trailing_slashes(std::move(dir));
 
   Result<std::string> prepared = std::string{};
@@ -46,7 +60,7 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
   auto tmp = co_await detail::broadcast_outcome(world, prepared);
   if (!tmp) co_return fail(tmp.error().with_rank(rank).with_operation("save"));
 
-  auto plan = co_await write_rank_data(io, *tmp, rank, model.world_size(), chunks, {}, options);
+  auto plan = co_await write_rank_data(io, *tmp, rank, scope.world_size, chunks, options.objects, options);
   if (options.on_data_written) options.on_data_written();
   SaveReport report{.dir = dir};
   if (plan) {
@@ -62,10 +76,10 @@ Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chu
   if (rank == 0) {
     if (plans) {
       CheckpointMetadata base;
-      base.world_size = model.world_size();
-      base.meshes = model.spec().meshes;
+      base.world_size = scope.world_size;
+      base.meshes = scope.meshes;
       base.block_size = options.checksum_block;
-      base.param_groups = param_groups_json(model.spec());
+      base.param_groups = scope.param_groups;
       base.user = options.user;
       auto total = co_await commit_save(io, *plans, std::move(base), *tmp, dir);
       if (total) {

@@ -7,8 +7,8 @@
 /// The commit protocol (a crash at any point leaves every earlier checkpoint intact and
 /// the partial one recognisable by its name and its missing metadata):
 /// 1. rank 0 refuses an existing `dir` (Errc::already_exists: a checkpoint is never
-///    overwritten in place; save under a new name, e.g. per step), creates the parent if
-///    it is missing, and creates `dir.tmp-<random id>`; the id is broadcast;
+///    overwritten in place; save under a new name, e.g. per step), creates the parent (and its
+///    missing ancestors), and creates `dir.tmp-<random id>`; the id is broadcast;
 /// 2. every rank writes its data files there (safetensors, from staging images in aligned
 ///    blocks, many writes in flight), fsyncs them, and sends its plan — its files and
 ///    chunks with their checksums — to rank 0;
@@ -42,6 +42,12 @@
 
 namespace corockpt {
 
+/// A value that is not a tensor (PyTorch DCP's pickled leaves), saved whole as these bytes.
+struct LocalObject {
+  std::string name;
+  std::span<const std::byte> bytes;
+};
+
 struct SaveOptions {
   /// Stored as is in the metadata's "user" (step, data-loader state, RNG seeds...).
   nlohmann::json user = nlohmann::json::object();
@@ -60,7 +66,23 @@ struct SaveOptions {
   /// then written. save_chunks never reads device memory: give it a snapshot.
   /// Null: save_checkpoint uses the model's own (Model::device).
   std::shared_ptr<Device> device;
+  /// Values that are not tensors, written by this rank into its objects file; their
+  /// bytes must stay valid until the save returns.
+  std::vector<LocalObject> objects;
 };
+
+/// What a save is collective over, and what its metadata records besides the chunks: a
+/// Model's (save_scope(model)), or a caller's own (a PyTorch state dict's ranks).
+struct SaveScope {
+  std::shared_ptr<Communicator> world;
+  int rank = 0;
+  int world_size = 1;
+  std::vector<MeshSpec> meshes;
+  nlohmann::json param_groups = nlohmann::json::array();
+};
+
+/// The model's world, rank, meshes and param groups.
+SaveScope save_scope(const Model& model);
 
 struct SaveReport {
   std::string dir;
@@ -83,6 +105,9 @@ Task<SaveReport> save_checkpoint(Model& model, CheckpointIo io, std::string dir)
 /// the model giving the world, the meshes and the param groups.
 Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chunks, CheckpointIo io,
                              std::string dir, SaveOptions options = {});
+/// The same for chunks of the caller's own, over `scope`'s world.
+Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk> chunks, CheckpointIo io,
+                             std::string dir, SaveOptions options);
 
 /// The param groups as PyTorch's optimizer state dict lists them (hyperparameters and
 /// the FQNs of the params with optimizer state), for the metadata.

@@ -21,17 +21,11 @@
 
 namespace corockpt {
 
-/// A value that is not a tensor (PyTorch DCP's pickled leaves), saved whole as these bytes.
-struct LocalObject {
-  std::string name;
-  std::span<const std::byte> bytes;
-};
-
 /// The name of rank `rank`'s file of objects.
 std::string objects_file_name(int rank);
 
 /// Step 1 (coordinator): refuses an existing `dir` (Errc::already_exists), creates its
-/// parent if missing and `<dir>.tmp-<random id>`. @returns the temporary directory.
+/// parent (and its missing ancestors) and `<dir>.tmp-<random id>`. @returns the temporary directory.
 Task<std::string> begin_save(CheckpointIo io, std::string dir);
 
 /// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every

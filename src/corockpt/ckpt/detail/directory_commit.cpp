@@ -33,15 +33,29 @@ std::string parent_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
+namespace {
+
+/// Creates `dir` and whichever of its ancestors are missing, each made durable in its
+/// parent (the new directories' entries must survive a power cut, or the checkpoint would
+/// not). @returns its (then empty) entries.
+Task<std::vector<DirEntry>> list_or_make(CheckpointIo io, std::string dir) {
+  auto entries = co_await io.storage->list(dir);
+  if (entries || entries.error().code != Errc::not_found) co_return entries;
   const std::string parent = parent_of(dir);
-  auto entries = co_await io.storage->list(parent);
-  if (!entries && entries.error().code == Errc::not_found) {
-    if (auto made = co_await io.storage->make_dir(parent); !made) co_return fail(made.error());
-    // The new parent's own entry must survive a power cut too, or the checkpoint would.
-    if (auto synced = co_await io.storage->fsync_dir(parent_of(parent)); !synced) co_return fail(synced.error());
-    entries = std::vector<DirEntry>{};
+  if (parent != dir) {
+    if (auto up = co_await list_or_make(io, parent); !up) co_return fail(up.error());
   }
+  if (auto made = co_await io.storage->make_dir(dir); !made && made.error().code != Errc::already_exists) {
+    co_return fail(made.error());
+  }
+  if (auto synced = co_await io.storage->fsync_dir(parent); !synced) co_return fail(synced.error());
+  co_return std::vector<DirEntry>{};
+}
+
+}  // namespace
+
+Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
+  auto entries = co_await list_or_make(io, parent_of(dir));
   if (!entries) co_return fail(entries.error());
   for (const auto& entry : *entries) {
     if (entry.name == name_of(dir)) {

@@ -17,7 +17,8 @@ std::string strip_trailing_slashes(std::string path);
 std::string parent_of(const std::string& path);
 
 /// Refuses an existing `dir` (Errc::already_exists: results are never overwritten in
-/// place), creates its parent if missing, and creates `<dir>.tmp-<random id>`.
+/// place), creates its parent and the parent's missing ancestors, and creates
+/// `<dir>.tmp-<random id>`.
 /// @returns the temporary directory's path.
 Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir);
 

@@ -24,6 +24,9 @@ struct SaveState {
   Result<SaveReport> result = fail(Errc::internal, "the save has not finished");
   SaveTimes times;
   TaskHandle<void> task;
+  /// A checkpointer created from chunks: this save's own (SaveInputs), read by the save.
+  std::vector<LocalChunk> chunks;
+  std::vector<std::pair<std::string, std::string>> objects;
 };
 
 }  // namespace corockpt::detail

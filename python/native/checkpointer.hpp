@@ -1,0 +1,50 @@
+#pragma once
+/// @file
+/// `Checkpointer`: the C++ AsyncCheckpointer as the Python AsyncCheckpointer drives it —
+/// created from the first save's chunks, over a world that is the Python channel (or a
+/// world of one), each save bringing its chunks and objects. No Python here but the
+/// channel object it is given.
+
+#include <nanobind/nanobind.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "corockpt/ckpt/async_checkpointer.hpp"
+#include "engine.hpp"
+
+namespace corockpt::python {
+
+struct CheckpointerSettings {
+  std::string root;
+  int rank = 0;
+  int world_size = 1;
+  int keep_last = 0;
+  std::string when_busy = "wait";
+  std::uint64_t staging_budget = 0;
+  std::chrono::milliseconds deadline{60000};
+};
+
+class Checkpointer {
+ public:
+  /// @param channel a corockpt._channel.GlooChannel, or None for a world of one.
+  static Result<std::unique_ptr<Checkpointer>> create(Runtime& runtime, CheckpointIo io,
+                                                      const CheckpointerSettings& settings,
+                                                      nanobind::object channel, const std::vector<ChunkSpec>& chunks);
+  ~Checkpointer();
+
+  Result<SaveHandle> async_save(std::int64_t step, const std::string& user_json, const std::vector<ChunkSpec>& chunks,
+                                std::vector<std::pair<std::string, std::string>> objects);
+  Result<void> stop(std::chrono::milliseconds deadline);
+  CheckpointerStats stats() const { return checkpointer_->stats(); }
+
+ private:
+  Checkpointer() = default;
+  std::shared_ptr<Communicator> world_;
+  std::unique_ptr<AsyncCheckpointer> checkpointer_;
+};
+
+}  // namespace corockpt::python

@@ -1,0 +1,212 @@
+"""ct.AsyncCheckpointer: snapshots behind a fence, values captured at the request, the
+C++ checkpointer's retention and failures, bad inputs refused by name, SIGTERM, and an
+FSDP2 training loop resumed on another world size bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import corockpt
+import corockpt.torch as ct
+from conftest import run_ranks
+
+
+def state_of(weight, exp_avg, buffer, step):
+    return {
+        "model": {"layer.weight": weight, "norm.running_mean": buffer},
+        "optim": {"state": {"layer.weight": {"exp_avg": exp_avg, "step": step}},
+                  "param_groups": [{"lr": 0.1, "params": ["layer.weight"]}]},
+        "epoch": 3,
+    }
+
+
+def test_the_snapshot_is_the_state_at_the_request_and_the_step_may_follow_the_fence(tmp_path):
+    weight, exp_avg = torch.arange(12.0).reshape(3, 4), torch.ones(3, 4)
+    buffer, step = torch.zeros(4), torch.tensor(5.0)
+    ckpt = ct.AsyncCheckpointer(tmp_path, keep_last=2)
+    handle = ckpt.async_save(5, state_of(weight, exp_avg, buffer, step))
+    buffer.add_(7)  # the next forward changes a buffer before the fence: not in the save
+    handle.wait_snapshot()
+    weight.mul_(-1)  # the optimizer step after the fence: not in the save either
+    exp_avg.add_(1)
+    step.add_(1)
+    assert handle.result() is None
+    assert handle.stall_seconds() >= 0
+
+    path = ct.latest(tmp_path)
+    assert path == str(tmp_path / "step-00000005")
+    loaded = state_of(torch.zeros(3, 4), torch.zeros(3, 4), torch.full((4,), 9.0), torch.tensor(0.0))
+    loaded["epoch"] = None
+    ct.load(loaded, path)
+    assert torch.equal(loaded["model"]["layer.weight"], torch.arange(12.0).reshape(3, 4))
+    assert torch.equal(loaded["model"]["norm.running_mean"], torch.zeros(4))
+    assert torch.equal(loaded["optim"]["state"]["layer.weight"]["exp_avg"], torch.ones(3, 4))
+    assert loaded["optim"]["state"]["layer.weight"]["step"].item() == 5.0
+    assert loaded["epoch"] == 3
+    assert loaded["optim"]["param_groups"][0]["lr"] == 0.1
+
+    for s in (10, 15):  # keep_last=2: step 5 goes once 15 commits
+        ckpt.async_save(s, state_of(weight, exp_avg, buffer, step)).result()
+    ckpt.stop(timeout=30.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000010", "step-00000015"]
+    assert ct.latest(tmp_path) == str(tmp_path / "step-00000015")
+    with pytest.raises(corockpt.Cancelled):
+        ckpt.async_save(20, state_of(weight, exp_avg, buffer, step))
+
+
+def test_bad_inputs_are_named_errors_and_nothing_is_half_written(tmp_path):
+    ckpt = ct.AsyncCheckpointer(tmp_path)
+    with pytest.raises(corockpt.InvalidArgument, match="not contiguous"):
+        ckpt.async_save(1, {"w": torch.zeros(4, 3).t()})
+    with pytest.raises(corockpt.InvalidArgument, match="complex64"):
+        ct.AsyncCheckpointer(tmp_path).async_save(1, {"z": torch.zeros(2, dtype=torch.complex64)})
+
+    ckpt = ct.AsyncCheckpointer(tmp_path)
+    ckpt.async_save(1, {"w": torch.zeros(4)}).result()
+    with pytest.raises(corockpt.InvalidArgument, match="layout changed"):
+        ckpt.async_save(2, {"w": torch.zeros(5)})
+    ckpt.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000001"]
+
+    # A failure of the save itself reaches the handle: the step's directory exists already.
+    ckpt = ct.AsyncCheckpointer(tmp_path)
+    with pytest.raises(corockpt.AlreadyExists):
+        ckpt.async_save(1, {"w": torch.ones(4)}).result()
+    with pytest.raises(corockpt.AlreadyExists):  # stop reports the last save's failure too
+        ckpt.stop()
+    loaded = {"w": torch.full((4,), 7.0)}
+    ct.load(loaded, tmp_path / "step-00000001")
+    assert torch.equal(loaded["w"], torch.zeros(4))
+
+
+SIGTERM_LOOP = textwrap.dedent("""
+    import signal, sys, time, torch
+    import corockpt.torch as ct
+
+    stop_requested = False
+    def on_sigterm(signum, frame):
+        global stop_requested
+        stop_requested = True
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    root = sys.argv[1]
+    weights = torch.zeros(1 << 20)
+    ckpt = ct.AsyncCheckpointer(root, keep_last=2)
+    step = 0
+    while not stop_requested:
+        step += 1
+        weights.add_(1)
+        handle = ckpt.async_save(step, {"w": weights, "step": step})
+        if step == 3:
+            print("ready", flush=True)
+        handle.wait_snapshot()
+        time.sleep(0.01)
+    ckpt.stop(timeout=10.0)
+    print(f"stopped at step {step}", flush=True)
+""")
+
+
+def test_a_loop_that_gets_sigterm_stops_within_its_deadline_and_keeps_its_checkpoints(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(SIGTERM_LOOP)
+    root = tmp_path / "ckpts"
+    loop = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE, text=True)
+    assert loop.stdout.readline().strip() == "ready"
+    start = time.monotonic()
+    loop.send_signal(signal.SIGTERM)
+    out, _ = loop.communicate(timeout=60)
+    assert loop.returncode == 0, out
+    assert time.monotonic() - start < 15.0
+    assert "stopped at step" in out
+    latest = ct.latest(root)
+    assert latest is not None
+    loaded = {"w": torch.zeros(1 << 20), "step": 0}
+    ct.load(loaded, latest)
+    assert loaded["w"][0].item() == loaded["step"]  # a consistent state: weights of that very step
+    assert not [p for p in root.iterdir() if ".tmp-" in p.name]
+
+
+# --- an FSDP2 training loop, resumed on another world size --------------------------------
+
+STEPS, EVERY = 12, 5
+
+
+def _training(rank, world_size, root, resume, until, out):
+    """FSDP2 on `world_size` processes: params, Adam and a buffer that forward changes.
+    Gradients come from each parameter's own values (elementwise, no reduction across
+    ranks): a real gradient reduction sums in an order that depends on the world size, so
+    no run on another world size could be bit-identical; this keeps what the test checks
+    to the checkpoints."""
+    import torch.distributed as dist
+    import torch.nn as nn
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a = nn.Linear(8, 6)
+            self.b = nn.Linear(6, 4)
+            self.register_buffer("seen", torch.zeros(4))
+
+    model = Net()
+    mesh = init_device_mesh("cpu", (world_size,))
+    fully_shard(model.a, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    ckpt = ct.AsyncCheckpointer(os.path.join(root, "ckpts"), keep_last=2)
+    step = 0
+    if resume:
+        path = ct.latest(os.path.join(root, "ckpts"))
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd, "step": 0}
+        ct.load(state, path)
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        step = state["step"]
+    handle = None
+    while step < until:
+        step += 1
+        model.seen.mul_(0.5).add_(step)  # "forward" changes the buffer
+        for p in model.parameters():
+            p.grad = torch.sin(p.detach() * step) + 0.01 * step
+        if handle is not None:
+            handle.wait_snapshot()  # the fence: only now may the step change the state
+        optimizer.step()
+        if step % EVERY == 0:
+            model_sd, optim_sd = get_state_dict(model, optimizer)
+            handle = ckpt.async_save(step, {"model": model_sd, "optim": optim_sd, "step": step})
+    if handle is not None:
+        handle.result()
+    ckpt.stop()
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    full = {}
+    for name, value in list(model_sd.items()) + [(f"optim.{k}.{s}", v) for k, d in optim_sd["state"].items()
+                                                 for s, v in d.items()]:
+        full[name] = value.full_tensor() if hasattr(value, "full_tensor") else value.clone()
+    if rank == 0:
+        torch.save(full, out)
+    dist.barrier()
+
+
+def test_an_fsdp2_loop_resumed_on_another_world_size_is_bit_identical(tmp_path):
+    root = str(tmp_path)
+    reference = os.path.join(root, "reference.pt")
+    resumed = os.path.join(root, "resumed.pt")
+    run_ranks(4, _training, os.path.join(root, "uninterrupted"), False, STEPS, reference)
+    run_ranks(4, _training, root, False, 10, os.path.join(root, "first.pt"))  # checkpoints at 5 and 10
+    assert ct.latest(os.path.join(root, "ckpts")).endswith("step-00000010")
+    run_ranks(2, _training, root, True, STEPS, resumed)
+    a, b = torch.load(reference), torch.load(resumed)
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
