@@ -141,6 +141,13 @@ class StorageWriter(_DcpStorageWriter):
                 "corockpt.torch.StorageWriter needs use_collectives=True: one coordinator commits the checkpoint")
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        # Refused before anything is created on disk: a dtype the format does not hold.
+        for item in plan.items:
+            if item.type != WriteItemType.BYTE_IO and item.tensor_data.properties.dtype not in _DTYPE_NAMES:
+                dtype = item.tensor_data.properties.dtype
+                raise errors.InvalidArgument(
+                    f"{item.index.fqn}: dtype {dtype} is not supported (supported: "
+                    f"{', '.join(str(d) for d in _DTYPE_NAMES)})", context={"fqn": item.index.fqn})
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:

@@ -153,6 +153,7 @@ def test_an_unsupported_dtype_is_a_named_error_and_nothing_is_committed(tmp_path
     assert isinstance(error, corockpt.InvalidArgument)
     assert "complex64" in str(error)
     assert not path.exists()
+    assert not list(tmp_path.iterdir())  # refused before anything was created
 
 
 def test_a_corrupted_data_file_is_refused_on_load(tmp_path):
