@@ -9,6 +9,9 @@ from PyTorch:
   save over the checkpointer's channel (replicated values written once, as dcp.save
   writes them) and the plan is kept; a later state with another layout (a tensor whose
   shape, dtype or place changed) is refused with ``corockpt.InvalidArgument``;
+- CUDA tensors: the snapshot copies them on corockpt's own CUDA stream into pinned
+  staging memory, ordered after the work queued on the stream that was current at the
+  first save (the loop's) when ``async_save`` is called;
 - what cannot wait for the fence: values that are not tensors are pickled, and tensors the
   optimizer step does not update (buffers such as BatchNorm statistics, frozen params;
   see ``_stepped_names``) are copied, before ``async_save`` returns; the tensors the step
@@ -148,7 +151,7 @@ class AsyncCheckpointer:
         self._native = None
         self._layout = None
         self._items = None
-        self._names: set[str] = set()
+        self._cuda_device: int | None = None  # the GPU the state's CUDA tensors lie on
         self._in_flight: list[tuple[Any, list]] = []  # (native handle, the tensors it reads)
         self._lock = threading.Lock()
         self._stopped = False
@@ -207,10 +210,16 @@ class AsyncCheckpointer:
                     objects.append((name, data.getvalue()))
                     continue
                 tensor = data.detach()
-                if tensor.device.type != "cpu":
-                    raise errors.InvalidArgument(
-                        f"{name} lies on {tensor.device}: this build of corockpt's AsyncCheckpointer takes host "
-                        f"tensors (use dcp.save with ct.StorageWriter for device tensors)", context={"fqn": name})
+                if tensor.device.type not in ("cpu", "cuda"):
+                    raise errors.InvalidArgument(f"{name} lies on {tensor.device}: corockpt snapshots host and CUDA "
+                                                 f"tensors", context={"fqn": name})
+                if tensor.is_cuda:
+                    if self._cuda_device is None:
+                        self._cuda_device = tensor.device.index
+                    elif tensor.device.index != self._cuda_device:
+                        raise errors.InvalidArgument(
+                            f"{name} lies on {tensor.device}, other tensors on cuda:{self._cuda_device}: one rank's "
+                            f"state is on one GPU", context={"fqn": name})
                 if not tensor.is_contiguous():
                     raise errors.InvalidArgument(
                         f"{name} is not contiguous: the snapshot copies tensors as they lie in memory "
@@ -235,9 +244,16 @@ class AsyncCheckpointer:
         if self._group is not None:
             from corockpt._channel import GlooChannel
             channel = GlooChannel(self._group)
+        # CUDA tensors: snapshots copy them into pinned memory on corockpt's own stream,
+        # ordered after the work queued on the stream current now (the loop's).
+        device, stream = -1, 0
+        if self._cuda_device is not None:
+            device = self._cuda_device
+            stream = torch.cuda.current_stream(device).cuda_stream
         return ct._get_engine().async_checkpointer(self.root, self._rank, self._size, channel, chunks,
                                                    self._options["keep_last"], self._options["when_busy"],
-                                                   self._options["staging_budget"], self._options["deadline_ms"])
+                                                   self._options["staging_budget"], self._options["deadline_ms"],
+                                                   device, stream)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Takes no more saves; waits up to ``timeout`` seconds for the one in flight, then

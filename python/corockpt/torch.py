@@ -92,10 +92,10 @@ def _host_contiguous(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk(name: str, tensor: torch.Tensor, shape, offsets, sizes) -> tuple:
-    """The engine's description of `tensor` (contiguous host memory) as box (offsets,
-    sizes) of the tensor `name` of global `shape`."""
+    """The engine's description of `tensor` (contiguous, in host or CUDA memory) as box
+    (offsets, sizes) of the tensor `name` of global `shape`."""
     return (name, _dtype_name(tensor, name), [int(s) for s in shape], [int(o) for o in offsets],
-            [int(s) for s in sizes], tensor.data_ptr(), tensor.numel() * tensor.element_size())
+            [int(s) for s in sizes], tensor.data_ptr(), tensor.numel() * tensor.element_size(), tensor.is_cuda)
 
 
 def _first_corockpt_error(exception: BaseException) -> BaseException | None:

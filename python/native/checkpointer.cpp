@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "corockpt/plugins/device/cuda/cuda_device.hpp"
 #include "python_channel.hpp"
 
 namespace corockpt::python {
@@ -31,6 +32,14 @@ Result<std::unique_ptr<Checkpointer>> Checkpointer::create(Runtime& runtime, Che
                                    .when_busy = settings.when_busy == "skip" ? BusyPolicy::skip : BusyPolicy::wait,
                                    .staging_budget = settings.staging_budget,
                                    .keep_last = settings.keep_last};
+  if (settings.cuda_device >= 0) {
+    // Snapshots copy on the device's own stream into pinned staging memory, after the
+    // work queued on the loop's stream when async_save is called.
+    auto device = make_cuda_device(runtime, {.device = settings.cuda_device,
+                                             .compute_stream = reinterpret_cast<void*>(settings.cuda_stream)});
+    if (!device) return fail(device.error().with_rank(settings.rank));
+    options.device = std::move(*device);
+  }
   auto checkpointer = AsyncCheckpointer::create(std::move(scope), std::move(*layout), io, runtime.make_strand(),
                                                 std::move(options));
   if (!checkpointer) return fail(checkpointer.error());

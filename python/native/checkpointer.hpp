@@ -26,6 +26,10 @@ struct CheckpointerSettings {
   std::string when_busy = "wait";
   std::uint64_t staging_budget = 0;
   std::chrono::milliseconds deadline{60000};
+  /// The CUDA device the state's CUDA tensors lie on (-1: none), and the loop's stream
+  /// (a cudaStream_t; 0: the legacy default stream) the snapshot is ordered after.
+  int cuda_device = -1;
+  std::uintptr_t cuda_stream = 0;
 };
 
 class Checkpointer {

@@ -47,6 +47,7 @@ Result<std::vector<LocalChunk>> to_local_chunks(const std::vector<ChunkSpec>& sp
                                 .shape = spec.shape,
                                 .box = std::move(box),
                                 .bytes = std::span(reinterpret_cast<std::byte*>(spec.address), spec.bytes),
+                                .space = spec.on_cuda ? MemorySpace::cuda : MemorySpace::host,
                                 .writer = true});
   }
   return chunks;

@@ -28,6 +28,7 @@ struct ChunkSpec {
   std::vector<std::int64_t> sizes;
   std::uintptr_t address = 0;
   std::uint64_t bytes = 0;
+  bool on_cuda = false;  ///< the bytes lie in CUDA device memory
 };
 
 /// A value that is not a tensor, as bytes.

@@ -41,15 +41,16 @@ T value_or_raise(Result<T> result) {
   if constexpr (!std::is_void_v<T>) return std::move(*result);
 }
 
-/// (name, dtype, shape, offsets, sizes, address, bytes), as corockpt.torch builds them.
+/// (name, dtype, shape, offsets, sizes, address, bytes, on_cuda), as corockpt.torch
+/// builds them.
 using ChunkTuple = std::tuple<std::string, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>,
-                              std::vector<std::int64_t>, std::uintptr_t, std::uint64_t>;
+                              std::vector<std::int64_t>, std::uintptr_t, std::uint64_t, bool>;
 
 std::vector<ChunkSpec> to_specs(const std::vector<ChunkTuple>& chunks) {
   std::vector<ChunkSpec> specs;
   specs.reserve(chunks.size());
-  for (const auto& [name, dtype, shape, offsets, sizes, address, bytes] : chunks) {
-    specs.push_back({name, dtype, shape, offsets, sizes, address, bytes});
+  for (const auto& [name, dtype, shape, offsets, sizes, address, bytes, on_cuda] : chunks) {
+    specs.push_back({name, dtype, shape, offsets, sizes, address, bytes, on_cuda});
   }
   return specs;
 }
@@ -174,19 +175,22 @@ NB_MODULE(_native, m) {
           "async_checkpointer",
           [](Engine& e, const std::string& root, int rank, int world_size, nb::object channel,
              const std::vector<ChunkTuple>& chunks, int keep_last, const std::string& when_busy,
-             std::uint64_t staging_budget, std::int64_t deadline_ms) {
+             std::uint64_t staging_budget, std::int64_t deadline_ms, int cuda_device, std::uintptr_t cuda_stream) {
             CheckpointerSettings settings{.root = root,
                                           .rank = rank,
                                           .world_size = world_size,
                                           .keep_last = keep_last,
                                           .when_busy = when_busy,
                                           .staging_budget = staging_budget,
-                                          .deadline = std::chrono::milliseconds(deadline_ms)};
+                                          .deadline = std::chrono::milliseconds(deadline_ms),
+                                          .cuda_device = cuda_device,
+                                          .cuda_stream = cuda_stream};
             return value_or_raise(Checkpointer::create(e.runtime(), e.io(), settings, std::move(channel),
                                                        to_specs(chunks)));
           },
           nb::arg("root"), nb::arg("rank"), nb::arg("world_size"), nb::arg("channel").none(), nb::arg("chunks"),
-          nb::arg("keep_last"), nb::arg("when_busy"), nb::arg("staging_budget"), nb::arg("deadline_ms"))
+          nb::arg("keep_last"), nb::arg("when_busy"), nb::arg("staging_budget"), nb::arg("deadline_ms"),
+          nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0)
       .def(
           "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
           nb::arg("root"), nb::call_guard<nb::gil_scoped_release>())

@@ -210,3 +210,22 @@ def test_an_fsdp2_loop_resumed_on_another_world_size_is_bit_identical(tmp_path):
     assert set(a) == set(b)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (torch.cuda.is_available() is False)")
+def test_cuda_tensors_are_snapshot_after_the_work_queued_before_the_save(tmp_path):
+    weight = torch.arange(12.0, device="cuda").reshape(3, 4)
+    exp_avg, buffer, step = torch.ones(3, 4, device="cuda"), torch.zeros(4, device="cuda"), torch.tensor(5.0)
+    ckpt = ct.AsyncCheckpointer(tmp_path)
+    weight.add_(1)  # queued on the loop's stream before the save: the snapshot must see it
+    handle = ckpt.async_save(1, state_of(weight, exp_avg, buffer, step))
+    buffer.add_(7)  # the next forward
+    handle.wait_snapshot()
+    weight.mul_(-1)  # the optimizer step
+    handle.result()
+    ckpt.stop()
+    loaded = state_of(torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(4), torch.tensor(0.0))
+    ct.load(loaded, ct.latest(tmp_path))
+    assert torch.equal(loaded["model"]["layer.weight"], torch.arange(12.0).reshape(3, 4) + 1)
+    assert torch.equal(loaded["model"]["norm.running_mean"], torch.zeros(4))
+    assert torch.equal(loaded["optim"]["state"]["layer.weight"]["exp_avg"], torch.ones(3, 4))

@@ -162,6 +162,12 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
                   {.rank = scope_.rank, .fqn = a.name, .operation = "async_save"});
     }
   }
+  // As for a model's save: the snapshot's device copies go after the compute queued now.
+  if (options_.device && snapshot_) {
+    if (auto ok = options_.device->order_after_compute(); !ok) {
+      return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
+    }
+  }
   auto state = std::make_shared<detail::SaveState>();
   state->step = step;
   state->chunks = std::move(inputs.chunks);
