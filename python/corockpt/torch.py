@@ -158,21 +158,24 @@ class StorageWriter(_DcpStorageWriter):
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         share = plan.storage_data
-        chunks, objects, held = [], [], []
+        chunks, objects, held, sizes = [], [], [], []
         for item in plan.items:
             data = planner.resolve_data(item)
             name = item.index.fqn
             if item.type == WriteItemType.BYTE_IO:
                 objects.append((name, data.getvalue()))
+                sizes.append(len(objects[-1][1]))
                 continue
             tensor = _host_contiguous(data)
             held.append(tensor)  # alive until the engine has written it
+            sizes.append(tensor.numel() * tensor.element_size())
             chunk = item.tensor_data.chunk
             chunks.append(_chunk(name, tensor, item.tensor_data.size, chunk.offsets, chunk.sizes))
         rank_plan = _get_engine().write_rank_data(share["tmp"], self.rank, share["world_size"], chunks, objects,
                                                   self.checksum_block)
         # The rank's plan travels to the coordinator's finish() with its first result.
-        results = [WriteResult(index=item.index, size_in_bytes=0, storage_data=None) for item in plan.items]
+        results = [WriteResult(index=item.index, size_in_bytes=size, storage_data=None)
+                   for item, size in zip(plan.items, sizes)]
         if results:
             results[0] = dataclasses.replace(results[0], storage_data={"corockpt_plan": rank_plan})
         future: Future[list[WriteResult]] = Future()

@@ -260,3 +260,18 @@ def test_dtensors_saved_on_4_ranks_load_resharded_on_2(tmp_path):
     assert document["world_size"] == 4
     assert len(document["tensors"]["model.w"]["chunks"]) == 2  # replicas written once
     run_ranks(2, _load_ranks, path)
+
+
+def _save_replicated_only(rank, world_size, path):
+    # Every rank holds the same plain tensor: DCP gives it to one rank, the other writes nothing.
+    dcp.save({"w": torch.arange(6.0), "step": 4}, storage_writer=ct.StorageWriter(path))
+
+
+def test_a_rank_with_nothing_to_write_takes_part_and_the_checkpoint_commits(tmp_path):
+    path = str(tmp_path / "ckpt")
+    run_ranks(2, _save_replicated_only, path)
+    loaded = {"w": torch.zeros(6), "step": 0}
+    ct.load(loaded, path)
+    assert torch.equal(loaded["w"], torch.arange(6.0)) and loaded["step"] == 4
+    document = json.loads((tmp_path / "ckpt" / "corockpt.metadata.json").read_text())
+    assert document["world_size"] == 2
