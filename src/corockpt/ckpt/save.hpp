@@ -7,8 +7,9 @@
 /// The commit protocol (a crash at any point leaves every earlier checkpoint intact and
 /// the partial one recognisable by its name and its missing metadata):
 /// 1. rank 0 refuses an existing `dir` (Errc::already_exists: a checkpoint is never
-///    overwritten in place; save under a new name, e.g. per step), creates the parent (and its
-///    missing ancestors), and creates `dir.tmp-<random id>`; the id is broadcast;
+///    overwritten in place; save under a new name, e.g. per step), creates the parent
+///    (and its missing ancestors), and creates `dir.tmp-<random id>`; the id is
+///    broadcast;
 /// 2. every rank writes its data files there (safetensors, from staging images in aligned
 ///    blocks, many writes in flight), fsyncs them, and sends its plan — its files and
 ///    chunks with their checksums — to rank 0;

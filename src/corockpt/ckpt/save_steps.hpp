@@ -25,13 +25,16 @@ namespace corockpt {
 std::string objects_file_name(int rank);
 
 /// Step 1 (coordinator): refuses an existing `dir` (Errc::already_exists), creates its
-/// parent (and its missing ancestors) and `<dir>.tmp-<random id>`. @returns the temporary directory.
+/// parent (and its missing ancestors) and `<dir>.tmp-<random id>`.
+/// @returns the temporary directory.
 Task<std::string> begin_save(CheckpointIo io, std::string dir);
 
 /// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every
 /// chunk's tensor is listed) into its data files in `tmp` and its objects into
 /// objects_file_name(rank), makes them durable, and returns its plan: metadata holding
-/// only what this rank wrote. Chunks must lie in host memory.
+/// only what this rank wrote. Chunks must lie in host memory. The objects are `objects`
+/// (save_chunks passes SaveOptions::objects); of `options`, the checksum block, the
+/// progress callback and the file images are used.
 Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
                                          std::span<const LocalChunk> chunks, std::span<const LocalObject> objects,
                                          const SaveOptions& options);
