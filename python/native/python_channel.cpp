@@ -29,7 +29,7 @@ struct PythonChannel::Shared {
   std::optional<Error> broken;  // guarded by mutex
 
   ~Shared() {
-    thread.join();
+    thread.join();  // already joined by ~PythonChannel: a no-op
     if (Py_IsInitialized() != 0) {
       nb::gil_scoped_acquire gil;
       channel.reset();
@@ -89,7 +89,12 @@ PythonChannel::PythonChannel(nb::object channel, int rank, int size, std::chrono
   shared_->channel = std::move(channel);
 }
 
-PythonChannel::~PythonChannel() = default;
+PythonChannel::~PythonChannel() {
+  // Every operation still queued ends first (gloo's timeout bounds one that waits for a
+  // peer), here on the owner's thread: each holds the shared state, and the last holder
+  // must not be the channel's own thread, which cannot join itself.
+  shared_->thread.join();
+}
 
 Task<std::shared_ptr<Communicator>> PythonChannel::split(int, int) {
   co_return fail(Errc::unavailable, "the Python channel does not split");
