@@ -39,13 +39,15 @@ configure_and_build() {  # dir, extra cmake args...
 }
 
 run_tests() {  # dir: every test, then the ten slowest with their times
+  # (awk reads the whole list: a `head` would close the pipe early, and sort's SIGPIPE,
+  # exit 141 under pipefail, would fail a run whose tests all passed)
   local log="$1/Testing/dev-ctest.log" status=0
   mkdir -p "$1/Testing"
   (cd "$1" && ctest --output-on-failure --no-tests=error -j "$jobs") 2>&1 | tee "$log" || status=$?
   echo "dev.sh: the ten slowest tests in $1:"
   grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ' "$log" \
     | sed -E 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: (.*[^ .]) *\.+ *(\*\*\*)?[A-Za-z ]+ +([0-9.]+) sec$/\3 \1/' \
-    | sort -rn | head -n 10 | awk '{ printf "  %8.2f s  %s\n", $1, substr($0, index($0, " ") + 1) }'
+    | sort -rn | awk 'NR <= 10 { printf "  %8.2f s  %s\n", $1, substr($0, index($0, " ") + 1) }'
   return "$status"
 }
 

@@ -60,7 +60,7 @@ cmake --build "$build" --target "${programs[@]}"
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib"
 for program in "${programs[@]}"; do
-  path="$(find "$build" -name "$program" -type f -perm -u+x | head -n 1)"
+  path="$(find "$build" -name "$program" -type f -perm -u+x -print -quit)"
   [ -n "$path" ] || { echo "gpu-bundle: $program was not built" >&2; exit 1; }
   cp "$path" "$bundle/bin/"
 done
