@@ -229,3 +229,74 @@ def test_cuda_tensors_are_snapshot_after_the_work_queued_before_the_save(tmp_pat
     assert torch.equal(loaded["model"]["layer.weight"], torch.arange(12.0).reshape(3, 4) + 1)
     assert torch.equal(loaded["model"]["norm.running_mean"], torch.zeros(4))
     assert torch.equal(loaded["optim"]["state"]["layer.weight"]["exp_avg"], torch.ones(3, 4))
+
+
+class Counter:
+    """An object DCP treats as Stateful: saved through state_dict(), restored through
+    load_state_dict()."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def state_dict(self):
+        return {"value": self.value, "seen": torch.tensor([float(self.value)])}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_stateful_objects_busy_policies_and_a_staging_budget_smaller_than_the_state(tmp_path):
+    weight, exp_avg = torch.arange(8.0), torch.ones(8)
+    state = {"model": {"w": weight}, "optim": {"state": {"w": {"exp_avg": exp_avg}}}, "sampler": Counter(17)}
+
+    # A budget smaller than the state: no snapshot memory, the save streams from the live
+    # state, and the fence opens once this rank's data is durable.
+    ckpt = ct.AsyncCheckpointer(tmp_path / "streamed", staging_budget=16)
+    handle = ckpt.async_save(1, state)
+    handle.wait_snapshot()
+    weight.add_(100)
+    handle.result()
+    assert ckpt.stats()["staging_bytes"] == 0
+    ckpt.stop()
+    restored = {"model": {"w": torch.zeros(8)}, "optim": {"state": {"w": {"exp_avg": torch.zeros(8)}}},
+                "sampler": Counter(0)}
+    ct.load(restored, ct.latest(tmp_path / "streamed"))
+    assert torch.equal(restored["model"]["w"], torch.arange(8.0))
+    assert restored["sampler"].value == 17  # through load_state_dict
+
+    # when_busy="skip": a request while a save runs is skipped and counted.
+    ckpt = ct.AsyncCheckpointer(tmp_path / "skipping", when_busy="skip")
+    first = ckpt.async_save(1, state)
+    second = ckpt.async_save(2, state)  # at once: the first still makes its files and fsyncs
+    first.result()
+    assert second.skipped
+    with pytest.raises(corockpt.Cancelled):
+        second.result()
+    assert ckpt.stats()["skipped"] == 1
+    ckpt.stop()
+    with pytest.raises(corockpt.InvalidArgument):
+        ct.AsyncCheckpointer(tmp_path, when_busy="later")
+
+
+def _silent_peer(rank, world_size, root, deadline):
+    ckpt = ct.AsyncCheckpointer(root, deadline=deadline)
+    state = {"w": torch.full((4,), float(rank))}
+    ckpt.async_save(1, state).result()  # both ranks: the first save, planned together
+    if rank == 0:
+        start = time.monotonic()
+        handle = ckpt.async_save(2, state)  # rank 1 never asks: its plans never come
+        with pytest.raises((corockpt.Timeout, corockpt.Unavailable)):
+            handle.result()
+        assert time.monotonic() - start < deadline + 30
+        with pytest.raises(corockpt.Error, match="broke"):
+            ckpt.async_save(3, state)
+        with pytest.raises(corockpt.Error):
+            ckpt.stop(timeout=1.0)
+    else:
+        time.sleep(deadline + 5)  # alive, but silent, while rank 0 waits
+        ckpt.stop()
+
+
+def test_a_rank_that_stops_answering_fails_the_save_within_the_checkpointers_deadline(tmp_path):
+    run_ranks(2, _silent_peer, str(tmp_path), 3.0)
+    assert ct.latest(tmp_path) == str(tmp_path / "step-00000001")
