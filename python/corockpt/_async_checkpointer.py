@@ -181,12 +181,13 @@ class AsyncCheckpointer:
             self._items = final.items
             self._stepped = _stepped_names([entry[0] for entry in layout])
         elif layout != self._layout:
-            changed = next((a for a, b in zip(layout, self._layout) if a != b), None) or \
-                (layout[len(self._layout):] or self._layout[len(layout):])[0]
+            # The first entry that differs; past the shorter list, the first extra one.
+            changed = next((a for a, b in zip(layout + [None], self._layout + [None]) if a != b))
+            name = (changed or self._layout[len(layout)])[0]
             raise errors.InvalidArgument(
-                f"the state's layout changed since the first save of this checkpointer (at {changed[0]}: "
+                f"the state's layout changed since the first save of this checkpointer (at {name}: "
                 f"a tensor's shape, dtype or shard differs, or one was added or removed); make a new "
-                f"AsyncCheckpointer for the new layout", context={"fqn": changed[0]})
+                f"AsyncCheckpointer for the new layout", context={"fqn": name})
         return planner
 
     # --- saves ---------------------------------------------------------------------------

@@ -221,17 +221,20 @@ class StorageReader(_DcpStorageReader):
         self.path = os.fspath(path)
         self.checkpoint_id = self.path
         self._metadata: Metadata | None = None
+        self._reader = None  # the engine's open checkpoint: its metadata read once per load
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
         if checkpoint_id:
             self.path = os.fspath(checkpoint_id)
             self.checkpoint_id = self.path
         self._metadata = None
+        self._reader = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # `kwargs` by that name: DCP then retries a failed read with rank=, which changes
         # nothing here; the engine's error is raised either way.
-        return _dcp_metadata(json.loads(_get_engine().read_metadata(self.path)))
+        self._reader = _get_engine().open(self.path)
+        return _dcp_metadata(json.loads(self._reader.metadata_json()))
 
     def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         self._metadata = metadata
@@ -258,15 +261,14 @@ class StorageReader(_DcpStorageReader):
             shape = self._metadata.state_dict_metadata[name].size
             chunks.append(_chunk(name, target, shape, offsets, request.lengths))
             copies.append((request, destination, target))
-        engine = _get_engine()
         if chunks:
-            engine.load_chunks(self.path, chunks, True)
+            self._reader.load(chunks, True)
         for request, destination, target in copies:
             if target is not destination:
                 destination.copy_(target)
             planner.commit_tensor(request, destination)
         if objects:
-            values = engine.read_objects(self.path, [request.storage_index.fqn for request in objects])
+            values = self._reader.read_objects([request.storage_index.fqn for request in objects])
             for request, value in zip(objects, values):
                 planner.load_bytes(request, io.BytesIO(value))
         future: Future[None] = Future()

@@ -60,7 +60,8 @@ Result<std::unique_ptr<Engine>> Engine::create(std::uint64_t staging_bytes) {
   if (!storage) return fail(storage.error());
   engine->storage_ = std::move(*storage);
   const std::size_t buffers = std::max<std::uint64_t>(2, staging_bytes / staging_buffer_bytes);
-  auto pool = BufferPool::create({.buffer_bytes = staging_buffer_bytes, .buffer_count = buffers}, make_host_allocator());
+  auto pool =
+      BufferPool::create({.buffer_bytes = staging_buffer_bytes, .buffer_count = buffers}, make_host_allocator());
   if (!pool) return fail(pool.error());
   engine->staging_ = std::move(*pool);
   return engine;
@@ -68,7 +69,9 @@ Result<std::unique_ptr<Engine>> Engine::create(std::uint64_t staging_bytes) {
 
 Engine::~Engine() = default;
 
-Result<std::string> Engine::begin_save(const std::string& dir) { return run(*runtime_, corockpt::begin_save(io(), dir)); }
+Result<std::string> Engine::begin_save(const std::string& dir) {
+  return run(*runtime_, corockpt::begin_save(io(), dir));
+}
 
 Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, int world_size,
                                             const std::vector<ChunkSpec>& chunks,
@@ -79,7 +82,8 @@ Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, in
   for (const ObjectSpec& object : objects) held.push_back({object.name, std::as_bytes(std::span(object.bytes))});
   SaveOptions options;
   options.checksum_block = checksum_block;
-  auto plan = run(*runtime_, corockpt::write_rank_data(io(), tmp, rank, world_size, *local, held, options));
+  options.objects = std::move(held);
+  auto plan = run(*runtime_, corockpt::write_rank_data(io(), tmp, rank, world_size, *local, options));
   if (!plan) return fail(plan.error().with_rank(rank));
   return to_json_text(*plan);
 }
@@ -97,21 +101,10 @@ Result<std::uint64_t> Engine::commit_save(const std::vector<std::string>& plans,
 
 Result<void> Engine::abandon_save(const std::string& tmp) { return run(*runtime_, corockpt::abandon_save(io(), tmp)); }
 
-Result<std::string> Engine::read_metadata(const std::string& dir) {
+Result<std::unique_ptr<Reader>> Engine::open(const std::string& dir) {
   auto reader = run(*runtime_, CheckpointReader::open(io(), dir));
   if (!reader) return fail(reader.error());
-  return to_json_text((*reader)->metadata());
-}
-
-Result<std::vector<std::string>> Engine::load_chunks(const std::string& dir, const std::vector<ChunkSpec>& chunks,
-                                                     bool strict) {
-  auto local = to_local_chunks(chunks);
-  if (!local) return fail(local.error());
-  LoadOptions options;
-  options.strict = strict;
-  auto report = run(*runtime_, corockpt::load_chunks(*local, io(), dir, options));
-  if (!report) return fail(report.error());
-  return report->missing;
+  return std::make_unique<Reader>(*this, std::move(*reader));
 }
 
 Result<std::string> Engine::latest(const std::string& root) {
@@ -120,19 +113,31 @@ Result<std::string> Engine::latest(const std::string& root) {
   return *found ? (*found)->path : std::string();
 }
 
-Result<std::vector<std::string>> Engine::read_objects(const std::string& dir, const std::vector<std::string>& names) {
-  auto reading = [](CheckpointIo io, std::string dir, std::vector<std::string> names) -> Task<std::vector<std::string>> {
-    auto reader = co_await CheckpointReader::open(io, std::move(dir));
-    if (!reader) co_return fail(reader.error());
+Reader::~Reader() = default;
+
+std::string Reader::metadata_json() const { return to_json_text(reader_->metadata()); }
+
+Result<std::vector<std::string>> Reader::load(const std::vector<ChunkSpec>& chunks, bool strict) {
+  auto local = to_local_chunks(chunks);
+  if (!local) return fail(local.error());
+  LoadOptions options;
+  options.strict = strict;
+  auto report = run(engine_.runtime(), load_from(*reader_, *local, engine_.io(), std::move(options)));
+  if (!report) return fail(report.error());
+  return report->missing;
+}
+
+Result<std::vector<std::string>> Reader::read_objects(const std::vector<std::string>& names) {
+  auto reading = [](CheckpointReader& reader, std::vector<std::string> names) -> Task<std::vector<std::string>> {
     std::vector<std::string> values;
     for (const std::string& name : names) {
-      auto bytes = co_await (*reader)->read_object(name);
+      auto bytes = co_await reader.read_object(name);
       if (!bytes) co_return fail(bytes.error());
       values.emplace_back(reinterpret_cast<const char*>(bytes->data()), bytes->size());
     }
     co_return values;
   };
-  return run(*runtime_, reading(io(), dir, names));
+  return run(engine_.runtime(), reading(*reader_, names));
 }
 
 }  // namespace corockpt::python

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/runtime/buffer_pool.hpp"
 #include "corockpt/runtime/runtime.hpp"
@@ -57,16 +58,11 @@ class Engine {
                                     std::uint64_t checksum_block, const std::string& tmp, const std::string& dir);
   Result<void> abandon_save(const std::string& tmp);
 
-  /// The checkpoint's metadata, checked, as JSON text (partial checkpoints are refused).
-  Result<std::string> read_metadata(const std::string& dir);
-  /// Fills the chunks from `dir` (resharding, dtype conversion, every block checked).
-  /// @returns the names the checkpoint lacks, with `strict` false (an error with it).
-  Result<std::vector<std::string>> load_chunks(const std::string& dir, const std::vector<ChunkSpec>& chunks,
-                                               bool strict);
+  /// `dir` opened for reading: its metadata parsed and checked once (partial checkpoints
+  /// are refused), its files opened as they are first read.
+  Result<std::unique_ptr<class Reader>> open(const std::string& dir);
   /// The newest committed `<root>/step-<N>`, or "" when there is none.
   Result<std::string> latest(const std::string& root);
-  /// The bytes of the objects `names`, checked.
-  Result<std::vector<std::string>> read_objects(const std::string& dir, const std::vector<std::string>& names);
 
  private:
   Engine() = default;
@@ -74,6 +70,26 @@ class Engine {
   std::unique_ptr<Runtime> runtime_;  // first: destroyed last
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<BufferPool> staging_;
+};
+
+/// A checkpoint open for reading (Engine::open): what corockpt.torch.StorageReader holds
+/// from read_metadata to read_data, so the metadata is read once per load.
+class Reader {
+ public:
+  Reader(Engine& engine, std::unique_ptr<CheckpointReader> reader) : engine_(engine), reader_(std::move(reader)) {}
+  ~Reader();
+
+  /// The metadata as JSON text.
+  std::string metadata_json() const;
+  /// Fills the chunks (resharding, dtype conversion, every block checked).
+  /// @returns the names the checkpoint lacks, with `strict` false (an error with it).
+  Result<std::vector<std::string>> load(const std::vector<ChunkSpec>& chunks, bool strict);
+  /// The bytes of the objects `names`, checked.
+  Result<std::vector<std::string>> read_objects(const std::vector<std::string>& names);
+
+ private:
+  Engine& engine_;
+  std::unique_ptr<CheckpointReader> reader_;
 };
 
 /// The chunks `specs` describe, as corockpt's LocalChunks (each written by this rank).

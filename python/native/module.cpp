@@ -27,6 +27,7 @@ using corockpt::python::CheckpointerSettings;
 using corockpt::python::ChunkSpec;
 using corockpt::python::Engine;
 using corockpt::python::ObjectSpec;
+using corockpt::python::Reader;
 
 namespace {
 
@@ -161,16 +162,8 @@ NB_MODULE(_native, m) {
           "abandon_save", [](Engine& e, const std::string& tmp) { value_or_raise(e.abandon_save(tmp)); },
           nb::arg("tmp"), nb::call_guard<nb::gil_scoped_release>())
       .def(
-          "read_metadata", [](Engine& e, const std::string& dir) { return value_or_raise(e.read_metadata(dir)); },
-          nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
-      .def(
-          "load_chunks",
-          [](Engine& e, const std::string& dir, const std::vector<ChunkTuple>& chunks, bool strict) {
-            std::vector<ChunkSpec> specs = to_specs(chunks);
-            nb::gil_scoped_release unlocked;
-            return value_or_raise(e.load_chunks(dir, specs, strict));
-          },
-          nb::arg("dir"), nb::arg("chunks"), nb::arg("strict") = true)
+          "open", [](Engine& e, const std::string& dir) { return value_or_raise(e.open(dir)); }, nb::arg("dir"),
+          nb::call_guard<nb::gil_scoped_release>())
       .def(
           "async_checkpointer",
           [](Engine& e, const std::string& root, int rank, int world_size, nb::object channel,
@@ -193,18 +186,29 @@ NB_MODULE(_native, m) {
           nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0)
       .def(
           "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
-          nb::arg("root"), nb::call_guard<nb::gil_scoped_release>())
+          nb::arg("root"), nb::call_guard<nb::gil_scoped_release>());
+
+  nb::class_<Reader>(m, "Reader")
+      .def("metadata_json", &Reader::metadata_json)
+      .def(
+          "load",
+          [](Reader& r, const std::vector<ChunkTuple>& chunks, bool strict) {
+            std::vector<ChunkSpec> specs = to_specs(chunks);
+            nb::gil_scoped_release unlocked;
+            return value_or_raise(r.load(specs, strict));
+          },
+          nb::arg("chunks"), nb::arg("strict") = true)
       .def(
           "read_objects",
-          [](Engine& e, const std::string& dir, const std::vector<std::string>& names) {
+          [](Reader& r, const std::vector<std::string>& names) {
             std::vector<std::string> values;
             {
               nb::gil_scoped_release unlocked;
-              values = value_or_raise(e.read_objects(dir, names));
+              values = value_or_raise(r.read_objects(names));
             }
             std::vector<nb::bytes> out;
             for (const auto& v : values) out.emplace_back(v.data(), v.size());
             return out;
           },
-          nb::arg("dir"), nb::arg("names"));
+          nb::arg("names"));
 }

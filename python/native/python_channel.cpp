@@ -111,15 +111,18 @@ Task<void> PythonChannel::run(Plan plan) {
   {
     std::lock_guard lock(shared_->mutex);
     if (shared_->broken) {
-      co_return fail(Errc::unavailable, what + ": the channel is broken after an earlier failure (" +
-                                            shared_->broken->message + ")", {.rank = rank_, .operation = to_string(plan.kind)});
+      co_return fail(Errc::unavailable,
+                     what + ": the channel is broken after an earlier failure (" + shared_->broken->message + ")",
+                     {.rank = rank_, .operation = to_string(plan.kind)});
     }
   }
   auto op = std::make_shared<PythonOp>();
   op->kind = plan.kind;
   op->root = plan.root;
   op->counts.assign(plan.counts.begin(), plan.counts.end());
-  const std::span<const std::byte> sent = plan.kind == OpKind::broadcast ? std::span<const std::byte>(plan.recv) : plan.send;
+  // A broadcast's data is in `recv` (in and out); only its root sends.
+  const std::span<const std::byte> sent =
+      plan.kind == OpKind::broadcast ? std::span<const std::byte>(plan.recv) : plan.send;
   if (plan.kind != OpKind::broadcast || rank_ == plan.root) {
     op->send.assign(reinterpret_cast<const char*>(sent.data()), sent.size());
   }

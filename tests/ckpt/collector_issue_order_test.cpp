@@ -12,6 +12,7 @@
 
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
+#include "fixtures/known_model.hpp"
 #include "fixtures/known_values.hpp"
 #include "tests/support/device_aware_communicator.hpp"
 #include "tests/support/holding_device.hpp"
@@ -43,17 +44,6 @@ constexpr const char* spec_json = R"({
     {"unit": "b", "name": "tiny", "shape": [1, 4]},
     {"unit": "c", "name": "z", "shape": [5, 3]}],
   "optimizer": {"type": "adam"}})";
-
-Task<std::unique_ptr<Model>> model_on_device(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
-                                             std::shared_ptr<Device> device) {
-  auto model = co_await Model::build(spec, rank, std::move(world));
-  if (!model) co_return fail(model.error());
-  (*model)->allocate();
-  fixtures::fill_known_values(**model);
-  fixtures::fill_known_state(**model);
-  if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error());
-  co_return std::move(*model);
-}
 
 Task<void> collect(Model& model, StateDictOptions options) {
   auto state = co_await get_state_dict(model, options);
@@ -94,7 +84,7 @@ TEST_CASE("collector - issue order: every rank issues its units' collectives in 
     for (int r = 0; r < ranks; ++r) {
       auto world = std::make_shared<RecordingCommunicator>(std::make_shared<DeviceAwareCommunicator>(local[r], memory),
                                                            logs[r]);
-      built.push_back(runtime.spawn(runtime.make_strand(), model_on_device(spec, r, world, devices[r])));
+      built.push_back(runtime.spawn(runtime.make_strand(), fixtures::known_model(spec, r, world, devices[r], true)));
     }
     for (auto& b : built) models.push_back(b.get().value());
   }
@@ -106,7 +96,9 @@ TEST_CASE("collector - issue order: every rank issues its units' collectives in 
   StateDictOptions options;
   options.full_state_dict = full;
   std::vector<TaskHandle<void>> collected;
-  for (int r = 0; r < ranks; ++r) collected.push_back(runtime.spawn(runtime.make_strand(), collect(*models[r], options)));
+  for (int r = 0; r < ranks; ++r) {
+    collected.push_back(runtime.spawn(runtime.make_strand(), collect(*models[r], options)));
+  }
   auto all_done = [&] {
     for (auto& c : collected) {
       if (!c.ready()) return false;

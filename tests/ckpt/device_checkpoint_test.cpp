@@ -12,6 +12,7 @@
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/save.hpp"
+#include "fixtures/known_model.hpp"
 #include "fixtures/known_values.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
@@ -30,18 +31,6 @@ ModelSpec seed(int world, int ep) {
   auto spec = parse_model_spec(test::seed_spec_json("flat", world, ep));
   if (!spec) throw std::runtime_error(spec.error().to_string());
   return *spec;
-}
-
-// A rank's model with the known values (optimizer states too), moved onto `device`.
-Task<std::unique_ptr<Model>> model_on_device(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
-                                             std::shared_ptr<Device> device) {
-  auto model = co_await Model::build(spec, rank, std::move(world));
-  if (!model) co_return fail(model.error());
-  (*model)->allocate();
-  fixtures::fill_known_values(**model);
-  fixtures::fill_known_state(**model);
-  if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error());
-  co_return std::move(*model);
 }
 
 // Loads `dir` into fresh host models on every rank and checks each holds the known values.
@@ -67,7 +56,7 @@ TEST_CASE("Device checkpoints: an async save of a model in device memory snapsho
   for (int r = 0; r < 4; ++r) {
     threads.emplace_back([&, r] {
       Runtime::Strand strand = io.runtime().make_strand();
-      auto model = io.runtime().spawn(strand, model_on_device(spec, r, world[r], device)).get();
+      auto model = io.runtime().spawn(strand, fixtures::known_model(spec, r, world[r], device, true)).get();
       REQUIRE(model.has_value());
       models[r] = std::move(*model);
       CHECK(models[r]->memory_space() == MemorySpace::cuda);
@@ -106,7 +95,7 @@ TEST_CASE("Device checkpoints: save_checkpoint copies device memory through the 
     auto results = test::run_local_ranks<SaveReport>(io.runtime(), 4, [&](int r, std::shared_ptr<Communicator> w) {
       return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, std::shared_ptr<Device> d,
                 DeviceGiven give, CheckpointIo c, std::string where) -> Task<SaveReport> {
-        auto model = co_await model_on_device(s, rank, std::move(world), d);
+        auto model = co_await fixtures::known_model(s, rank, std::move(world), d, true);
         if (!model) co_return fail(model.error());
         SaveOptions options;
         if (give != DeviceGiven::by_model) (*model)->set_device(nullptr);

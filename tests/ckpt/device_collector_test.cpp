@@ -11,6 +11,7 @@
 
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/set_state_dict.hpp"
+#include "fixtures/known_model.hpp"
 #include "fixtures/known_values.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
@@ -37,19 +38,6 @@ ModelSpec spec_for(const std::string& which, const std::string& layout) {
   return *spec;
 }
 
-// A model of `spec` on this rank with its known values, in host memory or moved to `device`.
-Task<std::unique_ptr<Model>> known_model(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world,
-                                         std::shared_ptr<Device> device) {
-  auto model = co_await Model::build(spec, rank, std::move(world));
-  if (!model) co_return fail(model.error());
-  (*model)->allocate();
-  fixtures::fill_known_values(**model);
-  if (device) {
-    if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error());
-  }
-  co_return std::move(*model);
-}
-
 struct Compared {
   std::string difference;  // "" when equal
   std::string spaces;      // of the device model's state dict
@@ -59,9 +47,9 @@ struct Compared {
 Task<Compared> compare_collected(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> host_world,
                                  std::shared_ptr<Communicator> device_world, std::shared_ptr<ScramblingDevice> device,
                                  StateDictOptions options) {
-  auto host_model = co_await known_model(spec, rank, host_world, nullptr);
+  auto host_model = co_await fixtures::known_model(spec, rank, host_world, nullptr, false);
   if (!host_model) co_return fail(host_model.error());
-  auto device_model = co_await known_model(spec, rank, device_world, device);
+  auto device_model = co_await fixtures::known_model(spec, rank, device_world, device, false);
   if (!device_model) co_return fail(device_model.error());
   auto expected = co_await get_state_dict(**host_model, options);
   if (!expected) co_return fail(expected.error());
@@ -126,12 +114,12 @@ namespace {
 Task<std::string> set_on_device(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> host_world,
                                 std::shared_ptr<Communicator> device_world, std::shared_ptr<ScramblingDevice> device,
                                 StateDictOptions get, StateDictOptions set, bool from_device) {
-  auto a = co_await known_model(spec, rank, host_world, nullptr);
+  auto a = co_await fixtures::known_model(spec, rank, host_world, nullptr, false);
   if (!a) co_return fail(a.error());
   // Named, not a ?: temporary: GCC 12 destroys a conditional's temporary twice in a coroutine.
   std::shared_ptr<Device> source_device;
   if (from_device) source_device = device;
-  auto source = co_await known_model(spec, rank, device_world, source_device);
+  auto source = co_await fixtures::known_model(spec, rank, device_world, source_device, false);
   if (!source) co_return fail(source.error());
   auto state = co_await get_state_dict(**source, get);
   if (!state) co_return fail(state.error());
@@ -217,7 +205,7 @@ TEST_CASE("Device collector: a model in device memory without a device is an err
   auto device = std::make_shared<ScramblingDevice>();
   auto results = test::run_local_ranks<StateDict>(io.runtime(), spec.world_size, [&](int r, std::shared_ptr<Communicator> w) {
     return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, std::shared_ptr<Device> d) -> Task<StateDict> {
-      auto model = co_await known_model(s, rank, std::move(world), d);
+      auto model = co_await fixtures::known_model(s, rank, std::move(world), d, false);
       if (!model) co_return fail(model.error());
       (*model)->set_device(nullptr);
       StateDictOptions options;

@@ -48,8 +48,9 @@ std::string save_two_ranks(TestIo& io, const std::string& dir, const std::vector
   SaveOptions options;
   options.checksum_block = 4;  // objects longer than a block get several checksums
   std::vector<LocalChunk> rank0{rows_of_w(top, 0, 2)}, rank1{rows_of_w(bottom, 2, 2)};
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 0, 2, rank0, {}, options))));
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 1, 2, rank1, held, options))));
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 0, 2, rank0, options))));
+  options.objects = held;  // rank 1 holds the objects
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 1, 2, rank1, options))));
   CheckpointMetadata base;
   base.world_size = 2;
   base.block_size = options.checksum_block;
@@ -124,10 +125,11 @@ TEST_CASE("save steps - an object two ranks both wrote, or a name that is a tens
   auto staging = test::run_sync(io.runtime(), begin_save(io.io(), dir));
   REQUIRE(staging);
   const std::string lr = "0.1";
-  std::vector<LocalObject> same{{"lr", bytes_of(lr)}};
+  SaveOptions same;
+  same.objects = {{"lr", bytes_of(lr)}};
   std::vector<std::string> plans;
   for (int r = 0; r < 2; ++r) {
-    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *staging, r, 2, {}, same, {}))));
+    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *staging, r, 2, {}, same))));
   }
   CheckpointMetadata base;
   base.world_size = 2;

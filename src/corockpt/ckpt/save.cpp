@@ -60,7 +60,7 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   auto tmp = co_await detail::broadcast_outcome(world, prepared);
   if (!tmp) co_return fail(tmp.error().with_rank(rank).with_operation("save"));
 
-  auto plan = co_await write_rank_data(io, *tmp, rank, scope.world_size, chunks, options.objects, options);
+  auto plan = co_await write_rank_data(io, *tmp, rank, scope.world_size, chunks, options);
   if (options.on_data_written) options.on_data_written();
   SaveReport report{.dir = dir};
   if (plan) {

@@ -56,8 +56,7 @@ Task<std::string> begin_save(CheckpointIo io, std::string dir) {
 }
 
 Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
-                                         std::span<const LocalChunk> chunks, std::span<const LocalObject> objects,
-                                         const SaveOptions& options) {
+                                         std::span<const LocalChunk> chunks, const SaveOptions& options) {
   CheckpointMetadata plan;
   plan.world_size = world_size;
   plan.block_size = options.checksum_block;
@@ -106,7 +105,7 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
           {chunk.box, name, ranges[c].begin, ranges[c].end, std::move((*written)[k][c].crc32c)});
     }
   }
-  if (auto ok = co_await write_objects(io, tmp, rank, objects, options.checksum_block, plan); !ok) {
+  if (auto ok = co_await write_objects(io, tmp, rank, options.objects, options.checksum_block, plan); !ok) {
     co_return fail(ok.error());
   }
   co_return plan;
@@ -125,7 +124,9 @@ Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, Check
       return fail(Errc::io, who + " could not write its data: " + plans[r].substr(1), {.operation = "save"});
     }
     auto plan = parse_checkpoint_metadata(plans[r]);
-    if (!plan) return fail(Errc::internal, who + "'s plan does not parse: " + plan.error().message, {.operation = "save"});
+    if (!plan) {
+      return fail(Errc::internal, who + "'s plan does not parse: " + plan.error().message, {.operation = "save"});
+    }
     for (auto& [file, size] : plan->files) merged.files[file] = size;
     for (auto& [name, record] : plan->tensors) {
       auto [it, fresh] = merged.tensors.try_emplace(name, record);
@@ -171,6 +172,8 @@ Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> pl
   co_return total;
 }
 
-Task<void> abandon_save(CheckpointIo io, std::string tmp) { co_return co_await detail::remove_directory(io, std::move(tmp)); }
+Task<void> abandon_save(CheckpointIo io, std::string tmp) {
+  co_return co_await detail::remove_directory(io, std::move(tmp));
+}
 
 }  // namespace corockpt

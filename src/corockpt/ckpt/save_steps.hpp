@@ -30,14 +30,13 @@ std::string objects_file_name(int rank);
 Task<std::string> begin_save(CheckpointIo io, std::string dir);
 
 /// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every
-/// chunk's tensor is listed) into its data files in `tmp` and its objects into
-/// objects_file_name(rank), makes them durable, and returns its plan: metadata holding
-/// only what this rank wrote. Chunks must lie in host memory. The objects are `objects`
-/// (save_chunks passes SaveOptions::objects); of `options`, the checksum block, the
-/// progress callback and the file images are used.
+/// chunk's tensor is listed) into its data files in `tmp` and its objects
+/// (SaveOptions::objects) into objects_file_name(rank), makes them durable, and returns
+/// its plan: metadata holding only what this rank wrote. Chunks must lie in host memory.
+/// Of `options`, the checksum block, the progress callback, the file images and the
+/// objects are used.
 Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
-                                         std::span<const LocalChunk> chunks, std::span<const LocalObject> objects,
-                                         const SaveOptions& options);
+                                         std::span<const LocalChunk> chunks, const SaveOptions& options);
 
 /// A plan as it travels to the coordinator: its metadata text, or "!" and why this rank
 /// could not write.
