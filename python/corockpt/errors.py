@@ -40,6 +40,10 @@ class NoSpace(Error, OSError):
     code = "no_space"
 
 
+class NoMemory(Error, MemoryError):
+    code = "no_memory"
+
+
 class IoError(Error, OSError):
     code = "io"
 
@@ -65,7 +69,7 @@ class Internal(Error):
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, NoSpace,
-                                        IoError, Timeout, Cancelled, Unavailable, Corrupt, Internal)}
+                                        NoMemory, IoError, Timeout, Cancelled, Unavailable, Corrupt, Internal)}
 
 
 def from_native(code: str, message: str, text: str, context: dict) -> Error:

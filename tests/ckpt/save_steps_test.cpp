@@ -83,6 +83,7 @@ TEST_CASE("save steps - chunks and objects written by two ranks commit, load res
   CHECK((*reader)->metadata().version == 2);
   for (std::size_t i = 0; i < objects.size(); ++i) {
     auto back = test::run_sync(io.runtime(), (*reader)->read_object("optim.param_groups.0." + std::to_string(i)));
+    INFO((back ? std::string() : back.error().to_string()));
     REQUIRE(back);
     CHECK(std::string(reinterpret_cast<const char*>(back->data()), back->size()) == objects[i]);
   }

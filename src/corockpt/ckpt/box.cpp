@@ -142,23 +142,21 @@ Box intersect(const Box& a, const Box& b) {
   return out;
 }
 
-void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box& dst_box,
-                  std::span<std::byte> dst, std::size_t elem_size) {
+namespace {
+
+// Calls run(src_element, dst_element, elements) for each contiguous run of the elements
+// where `src_box` and `dst_box` overlap: the innermost dim, widened over outer dims while
+// the inner ones are whole in both boxes (then consecutive rows are adjacent in both).
+template <typename Run>
+void for_each_overlap_run(const Box& src_box, const Box& dst_box, Run run_at) {
   detail::expects(src_box.sizes.size() == dst_box.sizes.size(), "copy_overlap: boxes of different ndim");
-  detail::expects(src.size() / elem_size >= static_cast<std::size_t>(src_box.numel()),
-                  "copy_overlap: source smaller than its box");
-  detail::expects(dst.size() / elem_size >= static_cast<std::size_t>(dst_box.numel()),
-                  "copy_overlap: destination smaller than its box");
   const Box common = intersect(src_box, dst_box);
   if (common.empty()) return;
   const std::size_t n = common.sizes.size();
   if (n == 0) {  // two scalars
-    std::memcpy(dst.data(), src.data(), elem_size);
+    run_at(0, 0, 1);
     return;
   }
-
-  // The innermost run: the last dim, widened over outer dims while the inner ones are
-  // whole in both boxes (then consecutive rows are adjacent in both buffers).
   std::size_t run_dim = n - 1;
   std::int64_t run = common.sizes[run_dim];
   while (run_dim > 0 && common.sizes[run_dim] == src_box.sizes[run_dim] &&
@@ -166,8 +164,6 @@ void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box&
     --run_dim;
     run *= common.sizes[run_dim];
   }
-  const std::size_t run_bytes = static_cast<std::size_t>(run) * elem_size;
-
   const auto src_strides = strides_of(src_box.sizes);
   const auto dst_strides = strides_of(dst_box.sizes);
   std::int64_t src_at = 0;
@@ -176,12 +172,10 @@ void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box&
     src_at += (common.offsets[d] - src_box.offsets[d]) * src_strides[d];
     dst_at += (common.offsets[d] - dst_box.offsets[d]) * dst_strides[d];
   }
-
   // An odometer over the dims outside the run.
   std::vector<std::int64_t> index(run_dim, 0);
   while (true) {
-    std::memcpy(dst.data() + static_cast<std::size_t>(dst_at) * elem_size,
-                src.data() + static_cast<std::size_t>(src_at) * elem_size, run_bytes);
+    run_at(src_at, dst_at, run);
     std::size_t d = run_dim;
     while (d > 0) {
       --d;
@@ -197,6 +191,36 @@ void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box&
     }
     if (run_dim == 0) return;
   }
+}
+
+void expect_holds(std::span<const std::byte> bytes, const Box& box, std::size_t elem_size, const char* what) {
+  detail::expects(bytes.size() / elem_size >= static_cast<std::size_t>(box.numel()), what);
+}
+
+}  // namespace
+
+void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box& dst_box,
+                  std::span<std::byte> dst, std::size_t elem_size) {
+  expect_holds(src, src_box, elem_size, "copy_overlap: source smaller than its box");
+  expect_holds(dst, dst_box, elem_size, "copy_overlap: destination smaller than its box");
+  for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
+    std::memcpy(dst.data() + static_cast<std::size_t>(dst_at) * elem_size,
+                src.data() + static_cast<std::size_t>(src_at) * elem_size, static_cast<std::size_t>(run) * elem_size);
+  });
+}
+
+void convert_overlap(const Box& src_box, std::span<const std::byte> src, DType from, const Box& dst_box,
+                     std::span<std::byte> dst, DType to) {
+  if (from == to) return copy_overlap(src_box, src, dst_box, dst, size_of(from));
+  const std::size_t src_elem = size_of(from);
+  const std::size_t dst_elem = size_of(to);
+  expect_holds(src, src_box, src_elem, "convert_overlap: source smaller than its box");
+  expect_holds(dst, dst_box, dst_elem, "convert_overlap: destination smaller than its box");
+  for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
+    const auto count = static_cast<std::size_t>(run);
+    convert(src.subspan(static_cast<std::size_t>(src_at) * src_elem, count * src_elem), from,
+            dst.subspan(static_cast<std::size_t>(dst_at) * dst_elem, count * dst_elem), to, count);
+  });
 }
 
 std::vector<Box> flat_range_boxes(const std::vector<std::int64_t>& shape, std::int64_t begin,

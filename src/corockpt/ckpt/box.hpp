@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "corockpt/ckpt/device_mesh.hpp"
+#include "corockpt/ckpt/dtype.hpp"
 #include "corockpt/ckpt/placement.hpp"
 #include "corockpt/runtime/error.hpp"
 
@@ -67,6 +68,11 @@ Box intersect(const Box& a, const Box& b);
 /// Preconditions (checked): same ndim; src and dst hold at least numel * elem_size bytes.
 void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box& dst_box,
                   std::span<std::byte> dst, std::size_t elem_size);
+
+/// The same from `src` of dtype `from` into `dst` of dtype `to`, each element converted
+/// as `convert` does (a plain copy_overlap when they are the same).
+void convert_overlap(const Box& src_box, std::span<const std::byte> src, DType from, const Box& dst_box,
+                     std::span<std::byte> dst, DType to);
 
 /// Elements [begin, end) of a row-major tensor of `shape` (a slice of a flattened
 /// tensor, as an FSDP1 flat shard holds) as boxes in row-major order: at most

@@ -1,8 +1,11 @@
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 
 #include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/plugins/storage/read_unaligned.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
@@ -65,7 +68,16 @@ Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open(CheckpointIo io, 
 namespace {
 
 Task<File> open_for_reading(CheckpointIo io, std::string path) {
-  co_return co_await io.storage->open(std::move(path), {.mode = OpenMode::read, .direct = DirectIo::never});
+  auto file = co_await io.storage->open(std::move(path), {.mode = OpenMode::read, .direct = DirectIo::prefer});
+  if (file && !file->direct()) {
+    // Once a process: a file system that refuses O_DIRECT (tmpfs) refuses it for every file.
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      std::fprintf(stderr, "corockpt: %s: the file system refuses O_DIRECT; reading through the page cache\n",
+                   file->path().c_str());
+    }
+  }
+  co_return file;
 }
 
 }  // namespace
@@ -95,14 +107,15 @@ Task<std::vector<std::byte>> CheckpointReader::read(const std::string& name, con
   if (it == files_.end()) {
     co_return fail(Errc::internal, "data file not opened before reading", {.fqn = name, .path = chunk.file});
   }
+  File& file = it->second;
   std::vector<std::byte> bytes(last - first);
-  auto got = co_await io_.storage->read_at(it->second, chunk.begin + first, bytes);
+  auto got = co_await read_unaligned_at(*io_.storage, file, chunk.begin + first, bytes);
   if (!got) co_return fail(got.error().with_fqn(name));
   if (*got != bytes.size()) {
     co_return fail(Errc::corrupt,
                    "the data file ends at byte " + std::to_string(chunk.begin + first + *got) + ", before " + name +
                        "'s chunk does (byte " + std::to_string(chunk.end) + ")",
-                   {.fqn = name, .path = it->second.path(), .operation = "read"});
+                   {.fqn = name, .path = file.path(), .operation = "read"});
   }
   const std::vector<std::byte>* data = &bytes;
   const std::vector<std::uint32_t>* crcs = &chunk.crc32c;
@@ -120,7 +133,7 @@ Task<std::vector<std::byte>> CheckpointReader::read(const std::string& name, con
                    "checksum mismatch in " + name + "'s chunk " + chunk.box.to_string() + ", block " +
                        std::to_string(*bad_block) + " (bytes " + std::to_string(chunk.begin + *bad_block * block) +
                        ".." + std::to_string(std::min(chunk.end, chunk.begin + (*bad_block + 1) * block)) + ")",
-                   {.fqn = name, .path = it->second.path(), .operation = "read"});
+                   {.fqn = name, .path = file.path(), .operation = "read"});
   }
   // Only the bytes asked for.
   bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(from - first));

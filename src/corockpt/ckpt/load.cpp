@@ -4,127 +4,119 @@
 #include <memory>
 
 #include "corockpt/ckpt/checkpoint_reader.hpp"
+#include "corockpt/ckpt/detail/read_plan.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
+#include "corockpt/ckpt/detail/staged_reads.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt {
 
 namespace {
 
-using detail::bytes_of;
 using detail::shape_text;
 
-// Saved rows read at once, at most (a chunk's overlap is read in slabs of rows).
-constexpr std::uint64_t max_read_bytes = 64ull << 20;
-
-// One read: rows [row_begin, row_end) of a saved chunk, into a target chunk.
-struct ReadJob {
-  LocalChunk* target;
-  const std::string* name;
-  const TensorRecord* record;
-  const ChunkRecord* saved;
-  std::int64_t row_begin;
-  std::int64_t row_end;
-  std::uint64_t row_bytes;
-};
-
-// The jobs filling `target` from `record`'s chunks: each overlap's rows, in slabs.
-void plan_reads(LocalChunk& target, const std::string& name, const TensorRecord& record, std::vector<ReadJob>& jobs) {
-  for (const auto& saved : record.chunks) {
-    const Box overlap = intersect(target.box, saved.box);
-    if (overlap.empty()) continue;
-    if (saved.box.ndim() == 0) {  // a scalar: the whole chunk
-      jobs.push_back({&target, &name, &record, &saved, 0, 1, bytes_of(1, record.dtype)});
-      continue;
-    }
-    std::vector<std::int64_t> row_shape(saved.box.sizes.begin() + 1, saved.box.sizes.end());
-    const std::uint64_t row_bytes = bytes_of(corockpt::numel(row_shape), record.dtype);
-    const std::int64_t first = overlap.offsets[0] - saved.box.offsets[0];
-    const std::int64_t last = first + overlap.sizes[0];
-    const std::int64_t slab = std::max<std::int64_t>(1, static_cast<std::int64_t>(max_read_bytes / std::max<std::uint64_t>(row_bytes, 1)));
-    for (std::int64_t row = first; row < last; row += slab) {
-      jobs.push_back({&target, &name, &record, &saved, row, std::min(last, row + slab), row_bytes});
-    }
-  }
-}
-
-struct Queue {
-  std::vector<ReadJob> jobs;
-  std::size_t next = 0;
-  bool failed = false;
-  std::uint64_t done = 0;
-  std::uint64_t total = 0;
-};
-
-// One of `concurrency` loops: read the next slab, check it, copy it into place.
-Task<void> run_reads(CheckpointIo io, CheckpointReader& reader, Queue& queue, const LoadOptions& options) {
-  while (queue.next < queue.jobs.size() && !queue.failed) {
-    const ReadJob job = queue.jobs[queue.next++];
-    auto bytes = co_await reader.read(*job.name, *job.saved, job.row_begin * job.row_bytes, job.row_end * job.row_bytes);
-    if (!bytes) {
-      queue.failed = true;
-      co_return fail(bytes.error());
-    }
-    const std::vector<std::byte>* src = &*bytes;
-    const ReadJob* what = &job;
-    auto copied = co_await io.runtime->offload([src, what] {
-      Box slab = what->saved->box;
-      if (slab.ndim() > 0) {
-        slab.offsets[0] += what->row_begin;
-        slab.sizes[0] = what->row_end - what->row_begin;
-      }
-      LocalChunk& target = *what->target;
-      if (what->record->dtype == target.dtype) {
-        copy_overlap(slab, *src, target.box, target.bytes, size_of(target.dtype));
-        return;
-      }
-      std::vector<std::byte> converted(bytes_of(slab.numel(), target.dtype));
-      convert(*src, what->record->dtype, converted, target.dtype, static_cast<std::size_t>(slab.numel()));
-      copy_overlap(slab, converted, target.box, target.bytes, size_of(target.dtype));
-    });
-    if (!copied) co_return fail(copied.error());
-    queue.done += bytes->size();
-    if (options.progress) options.progress(queue.done, queue.total);
-  }
-  co_return Result<void>{};
-}
-
-}  // namespace
-
-namespace {
+// Device chunks are loaded through host memory in rounds of at most this many bytes
+// (the constant a device load adds to the staging budget).
+constexpr std::uint64_t device_round_bytes = 64ull << 20;
 
 bool on_device(const LocalChunk& chunk) { return !chunk.bytes.empty() && chunk.space != MemorySpace::host; }
 
-// Chunks in device memory are loaded into host copies of them, then copied back: the
-// copies start as the device's bytes, so what the load leaves alone (not strict) stays.
+// A piece of a device chunk, loaded into host memory and then copied to `device_bytes`.
+struct DevicePiece {
+  LocalChunk host;
+  std::span<std::byte> device_bytes;
+};
+
+void merge_names(std::vector<std::string>& into, const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    if (std::ranges::find(into, name) == into.end()) into.push_back(name);
+  }
+}
+
+// Loads `pieces` (host chunks in `memory`) and copies them to their device memory.
+Task<void> load_round(CheckpointReader& reader, std::vector<DevicePiece>& pieces, CheckpointIo io, Device& device,
+                      const LoadOptions& options, LoadReport& report) {
+  std::vector<LocalChunk> hosts;
+  for (const auto& piece : pieces) hosts.push_back(piece.host);
+  LoadOptions round = options;
+  round.device = nullptr;
+  auto loaded = co_await load_from(reader, hosts, io, std::move(round));
+  if (!loaded) co_return fail(loaded.error());
+  merge_names(report.missing, loaded->missing);
+  merge_names(report.mismatched, loaded->mismatched);
+  report.bytes_read += loaded->bytes_read;
+  report.elements += loaded->elements;
+  std::vector<Task<void>> copies;
+  for (const auto& piece : pieces) {
+    // What the load left alone (not strict) keeps the device's values.
+    const std::string& name = piece.host.name;
+    if (std::ranges::find(loaded->missing, name) != loaded->missing.end()) continue;
+    if (std::ranges::find(loaded->mismatched, name) != loaded->mismatched.end()) continue;
+    copies.push_back(device.copy_to_device(piece.device_bytes, piece.host.bytes));
+  }
+  if (auto ok = all_ok(co_await when_all(std::move(copies))); !ok) co_return fail(ok.error());
+  pieces.clear();
+  co_return Result<void>{};
+}
+
+// Chunks in device memory are loaded into host memory a round at a time (each piece a
+// box that is contiguous in its chunk), then copied to the device: a load needs host
+// memory for one round, not for the model. Every loaded element is written (the saved
+// chunks tile each tensor), so the host copies need not start as the device's bytes.
 Task<LoadReport> load_through_host(CheckpointReader& reader, std::span<LocalChunk> chunks, CheckpointIo io,
                                    LoadOptions options) {
   std::shared_ptr<Device> device = std::move(options.device);
-  std::vector<LocalChunk> mirror(chunks.begin(), chunks.end());
-  std::vector<std::vector<std::byte>> memory;
-  std::vector<Task<void>> copies;
-  for (auto& chunk : mirror) {
-    if (!on_device(chunk)) continue;
-    if (device->space() != chunk.space) {
+  std::vector<LocalChunk> on_host;
+  for (const auto& chunk : chunks) {
+    if (!on_device(chunk)) {
+      on_host.push_back(chunk);
+    } else if (device->space() != chunk.space) {
       co_return fail(Errc::invalid_argument,
                      chunk.name + " lies in " + std::string(to_string(chunk.space)) + " memory, the load's device is " +
                          std::string(to_string(device->space())),
                      {.fqn = chunk.name, .operation = "load"});
     }
-    std::span<std::byte> host = memory.emplace_back(chunk.bytes.size());
-    copies.push_back(device->copy_to_host(host, chunk.bytes));
-    chunk.bytes = host;
-    chunk.space = MemorySpace::host;
   }
-  if (auto ok = all_ok(co_await when_all(std::move(copies))); !ok) co_return fail(ok.error());
-  copies.clear();
-  auto report = co_await load_from(reader, mirror, io, std::move(options));
+  // Host chunks (steps among them) load in place.
+  auto report = co_await load_from(reader, on_host, io, options);
   if (!report) co_return fail(report.error());
-  // Host chunks (steps among them) were loaded in place: the mirror shares their memory.
-  for (std::size_t i = 0; i < chunks.size(); ++i) {
-    if (on_device(chunks[i])) copies.push_back(device->copy_to_device(chunks[i].bytes, mirror[i].bytes));
+
+  std::uint64_t largest = 0;
+  for (const auto& chunk : chunks) {
+    if (on_device(chunk)) largest = std::max<std::uint64_t>(largest, chunk.bytes.size());
   }
-  if (auto ok = all_ok(co_await when_all(std::move(copies))); !ok) co_return fail(ok.error());
+  std::vector<std::byte> memory(std::min(largest, device_round_bytes));
+  std::vector<DevicePiece> pieces;
+  std::uint64_t used = 0;
+  for (const auto& chunk : chunks) {
+    if (!on_device(chunk)) continue;
+    const std::uint64_t elem = size_of(chunk.dtype);
+    const std::int64_t total = chunk.box.numel();
+    std::int64_t at = 0;
+    while (at < total) {
+      auto take = static_cast<std::int64_t>(std::min<std::uint64_t>((memory.size() - used) / elem,
+                                                                    static_cast<std::uint64_t>(total - at)));
+      if (take == 0) {
+        if (auto ok = co_await load_round(reader, pieces, io, *device, options, *report); !ok) co_return fail(ok.error());
+        used = 0;
+        continue;
+      }
+      std::int64_t element = at;
+      for (Box box : flat_range_boxes(chunk.box.sizes, at, at + take)) {
+        const std::uint64_t bytes = static_cast<std::uint64_t>(box.numel()) * elem;
+        for (std::size_t d = 0; d < box.offsets.size(); ++d) box.offsets[d] += chunk.box.offsets[d];
+        LocalChunk host = chunk;
+        host.box = box;
+        host.bytes = std::span(memory).subspan(used, bytes);
+        host.space = MemorySpace::host;
+        pieces.push_back({std::move(host), chunk.bytes.subspan(static_cast<std::uint64_t>(element) * elem, bytes)});
+        used += bytes;
+        element += box.numel();
+      }
+      at += take;
+    }
+  }
+  if (auto ok = co_await load_round(reader, pieces, io, *device, options, *report); !ok) co_return fail(ok.error());
   co_return report;
 }
 
@@ -152,7 +144,11 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
                      {.fqn = target.name, .path = reader.dir(), .operation = "load"});
     }
   }
-  Queue queue;
+  if (!io.staging) {
+    co_return fail(Errc::invalid_argument, "a load reads through staging buffers: CheckpointIo::staging is null",
+                   {.path = reader.dir(), .operation = "load"});
+  }
+  std::vector<detail::ReadNeed> needs;
   std::set<std::string> files;
   std::set<std::string> checked;  // tensors whose tiling is known good
   for (auto& target : chunks) {
@@ -180,19 +176,19 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
     if (checked.insert(target.name).second) {
       if (auto ok = check_tiling(target.name, record); !ok) co_return fail(ok.error().with_path(reader.dir()));
     }
-    const std::size_t before = queue.jobs.size();
-    plan_reads(target, it->first, record, queue.jobs);
-    for (std::size_t j = before; j < queue.jobs.size(); ++j) {
-      files.insert(queue.jobs[j].saved->file);
-      queue.total += (queue.jobs[j].row_end - queue.jobs[j].row_begin) * queue.jobs[j].row_bytes;
+    for (const auto& saved : record.chunks) {
+      if (intersect(target.box, saved.box).empty()) continue;
+      needs.push_back({&it->first, &record, &saved, &target});
+      files.insert(saved.file);
     }
     report.elements += target.box.numel();
   }
   if (auto ok = co_await reader.open_files(std::move(files)); !ok) co_return fail(ok.error());
-  std::vector<Task<void>> readers;
-  for (int w = 0; w < std::max(1, options.concurrency); ++w) readers.push_back(run_reads(io, reader, queue, options));
-  if (auto ok = all_ok(co_await when_all(std::move(readers))); !ok) co_return fail(ok.error());
-  report.bytes_read = queue.done;
+  const std::vector<detail::PlannedRead> reads = detail::plan_reads(needs, detail::read_limits(reader, *io.staging));
+  detail::StagedReadOptions staged{.concurrency = options.concurrency, .progress = options.progress};
+  auto read = co_await detail::run_staged_reads(reader, reads, io, std::move(staged));
+  if (!read) co_return fail(read.error());
+  report.bytes_read = *read;
   co_return report;
 }
 

@@ -7,6 +7,14 @@
 /// place. No collective: ranks load independently, so any rank count can read any
 /// checkpoint, and expert params move between expert-parallel layouts.
 ///
+/// Reads go through the staging buffers (CheckpointIo::staging, required): O_DIRECT where
+/// the file system takes it, neighbouring ranges merged into reads of up to a buffer,
+/// `concurrency` in flight across files, each verified and copied (or converted) into its
+/// targets on a worker while later reads are in flight (detail/staged_reads.hpp). Extra
+/// memory is the pool's buffers plus, for chunks in device memory, one 64 MiB round of
+/// host memory; a checksum block longer than a buffer is read alone into memory of its
+/// own. Whatever the checkpoint's size.
+///
 /// Keys the checkpoint has and the model does not need are not read. A key the model
 /// needs and the checkpoint lacks, or a global shape that differs, is an error naming
 /// them with `strict`, and is listed in the report (the model's values left as they

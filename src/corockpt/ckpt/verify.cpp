@@ -6,6 +6,7 @@
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/detail/directory_commit.hpp"
 #include "corockpt/ckpt/format/safetensors.hpp"
+#include "corockpt/plugins/storage/read_unaligned.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt {
@@ -23,11 +24,11 @@ struct ChunkRef {
 // Whether `file` is exactly `size` bytes long, probing with reads only.
 Task<std::string> size_problem(Storage& storage, File& file, std::uint64_t size) {
   std::byte probe[1];
-  auto past = co_await storage.read_at(file, size, probe);
+  auto past = co_await read_unaligned_at(storage, file, size, probe);
   if (!past) co_return fail(past.error());
   if (*past != 0) co_return std::string("the file is longer than the metadata's " + std::to_string(size) + " bytes");
   if (size == 0) co_return std::string{};
-  auto last = co_await storage.read_at(file, size - 1, probe);
+  auto last = co_await read_unaligned_at(storage, file, size - 1, probe);
   if (!last) co_return fail(last.error());
   if (*last == 0) co_return std::string("the file is shorter than the metadata's " + std::to_string(size) + " bytes");
   co_return std::string{};
@@ -41,7 +42,7 @@ Task<void> check_header(CheckpointIo io, File& file, const std::string& name, st
     problems.push_back({name, std::move(tensor), std::move(message)});
   };
   std::byte first8[8];
-  auto got = co_await io.storage->read_at(file, 0, first8);
+  auto got = co_await read_unaligned_at(*io.storage, file, 0, first8);
   if (!got) co_return fail(got.error());
   if (*got < 8) {
     problem("", "shorter than a safetensors header length (8 bytes)");
@@ -53,7 +54,7 @@ Task<void> check_header(CheckpointIo io, File& file, const std::string& name, st
     co_return Result<void>{};
   }
   std::vector<std::byte> json(*length);
-  auto read = co_await io.storage->read_at(file, 8, json);
+  auto read = co_await read_unaligned_at(*io.storage, file, 8, json);
   if (!read) co_return fail(read.error());
   auto header = parse_safetensors_header(std::span(json).first(*read), size);
   if (!header) {

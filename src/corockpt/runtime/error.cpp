@@ -15,6 +15,7 @@ std::string_view to_string(Errc code) {
     case Errc::already_exists: return "already_exists";
     case Errc::permission_denied: return "permission_denied";
     case Errc::no_space: return "no_space";
+    case Errc::no_memory: return "no_memory";
     case Errc::io: return "io";
     case Errc::timeout: return "timeout";
     case Errc::cancelled: return "cancelled";
@@ -49,6 +50,7 @@ static Errc code_for_errno(int err) {
   switch (err) {
     case ENOSPC:
     case EDQUOT: return Errc::no_space;
+    case ENOMEM: return Errc::no_memory;
     case EACCES:
     case EPERM:
     case EROFS: return Errc::permission_denied;

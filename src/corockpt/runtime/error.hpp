@@ -18,6 +18,7 @@ enum class Errc {
   already_exists,     ///< refusing to overwrite
   permission_denied,  ///< EACCES / EPERM
   no_space,           ///< ENOSPC / EDQUOT
+  no_memory,          ///< host memory the operation needs is not there (ENOMEM, a failed allocation)
   io,                 ///< EIO and other device failures, short transfers
   timeout,            ///< a deadline passed
   cancelled,          ///< the operation was cancelled

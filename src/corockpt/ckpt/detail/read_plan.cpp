@@ -1,0 +1,147 @@
+#include "corockpt/ckpt/detail/read_plan.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <string_view>
+
+#include "corockpt/ckpt/box.hpp"
+#include "corockpt/ckpt/dtype.hpp"
+
+namespace corockpt::detail {
+
+namespace {
+
+// Where ranges may start and end: a whole number of checksum blocks and of elements.
+std::uint64_t granule_of(std::uint64_t block, std::uint64_t elem) {
+  const std::uint64_t blocks_per_granule = elem / std::gcd(block, elem);
+  if (block > std::numeric_limits<std::uint64_t>::max() / blocks_per_granule) {
+    return std::numeric_limits<std::uint64_t>::max();  // no chunk is that long: one range a chunk
+  }
+  return block * blocks_per_granule;
+}
+
+// Bytes of `saved` that hold the elements `overlap` takes: from the first to the last
+// element in the chunk's row-major order.
+std::pair<std::uint64_t, std::uint64_t> hull_bytes(const Box& saved, const Box& overlap, std::uint64_t elem) {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::uint64_t stride = 1;
+  for (std::size_t d = saved.sizes.size(); d-- > 0;) {
+    first += static_cast<std::uint64_t>(overlap.offsets[d] - saved.offsets[d]) * stride;
+    last += static_cast<std::uint64_t>(overlap.offsets[d] + overlap.sizes[d] - 1 - saved.offsets[d]) * stride;
+    stride *= static_cast<std::uint64_t>(saved.sizes[d]);
+  }
+  return {first * elem, (last + 1) * elem};
+}
+
+// [from, to) widened to granules, within a chunk of `length` bytes.
+std::pair<std::uint64_t, std::uint64_t> widen(std::uint64_t from, std::uint64_t to, std::uint64_t granule,
+                                              std::uint64_t length) {
+  from -= from % granule;
+  const std::uint64_t floor_to = to - to % granule;
+  if (to % granule != 0) to = length - floor_to <= granule ? length : floor_to + granule;
+  return {from, std::min(to, length)};
+}
+
+struct Range {
+  ReadSegment segment;
+  std::uint64_t granule = 0;
+  std::uint64_t file_begin() const { return segment.saved->begin + segment.from; }
+};
+
+// Each chunk's needed ranges, merged where they overlap or touch.
+std::vector<Range> chunk_ranges(std::span<const ReadNeed> needs, std::uint64_t block) {
+  std::map<const ChunkRecord*, std::vector<Range>> by_chunk;
+  for (const ReadNeed& need : needs) {
+    const Box overlap = intersect(need.target->box, need.saved->box);
+    if (overlap.empty()) continue;
+    const std::uint64_t elem = size_of(need.record->dtype);
+    const std::uint64_t granule = granule_of(block, elem);
+    const auto [first, last] = hull_bytes(need.saved->box, overlap, elem);
+    const auto [from, to] = widen(first, last, granule, need.saved->end - need.saved->begin);
+    by_chunk[need.saved].push_back({{need.name, need.record, need.saved, from, to, {need.target}}, granule});
+  }
+  std::vector<Range> merged;
+  for (auto& [saved, ranges] : by_chunk) {
+    std::ranges::sort(ranges, {}, [](const Range& r) { return r.segment.from; });
+    const std::size_t first = merged.size();
+    for (Range& range : ranges) {
+      if (merged.size() > first && range.segment.from <= merged.back().segment.to) {
+        ReadSegment& last = merged.back().segment;
+        last.to = std::max(last.to, range.segment.to);
+        for (LocalChunk* target : range.segment.targets) {
+          if (std::ranges::find(last.targets, target) == last.targets.end()) last.targets.push_back(target);
+        }
+      } else {
+        merged.push_back(std::move(range));
+      }
+    }
+  }
+  return merged;
+}
+
+// Packs one file's ranges (sorted by offset) into reads.
+void pack_file(std::vector<Range>& ranges, const ReadPlanLimits& limits, std::vector<PlannedRead>& reads) {
+  std::ranges::sort(ranges, {}, [](const Range& r) { return r.file_begin(); });
+  PlannedRead current{};
+  auto close = [&] {
+    if (!current.segments.empty()) reads.push_back(std::move(current));
+    current = PlannedRead{};
+  };
+  for (Range& range : ranges) {
+    ReadSegment& segment = range.segment;
+    std::uint64_t at = segment.from;
+    while (at < segment.to) {
+      const std::uint64_t file_at = segment.saved->begin + at;
+      if (!current.segments.empty() &&
+          (file_at < current.end || file_at - current.end > limits.max_gap || file_at - current.begin >= limits.max_read)) {
+        close();
+      }
+      const bool fresh = current.segments.empty();
+      const std::uint64_t room = fresh ? limits.max_read : current.begin + limits.max_read - file_at;
+      const std::uint64_t rest = segment.to - at;
+      std::uint64_t take = rest <= room ? rest : room - room % range.granule;
+      if (take == 0 && !fresh) {
+        close();
+        continue;
+      }
+      if (take == 0) {  // a granule longer than a read: a read of its own
+        take = std::min(rest, range.granule);
+        current.oversized = true;
+      }
+      if (fresh) {
+        current.file = &segment.saved->file;
+        current.begin = file_at;
+      }
+      ReadSegment piece = segment;
+      piece.from = at;
+      piece.to = at + take;
+      current.segments.push_back(std::move(piece));
+      current.end = file_at + take;
+      at += take;
+      if (at < segment.to || current.end - current.begin >= limits.max_read) close();
+    }
+  }
+  close();
+}
+
+}  // namespace
+
+std::vector<PlannedRead> plan_reads(std::span<const ReadNeed> needs, const ReadPlanLimits& limits) {
+  std::map<std::string_view, std::vector<Range>> by_file;
+  for (Range& range : chunk_ranges(needs, limits.block_size)) by_file[range.segment.saved->file].push_back(std::move(range));
+  std::vector<std::vector<PlannedRead>> per_file;
+  for (auto& [file, ranges] : by_file) pack_file(ranges, limits, per_file.emplace_back());
+  std::vector<PlannedRead> reads;
+  for (std::size_t i = 0;; ++i) {
+    const std::size_t before = reads.size();
+    for (auto& file_reads : per_file) {
+      if (i < file_reads.size()) reads.push_back(std::move(file_reads[i]));
+    }
+    if (reads.size() == before) return reads;
+  }
+}
+
+}  // namespace corockpt::detail
