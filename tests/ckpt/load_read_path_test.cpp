@@ -34,7 +34,9 @@ namespace {
 
 // The value of element (row, col) of a [rows, cols] tensor: an integer every dtype used
 // here holds exactly.
-double value_at(std::int64_t row, std::int64_t col, std::int64_t cols) { return static_cast<double>(row * cols + col + 1); }
+double value_at(std::int64_t row, std::int64_t col, std::int64_t cols) {
+  return static_cast<double>(row * cols + col + 1);
+}
 
 void put(std::byte* at, DType dtype, double value) {
   if (dtype == DType::float32) {
@@ -85,8 +87,8 @@ std::vector<Box> grid(std::int64_t rows, std::int64_t cols, std::int64_t parts_r
 }
 
 LocalChunk chunk_of(Held& held, DType dtype, std::vector<std::int64_t> shape, bool writer) {
-  return LocalChunk{.name = "t", .dtype = dtype, .shape = std::move(shape), .box = held.box,
-                    .bytes = held.bytes, .writer = writer};
+  return LocalChunk{
+      .name = "t", .dtype = dtype, .shape = std::move(shape), .box = held.box, .bytes = held.bytes, .writer = writer};
 }
 
 // Saves tensor "t" ([rows, cols] of `dtype`, value_at's values) as the chunks `boxes`,
@@ -108,7 +110,8 @@ std::string save_boxes(TestIo& io, const std::string& dir, std::int64_t rows, st
       }
     }
     std::vector<LocalChunk> chunks{chunk_of(held, dtype, {rows, cols}, true)};
-    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, rank, world, chunks, options))));
+    plans.push_back(
+        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, rank, world, chunks, options))));
   }
   CheckpointMetadata base;
   base.world_size = world;
@@ -124,7 +127,8 @@ LoadReport load_and_check(TestIo& io, const std::string& dir, std::int64_t rows,
                           const std::vector<Box>& targets) {
   std::vector<Held> held;
   for (const Box& box : targets) {
-    held.push_back({box, std::vector<std::byte>(static_cast<std::size_t>(box.numel()) * size_of(dtype), std::byte{0x7f})});
+    held.push_back(
+        {box, std::vector<std::byte>(static_cast<std::size_t>(box.numel()) * size_of(dtype), std::byte{0x7f})});
   }
   std::vector<LocalChunk> chunks;
   for (auto& h : held) chunks.push_back(chunk_of(h, dtype, {rows, cols}, false));
@@ -183,8 +187,8 @@ TEST_CASE("load read path: a checkpoint larger than the staging pool loads throu
     load_and_check(small, dir, 512, 512, DType::int64, grid(512, 512, 5, 1));
   }
   SECTION("with checksum blocks larger than a buffer (each read alone in memory of its own)") {
-    const std::string big = save_boxes(writer, tmp.file("big-blocks"), 512, 512, DType::float32,
-                                       grid(512, 512, 4, 1), 192 << 10);
+    const std::string big =
+        save_boxes(writer, tmp.file("big-blocks"), 512, 512, DType::float32, grid(512, 512, 4, 1), 192 << 10);
     load_and_check(small, big, 512, 512, DType::float32, grid(512, 512, 3, 2));
   }
 }
@@ -195,7 +199,9 @@ TEST_CASE("load read path: random reshardings, dtypes, checksum blocks and stagi
     const std::vector<std::common_type_t<decltype(values)...>> all{values...};
     return all[std::uniform_int_distribution<std::size_t>(0, all.size() - 1)(random)];
   };
-  auto between = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(random); };
+  auto between = [&](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(random);
+  };
   TempDir tmp;
   TestIo writer;
   for (int round = 0; round < 24; ++round) {
@@ -225,7 +231,10 @@ TEST_CASE("load read path: corruption is found by the staged reads, named, and n
   REQUIRE(std::filesystem::exists(data));
   TestIo small(StorageKind::automatic, 64 << 10, 2);
   std::vector<float> all(256 * 256);
-  LocalChunk whole{.name = "t", .dtype = DType::float32, .shape = {256, 256}, .box = Box{{0, 0}, {256, 256}},
+  LocalChunk whole{.name = "t",
+                   .dtype = DType::float32,
+                   .shape = {256, 256},
+                   .box = Box{{0, 0}, {256, 256}},
                    .bytes = std::as_writable_bytes(std::span(all))};
 
   SECTION("a flipped byte deep in a file: a checksum mismatch naming the tensor and the block") {
@@ -276,7 +285,9 @@ class BufferedOnlyStorage final : public Storage {
   Task<void> truncate(File& file, std::uint64_t size) override { return inner_->truncate(file, size); }
   Task<void> allocate(File& file, std::uint64_t size) override { return inner_->allocate(file, size); }
   Task<void> make_dir(std::string path) override { return inner_->make_dir(std::move(path)); }
-  Task<void> rename(std::string from, std::string to) override { return inner_->rename(std::move(from), std::move(to)); }
+  Task<void> rename(std::string from, std::string to) override {
+    return inner_->rename(std::move(from), std::move(to));
+  }
   Task<void> remove(std::string path) override { return inner_->remove(std::move(path)); }
   Task<std::vector<DirEntry>> list(std::string dir) override { return inner_->list(std::move(dir)); }
   Task<void> fsync_dir(std::string path) override { return inner_->fsync_dir(std::move(path)); }

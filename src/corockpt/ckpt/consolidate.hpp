@@ -5,8 +5,15 @@
 /// of at most `max_file_bytes` each (a bigger tensor gets a file of its own) and
 /// `model.safetensors.index.json` ({"metadata": {"total_size": ...}, "weight_map":
 /// {name: file}}) — so any safetensors reader opens the result. Tensors in name order;
-/// optimizer states (`state.*`) only when asked for. One tensor is in memory at a time.
-/// The output directory is committed like a checkpoint (never overwritten, all or nothing).
+/// optimizer states (`state.*`) only when asked for. The output directory is committed
+/// like a checkpoint (never overwritten, all or nothing).
+///
+/// It streams: each output file is written in windows (32 MiB by default), one filled
+/// from the checkpoint through the load's staged reads (load.hpp) while the one before
+/// it is written with the same engine (O_DIRECT where the file system takes it, 4 MiB
+/// writes in flight at once), so a tensor of any size passes through without being held
+/// whole. Memory: the staging pool (CheckpointIo::staging) plus two windows (64 MiB by
+/// default) plus the metadata, whatever the model's size.
 
 #include <cstdint>
 #include <functional>
@@ -23,6 +30,9 @@ struct ConsolidateOptions {
   /// (`model.layers.0...`, not `model.model.layers.0...`). Empty: every tensor, as named.
   std::string strip_prefix;
   std::uint64_t max_file_bytes = 5'000'000'000;  ///< save_pretrained's default "5GB"
+  /// Bytes of an output file filled and written at a time (two windows are in memory):
+  /// a multiple of 4096.
+  std::uint64_t window_bytes = 32ull << 20;
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
 };
 

@@ -95,8 +95,8 @@ void pack_file(std::vector<Range>& ranges, const ReadPlanLimits& limits, std::ve
     std::uint64_t at = segment.from;
     while (at < segment.to) {
       const std::uint64_t file_at = segment.saved->begin + at;
-      if (!current.segments.empty() &&
-          (file_at < current.end || file_at - current.end > limits.max_gap || file_at - current.begin >= limits.max_read)) {
+      if (!current.segments.empty() && (file_at < current.end || file_at - current.end > limits.max_gap ||
+                                        file_at - current.begin >= limits.max_read)) {
         close();
       }
       const bool fresh = current.segments.empty();
@@ -131,7 +131,8 @@ void pack_file(std::vector<Range>& ranges, const ReadPlanLimits& limits, std::ve
 
 std::vector<PlannedRead> plan_reads(std::span<const ReadNeed> needs, const ReadPlanLimits& limits) {
   std::map<std::string_view, std::vector<Range>> by_file;
-  for (Range& range : chunk_ranges(needs, limits.block_size)) by_file[range.segment.saved->file].push_back(std::move(range));
+  for (Range& range : chunk_ranges(needs, limits.block_size))
+    by_file[range.segment.saved->file].push_back(std::move(range));
   std::vector<std::vector<PlannedRead>> per_file;
   for (auto& [file, ranges] : by_file) pack_file(ranges, limits, per_file.emplace_back());
   std::vector<PlannedRead> reads;

@@ -140,9 +140,8 @@ struct FreeDeleter {
 Task<void> read_oversized(CheckpointReader& reader, CheckpointIo io, Shared& shared, const StagedReadOptions& options) {
   for (const PlannedRead& read : shared.reads) {
     if (!read.oversized || shared.failed) continue;
-    const std::uint64_t align =
-        std::max<std::uint64_t>({reader.file(*read.file) ? reader.file(*read.file)->offset_alignment() : 1u,
-                                 io.staging->alignment(), 4096});
+    const std::uint64_t align = std::max<std::uint64_t>(
+        {reader.file(*read.file) ? reader.file(*read.file)->offset_alignment() : 1u, io.staging->alignment(), 4096});
     const std::uint64_t size = round_up(read.end - read.begin + 2 * align, align);
     std::unique_ptr<std::byte, FreeDeleter> memory(static_cast<std::byte*>(std::aligned_alloc(align, size)));
     if (!memory) {
@@ -173,7 +172,8 @@ Task<std::uint64_t> run_staged_reads(CheckpointReader& reader, std::span<const P
                                      StagedReadOptions options) {
   Shared shared{.reads = reads};
   for (const PlannedRead& read : reads) shared.total += read.end - read.begin;
-  const std::size_t loops = std::min<std::size_t>(reads.size(), static_cast<std::size_t>(std::max(1, options.concurrency)));
+  const std::size_t loops =
+      std::min<std::size_t>(reads.size(), static_cast<std::size_t>(std::max(1, options.concurrency)));
   std::vector<Task<void>> loops_running;
   for (std::size_t i = 0; i < loops; ++i) loops_running.push_back(read_loop(reader, io, shared, options));
   if (auto ok = all_ok(co_await when_all(std::move(loops_running))); !ok) co_return fail(ok.error());
