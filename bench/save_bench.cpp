@@ -20,10 +20,18 @@
 // line is `save/fio = X.XX`.
 //
 // Load rounds alternate (A) load_checkpoint on 6 ranks of the last checkpoint saved and
-// (B) fio reading the 8 files of its last write round (io_uring, O_DIRECT). The page
-// cache cannot be dropped without root, and load reads buffered: before each load the
-// checkpoint's pages are evicted with posix_fadvise(DONTNEED) (no root needed; clean
-// pages go), and the fraction still resident (mincore) is printed.
+// (B) fio reading the 8 files of its last write round (io_uring, O_DIRECT). Loads read
+// with O_DIRECT too; the page cache cannot be dropped without root, so before each load
+// the checkpoint's pages are evicted with posix_fadvise(DONTNEED) anyway (no root
+// needed; clean pages go) and the fraction still resident (mincore) is printed. Each
+// load prints its peak extra memory: the process's high-water mark (VmHWM, reset through
+// /proc/self/clear_refs just before) minus the model's bytes (params, buffers and
+// optimizer states: what the load fills).
+//
+// Consolidation rounds alternate (A) consolidate_checkpoint of that checkpoint (every
+// tensor, optimizer states included) into a fresh directory and (B) `dd iflag=direct
+// oflag=direct bs=4M conv=fsync` of its data files, one after another, into another;
+// each is timed to its last fsync and rated by the bytes it wrote.
 //
 // Where the time goes: the storage plugins record every write_at, read_at and fsync as a
 // span; each round prints the time to the first operation, the mean operations in
@@ -66,6 +74,7 @@
 #include <vector>
 
 #include "bench/bench_support.hpp"
+#include "corockpt/ckpt/consolidate.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/model.hpp"
@@ -515,6 +524,65 @@ LoadRun load_run(Engines& engines, Ranks& ranks, const std::string& ckpt, std::u
   return {{reading.seconds, reading.cpu_seconds, ckpt_bytes}, read, reading.profile};
 }
 
+// The process's peak resident memory since the last reset_peak_memory (VmHWM).
+std::uint64_t peak_memory() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;  // "VmHWM:   123 kB"
+  }
+  die("no VmHWM in /proc/self/status");
+}
+
+std::uint64_t resident_memory() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  die("no VmRSS in /proc/self/status");
+}
+
+// Resets VmHWM to the resident memory now (Linux 4.0+).
+void reset_peak_memory() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  if (!clear) die("cannot reset the peak memory through /proc/self/clear_refs");
+}
+
+// consolidate_checkpoint of `ckpt`, every tensor (optimizer states too), into `out`.
+Measurement consolidate_run(Engines& engines, const std::string& ckpt, const std::string& out) {
+  Runtime& runtime = engines.runtime;
+  ConsolidateOptions options;
+  options.optimizer_states = true;
+  const double cpu = bench::cpu_seconds(RUSAGE_SELF);
+  const auto start = bench::Clock::now();
+  const auto report =
+      take(runtime.spawn(runtime.make_strand(), consolidate_checkpoint(engines.io(), ckpt, out, options)).get(),
+           "consolidate_checkpoint");
+  return {bench::seconds_since(start), bench::cpu_seconds(RUSAGE_SELF) - cpu, report.bytes};
+}
+
+// dd of each of `files` into `out`, one after another, with direct I/O both ways and an
+// fsync at the end of each: the reference for consolidate.
+Measurement copy_run(const std::vector<std::string>& files, const std::string& out) {
+  std::filesystem::create_directories(out);
+  std::uint64_t bytes = 0;
+  double cpu = 0;
+  const auto start = bench::Clock::now();
+  for (const auto& file : files) {
+    const std::string to = out + "/" + std::filesystem::path(file).filename().string();
+    const auto run = take(bench::run_child({"dd", "if=" + file, "of=" + to, "iflag=direct", "oflag=direct", "bs=4M",
+                                            "conv=fsync", "status=none"}),
+                          "dd");
+    if (!run.ok()) die("dd " + file + " failed");
+    cpu += run.cpu_seconds;
+    bytes += std::filesystem::file_size(file);
+  }
+  return {bench::seconds_since(start), cpu, bytes};
+}
+
 using bench::spread_of;
 
 void print_run(const char* phase, std::size_t round, const char* name, const Measurement& m) {
@@ -653,8 +721,9 @@ int run(const Options& options) {
   ranks8.models.clear();  // the memory goes back before the 6-rank model takes as much
 
   // ---- load rounds: A corockpt resharded 8 -> 6, B fio direct reads
-  std::vector<double> load_fio;
-  std::vector<Measurement> loads, fio_reads;
+  std::vector<double> load_fio, consolidate_copy;
+  std::vector<Measurement> loads, fio_reads, consolidates, copies;
+  std::uint64_t peak_extra = 0;
   if (!last_ckpt.empty()) {
     setup = bench::Clock::now();
     Ranks ranks6 = make_ranks(runtime, spec6, /*fill_states=*/false);
@@ -663,6 +732,11 @@ int run(const Options& options) {
                 bench::seconds_since(setup), last_ckpt.c_str(), static_cast<double>(tree_bytes(last_ckpt)) / gib,
                 options.load_concurrency);
     const auto files = data_files(last_ckpt);
+    std::uint64_t model_bytes = 0;  // what the load fills: params, buffers, optimizer states
+    for (auto& model : ranks6.models) {
+      auto chunks = take(LocalChunks::of(*model), "LocalChunks::of");
+      for (const auto& chunk : chunks.chunks()) model_bytes += chunk.bytes.size();
+    }
     for (std::size_t i = 1; i <= options.load_pairs; ++i) {
       const double cached_before = cached_fraction(files);
       evict(files);
@@ -672,10 +746,20 @@ int run(const Options& options) {
         auto chunks = take(LocalChunks::of(*model), "LocalChunks::of");
         for (auto& chunk : chunks.chunks()) std::memset(chunk.bytes.data(), 0xff, chunk.bytes.size());
       }
+      const std::uint64_t resident_before = resident_memory();
+      reset_peak_memory();
       const double load_mark = monotonic_now();
       auto load = load_run(*engines, ranks6, last_ckpt, ckpt_bytes, options.load_concurrency);
       mark(options.mark_clock, "load", i, load_mark);
+      const std::uint64_t peak = peak_memory();
+      const std::uint64_t extra = peak > model_bytes ? peak - model_bytes : 0;
+      peak_extra = std::max(peak_extra, extra);
       print_run("load", i, "corockpt", load.m);
+      std::printf("               peak memory (VmHWM) %.1f MiB = the model %.1f MiB + %.1f MiB extra (the staging "
+                  "pool, the program); %.1f MiB above the resident memory before the load\n",
+                  static_cast<double>(peak) / mib, static_cast<double>(model_bytes) / mib,
+                  static_cast<double>(extra) / mib,
+                  static_cast<double>(peak > resident_before ? peak - resident_before : 0) / mib);
       const auto& p = load.profile;
       std::printf("               read %.3f GiB (whole checksum blocks) in %zu reads (%.1f MiB each), median %.1f ms; "
                   "first read after %.3f s; %.1f in flight on average, none in flight %.1f%% of the time; tail after "
@@ -705,6 +789,24 @@ int run(const Options& options) {
     std::printf("load check: %lld param elements on 6 ranks equal their known values\n",
                 static_cast<long long>(checked));
     remove_fio_files(fio_job);
+    ranks6.models.clear();
+
+    // ---- consolidation rounds: A consolidate_checkpoint, B dd of the data files
+    for (std::size_t i = 1; i <= std::min<std::size_t>(options.load_pairs, 3); ++i) {
+      evict(files);
+      const std::string out = dir + "/consolidated";
+      const auto consolidated = consolidate_run(*engines, last_ckpt, out);
+      print_run("consolidate", i, "corockpt", consolidated);
+      std::filesystem::remove_all(out);
+      evict(files);
+      const std::string copy_dir = dir + "/copied";
+      const auto copied = copy_run(files, copy_dir);
+      print_run("consolidate", i, "dd copy", copied);
+      std::filesystem::remove_all(copy_dir);
+      consolidates.push_back(consolidated);
+      copies.push_back(copied);
+      consolidate_copy.push_back(consolidated.gb_per_s() / copied.gb_per_s());
+    }
     std::filesystem::remove_all(last_ckpt);
   }
 
@@ -725,6 +827,17 @@ int run(const Options& options) {
                 median_rate(loads), median_rate(fio_reads), median_cpu(loads), median_cpu(fio_reads));
     std::printf("%s", fmt("load/fio median %.2f (spread %.2f..%.2f)\n", ratio.median, ratio.min, ratio.max).c_str());
     std::printf("load/fio = %.2f\n", ratio.median);
+    std::printf("load_cpu_s_per_gib = %.3f\n", median_cpu(loads));
+    std::printf("load_peak_extra_mib = %.1f (VmHWM minus the model; the staging pool is %.0f MiB, shared by the 6 ranks)\n",
+                static_cast<double>(peak_extra) / mib, static_cast<double>(engines->staging->total_bytes()) / mib);
+  }
+  if (!consolidates.empty()) {
+    const auto ratio = spread_of(consolidate_copy);
+    std::printf("median consolidate: corockpt %.3f GB/s, dd copy %.3f GB/s; CPU s/GiB corockpt %.3f, dd %.3f\n",
+                median_rate(consolidates), median_rate(copies), median_cpu(consolidates), median_cpu(copies));
+    std::printf("%s", fmt("consolidate/copy median %.2f (spread %.2f..%.2f)\n", ratio.median, ratio.min, ratio.max)
+                          .c_str());
+    std::printf("consolidate/copy = %.2f\n", ratio.median);
   }
   std::printf("median save: corockpt %.3f GB/s, fio %.3f GB/s", median_rate(saves), median_rate(fios));
   if (!torches.empty()) std::printf(", torch.save %.3f GB/s", median_rate(torches));

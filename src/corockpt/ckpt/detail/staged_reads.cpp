@@ -20,40 +20,50 @@ struct BadBlock {
   std::uint64_t block = 0;
 };
 
-// Checks every checksum block of `read`, whose first byte is at `data`; copies nothing.
-BadBlock verify(const PlannedRead& read, const std::byte* data, std::uint64_t block) {
+// Elements [first, last) of `segment`'s chunk, at `source`, copied (or converted) into the
+// parts of the segment's targets they cover.
+void copy_elements(const ReadSegment& segment, const std::byte* source, std::int64_t first, std::int64_t last) {
+  const ChunkRecord& saved = *segment.saved;
+  const DType dtype = segment.record->dtype;
+  const std::uint64_t elem = size_of(dtype);
+  // The elements as boxes of the chunk, each contiguous in the source.
+  for (Box box : flat_range_boxes(saved.box.sizes, first, last)) {
+    const std::size_t bytes = static_cast<std::size_t>(box.numel()) * elem;
+    for (std::size_t d = 0; d < box.offsets.size(); ++d) box.offsets[d] += saved.box.offsets[d];
+    for (LocalChunk* target : segment.targets) {
+      convert_overlap(box, {source, bytes}, dtype, target->box, target->bytes, target->dtype);
+    }
+    source += bytes;
+  }
+}
+
+// Copies are batched to at least this many bytes (blocks can be as small as 4 bytes):
+// still in the cache that verifying them filled.
+constexpr std::uint64_t copy_batch_bytes = 256 << 10;
+
+// Verifies each checksum block of `read` (whose first byte is at `data`) and copies the
+// elements it completes right after, while they are in cache. Stops at the first block
+// that does not match: the elements before it are copied (verified), none after.
+BadBlock verify_and_copy(const PlannedRead& read, const std::byte* data, std::uint64_t block) {
   for (const ReadSegment& segment : read.segments) {
     const ChunkRecord& saved = *segment.saved;
     const std::uint64_t length = saved.end - saved.begin;
-    const std::byte* base = data + (saved.begin + segment.from - read.begin);
+    const std::uint64_t elem = size_of(segment.record->dtype);
+    const std::byte* base = data + (saved.begin + segment.from - read.begin);  // the chunk's byte segment.from
+    std::uint64_t copied = segment.from;  // chunk bytes copied so far (whole elements)
     for (std::uint64_t k = segment.from / block; k * block < segment.to; ++k) {
       const std::uint64_t at = k * block;
       const std::uint64_t size = std::min(block, length - at);
       if (crc32c({base + (at - segment.from), size}) != saved.crc32c[k]) return {&segment, k};
+      const std::uint64_t verified = std::min(at + size, segment.to) / elem * elem;
+      if (verified - copied >= copy_batch_bytes || verified == segment.to) {
+        copy_elements(segment, base + (copied - segment.from), static_cast<std::int64_t>(copied / elem),
+                      static_cast<std::int64_t>(verified / elem));
+        copied = verified;
+      }
     }
   }
   return {};
-}
-
-// Copies (or converts) each segment's elements into the parts of its targets they cover.
-void copy_into_targets(const PlannedRead& read, const std::byte* data) {
-  for (const ReadSegment& segment : read.segments) {
-    const ChunkRecord& saved = *segment.saved;
-    const DType dtype = segment.record->dtype;
-    const std::uint64_t elem = size_of(dtype);
-    const std::byte* source = data + (saved.begin + segment.from - read.begin);
-    const auto first = static_cast<std::int64_t>(segment.from / elem);
-    const auto last = static_cast<std::int64_t>(segment.to / elem);
-    // The segment's elements as boxes of the chunk, each contiguous in the segment.
-    for (Box box : flat_range_boxes(saved.box.sizes, first, last)) {
-      const std::size_t bytes = static_cast<std::size_t>(box.numel()) * elem;
-      for (std::size_t d = 0; d < box.offsets.size(); ++d) box.offsets[d] += saved.box.offsets[d];
-      for (LocalChunk* target : segment.targets) {
-        convert_overlap(box, {source, bytes}, dtype, target->box, target->bytes, target->dtype);
-      }
-      source += bytes;
-    }
-  }
 }
 
 struct Shared {
@@ -91,11 +101,7 @@ Task<void> read_one(CheckpointReader& reader, CheckpointIo io, const PlannedRead
   const std::byte* data = memory.data() + (read.begin - from);
   const PlannedRead* what = &read;
   const std::uint64_t block = reader.metadata().block_size;
-  auto bad = co_await io.runtime->offload([what, data, block] {
-    const BadBlock found = verify(*what, data, block);
-    if (!found.segment) copy_into_targets(*what, data);
-    return found;
-  });
+  auto bad = co_await io.runtime->offload([what, data, block] { return verify_and_copy(*what, data, block); });
   if (!bad) co_return fail(bad.error());
   if (bad->segment) {
     const ChunkRecord& saved = *bad->segment->saved;
