@@ -67,6 +67,59 @@ TEST_CASE("Checkpoint: odd shapes, HSDP replicas, buffers and frozen params roun
   }
 }
 
+TEST_CASE("Checkpoint: replicated chunks read once per group of replicas are passed on, on any layout and world size") {
+  TempDir tmp;
+  TestIo io;
+  const std::string dir = tmp.file("odd");
+  save_on(io, spec_of(odd_spec_json("flat", 8, "float32")), dir);
+  for (int world : {8, 4, 2}) {
+    for (std::string layout : {"flat", "per_param"}) {
+      for (std::string dtype : {"float32", "bfloat16"}) {
+        const ModelSpec spec = spec_of(odd_spec_json(layout, world, dtype));
+        std::uint64_t read[2] = {0, 0};
+        for (bool once : {false, true}) {
+          auto loaded = load_on(io, spec, dir, {}, once);
+          for (int r = 0; r < world; ++r) {
+            INFO("loaded on " << world << " " << layout << " " << dtype << " rank " << r << (once ? ", replicas once" : ""));
+            INFO((loaded[r] ? std::string() : loaded[r].error().to_string()));
+            REQUIRE(loaded[r].has_value());
+            CHECK(loaded[r]->mismatch == "");
+            CHECK(loaded[r]->checked > 0);
+            read[once] += loaded[r]->report.bytes_read;
+          }
+        }
+        INFO(world << " " << layout << " " << dtype << ": " << read[0] << " bytes read by every replica, " << read[1]
+                   << " once per group");
+        CHECK(read[1] < read[0]);  // HSDP's shards, buffers and steps are held by several ranks
+      }
+    }
+  }
+}
+
+TEST_CASE("Checkpoint: with replicas read once, a rank that cannot read its share fails every rank, none hangs") {
+  TempDir tmp;
+  TestIo io;
+  const std::string dir = tmp.file("odd");
+  save_on(io, spec_of(odd_spec_json("flat", 4, "float32")), dir);
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    std::filesystem::resize_file(entry.path(), entry.file_size() / 2);  // every file loses its second half
+  }
+  auto loaded = load_on(io, spec_of(odd_spec_json("flat", 4, "float32")), dir, {}, true);
+  int corrupt = 0;
+  for (int r = 0; r < 4; ++r) {
+    INFO("rank " << r);
+    REQUIRE_FALSE(loaded[r].has_value());
+    if (loaded[r].error().code == Errc::corrupt) {
+      ++corrupt;
+    } else {
+      CHECK(loaded[r].error().code == Errc::io);
+      CHECK_THAT(loaded[r].error().message, Catch::Contains("failed to read its share of the replicated chunks"));
+    }
+  }
+  CHECK(corrupt > 0);
+}
+
 TEST_CASE("Checkpoint: replicated chunks are written once and every rank writes") {
   TempDir tmp;
   TestIo io;

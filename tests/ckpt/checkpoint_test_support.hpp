@@ -131,10 +131,13 @@ inline std::vector<Result<SaveReport>> try_save_on(TestIo& io, const ModelSpec& 
   });
 }
 
+// `replicas_once`: LoadOptions::replicas is each rank's world.
 inline std::vector<Result<Loaded>> load_on(TestIo& io, const ModelSpec& spec, const std::string& dir,
-                                           LoadOptions options = {}) {
+                                           LoadOptions options = {}, bool replicas_once = false) {
   return run_local_ranks<Loaded>(io.runtime(), spec.world_size, [&](int r, std::shared_ptr<Communicator> w) {
-    return load_and_check(spec, r, std::move(w), io.io(), dir, options);
+    LoadOptions mine = options;
+    if (replicas_once) mine.replicas = w;
+    return load_and_check(spec, r, std::move(w), io.io(), dir, std::move(mine));
   });
 }
 

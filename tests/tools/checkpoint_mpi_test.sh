@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checkpoints across processes: the seed saved under mpirun -np 8 (one process per rank,
 # the mpi backend) verifies, equals a save on 8 local ranks byte for byte, and loads
-# under mpirun -np 4 (a 4-rank spec, mpi backend) and on 8 local ranks (one process),
+# under mpirun -np 4 (a 4-rank spec, mpi backend; also with replicated chunks read once
+# per group and passed on over MPI) and on 8 local ranks (one process),
 # every element checked against its known value.
 # usage: checkpoint_mpi_test.sh COROCKPT MPIEXEC PYTHON3 SEED_SPEC
 set -euo pipefail
@@ -71,6 +72,19 @@ if "${mpirun[@]}" -np 4 "$corockpt" load --spec "$spec4" --backend mpi "$ckpt" -
   fi
 else
   fail "mpirun -np 4 load --check --backend mpi"; show "$work/load4.log"
+fi
+
+# 3b. the same with replicated chunks read once per group of replicas, passed on over MPI.
+if "${mpirun[@]}" -np 4 "$corockpt" load --spec "$spec4" --backend mpi "$ckpt" --check --replicas-once \
+    >"$work/load4-once.log" 2>&1; then
+  checked=$(grep -c '^checked .* all equal their known values' "$work/load4-once.log" || true)
+  if [[ "$checked" == 4 ]]; then
+    echo "ok: mpirun -np 4 load --check --replicas-once --backend mpi: 4 ranks checked their elements"
+  else
+    fail "mpirun -np 4 load --check --replicas-once: $checked of 4 ranks reported a check"; show "$work/load4-once.log"
+  fi
+else
+  fail "mpirun -np 4 load --check --replicas-once --backend mpi"; show "$work/load4-once.log"
 fi
 
 # 4. load --check on 8 local ranks (one process).

@@ -1,6 +1,9 @@
-// `corockpt load --spec F2 [--backend local|mpi] [--storage ...] D [--check] [--no-strict]`:
-// loads D into the model of spec F2 — any world size, mesh, layout or dtype — and with
-// --check compares every element of every local shard with its known value.
+// `corockpt load --spec F2 [--backend local|mpi] [--storage ...] D [--check] [--no-strict]
+// [--replicas-once]`: loads D into the model of spec F2 — any world size, mesh, layout or
+// dtype — and with --check compares every element of every local shard with its known
+// value. --replicas-once reads each replicated chunk on one rank of its replicas and
+// passes it to the others over the world communicator (LoadOptions::replicas).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -19,12 +22,14 @@ struct LoadArgs {
   std::string dir;
   bool check = false;
   bool no_strict = false;
+  bool replicas_once = false;
   RankOptions ranks;
 };
 
-// One rank's outcome as "bytes elements" (the numbers the summary adds up).
+// One rank's outcome as "bytes elements seconds" (the numbers the summary adds up; the
+// seconds are load_checkpoint's alone).
 Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world, CheckpointIo io,
-                            std::string dir, bool check, bool strict,
+                            std::string dir, bool check, bool strict, bool replicas_once,
                             std::function<void(std::uint64_t, std::uint64_t)> progress) {
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
@@ -42,7 +47,13 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
   LoadOptions options;  // named: GCC 12 mishandles temporaries with non-trivial members in co_await calls
   options.strict = strict;
   options.progress = std::move(progress);
+  if (replicas_once) options.replicas = (*model)->world();
+  // The clock starts when every rank has built and filled its model (2 cores: the CPU
+  // another rank spends building would otherwise count as this rank's load).
+  if (auto ready = co_await (*model)->world()->barrier(); !ready) co_return fail(ready.error());
+  const auto start = std::chrono::steady_clock::now();
   auto loaded = co_await load_checkpoint(**model, io, std::move(dir), std::move(options));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!loaded) co_return fail(loaded.error());
   for (const auto& name : loaded->missing) std::fprintf(stderr, "rank %d: not in the checkpoint: %s\n", rank, name.c_str());
   for (const auto& name : loaded->mismatched) std::fprintf(stderr, "rank %d: another shape in the checkpoint: %s\n", rank, name.c_str());
@@ -58,7 +69,7 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
     }
     checked = result.checked;
   }
-  co_return std::to_string(loaded->bytes_read) + " " + std::to_string(checked);
+  co_return std::to_string(loaded->bytes_read) + " " + std::to_string(checked) + " " + std::to_string(seconds);
 }
 
 int run(const LoadArgs& args) {
@@ -72,24 +83,28 @@ int run(const LoadArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto results = run_ranks(**engines, args.ranks.backend, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
     return load_rank(*spec, rank, std::move(world), (*engines)->io(), args.dir, args.check, !args.no_strict,
-                     progress.rank_callback());
+                     args.replicas_once, progress.rank_callback());
   });
   progress.finish();
   if (!results) return report_error("load", results.error());
   std::uint64_t bytes = 0;
   std::int64_t checked = 0;
+  double slowest = 0;  // the slowest rank's load_checkpoint
   for (auto& r : *results) {
     if (!r) return report_error("load", r.error());
     unsigned long long b = 0;
     long long c = 0;
-    std::sscanf(r->c_str(), "%llu %lld", &b, &c);
+    double s = 0;
+    std::sscanf(r->c_str(), "%llu %lld %lf", &b, &c, &s);
     bytes += b;
     checked += c;
+    slowest = std::max(slowest, s);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string who = args.ranks.backend == "mpi" ? "this rank" : std::to_string(spec->world_size) + " ranks";
-  std::printf("loaded %s on %s: %s read in %.2f s (%.2f GB/s)\n", args.dir.c_str(), who.c_str(),
-              human_bytes(static_cast<double>(bytes)).c_str(), seconds, bytes / seconds / 1e9);
+  std::printf("loaded %s on %s: %s read in %.2f s (%.2f GB/s); load_checkpoint %.3f s on the slowest rank%s\n",
+              args.dir.c_str(), who.c_str(), human_bytes(static_cast<double>(bytes)).c_str(), seconds,
+              bytes / seconds / 1e9, slowest, args.replicas_once ? ", replicas read once" : "");
   if (args.check) std::printf("checked %lld elements: all equal their known values\n", static_cast<long long>(checked));
   return 0;
 }
@@ -103,6 +118,9 @@ void add_load_command(CLI::App& app, int& exit_code) {
   cmd->add_option("dir", args->dir, "the checkpoint directory")->required();
   cmd->add_flag("--check", args->check, "compare every element with its known value (as `corockpt save` wrote it)");
   cmd->add_flag("--no-strict", args->no_strict, "report keys the checkpoint lacks instead of failing");
+  cmd->add_flag("--replicas-once", args->replicas_once,
+                "read each replicated chunk (HSDP replicas, buffers, Adam's step) on one of the ranks holding it and "
+                "pass it to the others over the world communicator (a collective) instead of reading it on each");
   add_rank_options(*cmd, args->ranks);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });
 }

@@ -5,6 +5,7 @@
 
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/detail/read_plan.hpp"
+#include "corockpt/ckpt/detail/replica_reads.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/ckpt/detail/staged_reads.hpp"
 #include "corockpt/runtime/when_all.hpp"
@@ -120,15 +121,65 @@ Task<LoadReport> load_through_host(CheckpointReader& reader, std::span<LocalChun
   co_return report;
 }
 
+// Every chunk read on this rank: device chunks through host memory, host ones in place.
+Task<LoadReport> load_here(CheckpointReader& reader, std::span<LocalChunk> chunks, CheckpointIo io,
+                           LoadOptions options) {
+  if (options.device && std::ranges::any_of(chunks, on_device)) {
+    co_return co_await load_through_host(reader, chunks, io, std::move(options));
+  }
+  co_return co_await load_from(reader, chunks, io, std::move(options));
+}
+
+// Replicated chunks read by one rank of their group each and passed on to the others.
+Task<LoadReport> load_with_replicas(CheckpointReader& reader, std::span<LocalChunk> chunks, CheckpointIo io,
+                                    LoadOptions options) {
+  std::shared_ptr<Communicator> comm = std::move(options.replicas);
+  // Only chunks the load will fill (in the checkpoint, same shape) and the communicator moves.
+  std::vector<bool> eligible(chunks.size());
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const auto it = reader.metadata().tensors.find(chunks[i].name);
+    eligible[i] = it != reader.metadata().tensors.end() && it->second.shape == chunks[i].shape &&
+                  !chunks[i].bytes.empty() && chunks[i].space == comm->memory_space();
+  }
+  auto plan = co_await detail::plan_replica_reads(*comm, chunks, eligible);
+  if (!plan) co_return fail(plan.error());
+  std::vector<LocalChunk> mine;
+  std::int64_t passed_elements = 0;
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    if (plan->read_here[i]) {
+      mine.push_back(chunks[i]);
+    } else {
+      passed_elements += chunks[i].box.numel();
+    }
+  }
+  auto report = co_await load_here(reader, mine, io, std::move(options));
+  // Whether every rank read its part, before any waits for bytes that will not come.
+  const std::uint8_t failed = report ? 0 : 1;
+  std::vector<std::uint8_t> failures(static_cast<std::size_t>(comm->size()));
+  const auto failed_bytes = std::as_bytes(std::span(&failed, 1));
+  if (auto ok = co_await comm->all_gather(failed_bytes, std::as_writable_bytes(std::span(failures))); !ok) {
+    co_return fail(report ? ok.error() : report.error());
+  }
+  if (!report) co_return fail(report.error());
+  for (std::size_t r = 0; r < failures.size(); ++r) {
+    if (failures[r]) {
+      co_return fail(Errc::io, "rank " + std::to_string(r) + " of " + comm->name() +
+                                   " failed to read its share of the replicated chunks (its error says why)",
+                     {.path = reader.dir(), .operation = "load"});
+    }
+  }
+  if (auto ok = co_await detail::pass_replicas(*comm, chunks, *plan); !ok) co_return fail(ok.error());
+  report->elements += passed_elements;
+  co_return report;
+}
+
 }  // namespace
 
 Task<LoadReport> load_chunks(std::span<LocalChunk> chunks, CheckpointIo io, std::string dir, LoadOptions options) {
   auto reader = co_await CheckpointReader::open(io, std::move(dir));
   if (!reader) co_return fail(reader.error());
-  if (options.device && std::ranges::any_of(chunks, on_device)) {
-    co_return co_await load_through_host(**reader, chunks, io, std::move(options));
-  }
-  co_return co_await load_from(**reader, chunks, io, std::move(options));
+  if (options.replicas) co_return co_await load_with_replicas(**reader, chunks, io, std::move(options));
+  co_return co_await load_here(**reader, chunks, io, std::move(options));
 }
 
 Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunks, CheckpointIo io,

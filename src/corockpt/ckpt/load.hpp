@@ -4,8 +4,9 @@
 /// each rank intersects the boxes it holds with the saved chunks, reads only those byte
 /// ranges (whole checksum blocks around them, every block's CRC-32C checked), converts
 /// dtypes where the model's differ (as PyTorch's `copy_`), and copies the overlaps into
-/// place. No collective: ranks load independently, so any rank count can read any
-/// checkpoint, and expert params move between expert-parallel layouts.
+/// place. No collective (unless LoadOptions::replicas asks for one): ranks load
+/// independently, so any rank count can read any checkpoint, and expert params move
+/// between expert-parallel layouts.
 ///
 /// Reads go through the staging buffers (CheckpointIo::staging, required): O_DIRECT where
 /// the file system takes it, neighbouring ranges merged into reads of up to a buffer,
@@ -33,6 +34,7 @@
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/model.hpp"
+#include "corockpt/plugins/comm/communicator.hpp"
 #include "corockpt/plugins/device/device.hpp"
 
 namespace corockpt {
@@ -47,6 +49,13 @@ struct LoadOptions {
   /// into host copies, then copied to the device. Without it such chunks are an error;
   /// load_checkpoint uses the model's own (Model::device) when it is null.
   std::shared_ptr<Device> device;
+  /// Replicated chunks read once per group of replicas: ranks of this communicator that
+  /// load the same box of a tensor (HSDP's replicas, buffers, Adam's `step`) elect one of
+  /// them to read it, and it passes the bytes on to the others over the communicator
+  /// (detail/replica_reads.hpp). A collective: every rank of it loads with it. Chunks in
+  /// a memory the communicator does not move (device memory over MPI) are read by each
+  /// replica. Null: every rank reads all it loads (no collective at all).
+  std::shared_ptr<Communicator> replicas;
 };
 
 struct LoadReport {
