@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "corockpt/ckpt/detail/copy_past_cache.hpp"
 #include "corockpt/ckpt/detail/expects.hpp"
 
 namespace corockpt {
@@ -211,7 +212,16 @@ void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box&
 
 void convert_overlap(const Box& src_box, std::span<const std::byte> src, DType from, const Box& dst_box,
                      std::span<std::byte> dst, DType to) {
-  if (from == to) return copy_overlap(src_box, src, dst_box, dst, size_of(from));
+  if (from == to) {
+    const std::size_t elem = size_of(from);
+    expect_holds(src, src_box, elem, "convert_overlap: source smaller than its box");
+    expect_holds(dst, dst_box, elem, "convert_overlap: destination smaller than its box");
+    for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
+      detail::copy_past_cache(dst.data() + static_cast<std::size_t>(dst_at) * elem,
+                              src.data() + static_cast<std::size_t>(src_at) * elem, static_cast<std::size_t>(run) * elem);
+    });
+    return;
+  }
   const std::size_t src_elem = size_of(from);
   const std::size_t dst_elem = size_of(to);
   expect_holds(src, src_box, src_elem, "convert_overlap: source smaller than its box");

@@ -70,7 +70,8 @@ void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box&
                   std::span<std::byte> dst, std::size_t elem_size);
 
 /// The same from `src` of dtype `from` into `dst` of dtype `to`, each element converted
-/// as `convert` does (a plain copy_overlap when they are the same).
+/// as `convert` does. Of one dtype, runs are copied with detail::copy_past_cache: for
+/// destinations not read again soon (a load's targets), bulk runs bypass the cache.
 void convert_overlap(const Box& src_box, std::span<const std::byte> src, DType from, const Box& dst_box,
                      std::span<std::byte> dst, DType to);
 

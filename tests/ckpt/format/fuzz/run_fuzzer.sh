@@ -30,6 +30,7 @@ sources=(
   "$repo"/src/corockpt/ckpt/format/*.cpp
   "$repo/src/corockpt/ckpt/dtype.cpp"
   "$repo/src/corockpt/ckpt/box.cpp"
+  "$repo/src/corockpt/ckpt/detail/copy_past_cache.cpp"
   "$repo/src/corockpt/ckpt/device_mesh.cpp"
   "$repo/src/corockpt/ckpt/placement.cpp"
   "$repo/src/corockpt/runtime/error.cpp"
