@@ -134,7 +134,9 @@ std::size_t check_output(const std::string& out, const std::vector<Tensor>& tens
     }
     REQUIRE(file.size() == 8 + n + data_end);  // truncated to its size after the aligned writes
     INFO(t.name);
-    CHECK(std::memcmp(file.data() + 8 + n + offsets[0], t.bytes.data(), t.bytes.size()) == 0);
+    const std::vector<std::byte> written(reinterpret_cast<const std::byte*>(file.data()) + 8 + n + offsets[0],
+                                         reinterpret_cast<const std::byte*>(file.data()) + 8 + n + offsets[1]);
+    CHECK(written == t.bytes);
     ++found;
   }
   return found;
