@@ -6,6 +6,8 @@
 // correct; verify reports it.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -418,6 +420,45 @@ TEST_CASE("Checkpoint corruption: a data file replaced by a directory") {
 
   const Error error = ckpt.load_error();
   check_names(error, {file});
+}
+
+// A FIFO where a data file should be: opening it for reading would block until a writer
+// came, and reading it would never end. Refused at the open, named.
+TEST_CASE("Checkpoint corruption: a data file replaced by a FIFO is refused by load and verify without blocking") {
+  Damaged ckpt;
+  const std::string file = ckpt.chunk(tensor, 0).file;
+  std::filesystem::remove(ckpt.path(file));
+  REQUIRE(::mkfifo(ckpt.path(file).c_str(), 0644) == 0);
+
+  const Error error = ckpt.load_error();
+  CHECK(error.code == Errc::invalid_argument);
+  check_names(error, {file, "a FIFO, not a regular file"});
+
+  auto report = ckpt.try_verify();
+  INFO((report ? std::string() : report.error().to_string()));
+  REQUIRE(report.has_value());
+  check_problem(*report, file, "", "a FIFO, not a regular file");
+}
+
+// Metadata that is a device (a symlink to /dev/zero would be read until memory runs out)
+// or a FIFO (the open would block): refused at the open, named.
+TEST_CASE("Checkpoint corruption: metadata that is /dev/zero or a FIFO is refused without reading or blocking") {
+  Damaged ckpt;
+  const std::string metadata = ckpt.path(metadata_name);
+  std::filesystem::remove(metadata);
+  SECTION("a symlink to /dev/zero") {
+    std::filesystem::create_symlink("/dev/zero", metadata);
+    const Error error = ckpt.load_error();
+    CHECK(error.code == Errc::invalid_argument);
+    check_names(error, {metadata_name, "a character device, not a regular file"});
+    check_problem(ckpt.verify(), metadata_name, "", "a character device, not a regular file");
+  }
+  SECTION("a FIFO") {
+    REQUIRE(::mkfifo(metadata.c_str(), 0644) == 0);
+    const Error error = ckpt.load_error();
+    CHECK(error.code == Errc::invalid_argument);
+    check_names(error, {metadata_name, "a FIFO, not a regular file"});
+  }
 }
 
 // verify fails only when it cannot run: a data file it cannot read is a problem of that file.

@@ -13,8 +13,10 @@ namespace corockpt {
 
 namespace {
 
-// No real checkpoint's metadata comes near this; a larger file is not ours.
-constexpr std::uint64_t max_metadata_bytes = 1ull << 32;
+// The largest metadata file read (1 GiB): no real checkpoint's comes near it (a
+// layout of thousands of ranks and tensors makes tens of MiB), and a larger file is
+// not ours; reading it stops here, before memory runs out.
+constexpr std::uint64_t max_metadata_bytes = 1ull << 30;
 
 }  // namespace
 
@@ -26,7 +28,7 @@ bool is_partial_checkpoint_name(std::string_view path) {
 
 Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string dir) {
   const std::string path = detail::strip_trailing_slashes(std::move(dir)) + "/" + std::string(checkpoint_metadata_file);
-  auto file = co_await io.storage->open(path, {.mode = OpenMode::read, .direct = DirectIo::never});
+  auto file = co_await io.storage->open(path, {.mode = OpenMode::read, .direct = DirectIo::never, .regular_only = true});
   if (!file) {
     if (file.error().code == Errc::not_found) {
       co_return fail(Errc::not_found,
@@ -46,7 +48,8 @@ Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string d
     text.resize(at + *got);
     if (*got < piece) break;
     if (text.size() > max_metadata_bytes) {
-      co_return fail(Errc::corrupt, "the metadata file is larger than 4 GiB", {.path = path, .operation = "read metadata"});
+      co_return fail(Errc::corrupt, "the metadata file is larger than 1 GiB, the most a checkpoint's may be",
+                     {.path = path, .operation = "read metadata"});
     }
   }
   auto metadata = parse_checkpoint_metadata(text);
@@ -68,7 +71,9 @@ Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open(CheckpointIo io, 
 namespace {
 
 Task<File> open_for_reading(CheckpointIo io, std::string path) {
-  auto file = co_await io.storage->open(std::move(path), {.mode = OpenMode::read, .direct = DirectIo::prefer});
+  // Only regular files: a FIFO or a device in a checkpoint would block or never end.
+  auto file = co_await io.storage->open(std::move(path),
+                                        {.mode = OpenMode::read, .direct = DirectIo::prefer, .regular_only = true});
   if (file && !file->direct()) {
     // Once a process: a file system that refuses O_DIRECT (tmpfs) refuses it for every file.
     static std::atomic<bool> said{false};

@@ -1,6 +1,8 @@
 #include "corockpt/plugins/storage/storage.hpp"
 
 #include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -133,6 +135,32 @@ TEST_CASE("storage - a write to a full device is no_space naming the path and th
   CHECK(r.error().code == Errc::no_space);
   CHECK(r.error().context.path == "/dev/full");
   CHECK(r.error().context.operation == "write_at");
+}
+
+TEST_CASE("storage - regular_only refuses a device, a FIFO and a directory at once, and opens a regular file",
+          "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  const std::string fifo = dir.file("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);  // no writer: a blocking open would wait forever
+  std::filesystem::create_directory(dir.file("sub"));
+  const OpenOptions options{.mode = OpenMode::read, .direct = DirectIo::never, .regular_only = true};
+  for (const auto& [path, kind_text] : std::vector<std::pair<std::string, std::string>>{
+           {"/dev/zero", "a character device"}, {fifo, "a FIFO"}, {dir.file("sub"), "a directory"}}) {
+    auto opened = test::run_sync(rt, storage->open(path, options));
+    INFO(path);
+    REQUIRE_FALSE(opened);
+    CHECK(opened.error().code == Errc::invalid_argument);
+    CHECK(opened.error().message == path + " is " + kind_text + ", not a regular file");
+  }
+  // A regular file opens, blocking reads and all (O_NONBLOCK is only for the open).
+  REQUIRE(test::run_sync(rt, storage->open(dir.file("data"), {OpenMode::create})));
+  auto regular = test::run_sync(rt, storage->open(dir.file("data"), options));
+  REQUIRE(regular);
+  CHECK((::fcntl(regular->fd(), F_GETFL) & O_NONBLOCK) == 0);
 }
 
 TEST_CASE("storage - a missing directory is not_found naming the path", "[storage]") {

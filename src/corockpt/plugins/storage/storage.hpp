@@ -36,6 +36,10 @@ enum class DirectIo {
 struct OpenOptions {
   OpenMode mode = OpenMode::read;
   DirectIo direct = DirectIo::prefer;
+  /// Refuse anything but a regular file (a FIFO, a device such as /dev/zero, a socket, a
+  /// directory) with Errc::invalid_argument naming what it is. The open itself does not
+  /// block (O_NONBLOCK), so a FIFO with no writer cannot hang it.
+  bool regular_only = false;
 };
 
 /// An open file. Closing happens when it is destroyed (or `close`).

@@ -76,11 +76,37 @@ DirectAlignment direct_alignment(int fd) {
   return a;
 }
 
+// What a file that is not a regular one is, for messages.
+const char* kind_of(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISDIR(mode)) return "a directory";
+  return "not a regular file";
+}
+
 }  // namespace
 
 Result<File> open_file(const std::string& path, OpenOptions options) {
-  int fd = ::open(path.c_str(), flags_for(options.mode) | O_CLOEXEC, 0644);
+  const int nonblocking = options.regular_only ? O_NONBLOCK : 0;
+  int fd = ::open(path.c_str(), flags_for(options.mode) | O_CLOEXEC | nonblocking, 0644);
   if (fd < 0) return fail(system_error(errno, "open", path));
+  if (options.regular_only) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(system_error(err, "open", path));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return fail(Errc::invalid_argument, path + " is " + kind_of(st.st_mode) + ", not a regular file",
+                  {.path = path, .operation = "open"});
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
   if (options.direct == DirectIo::prefer) {
     // Switching O_DIRECT on after open (rather than opening with it) keeps O_EXCL
     // creation exact: a filesystem that refuses O_DIRECT (EINVAL) still has our file.
