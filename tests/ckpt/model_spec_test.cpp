@@ -156,6 +156,19 @@ TEST_CASE("model_spec - malformed JSON and wrong types name the key") {
   expect_error([](Json& s) { s["optimizer"]["betas"] = {0.9}; }, {"optimizer", "\"betas\""});
 }
 
+TEST_CASE("model_spec - a key given twice in one object is an error naming it, not the last one winning") {
+  for (const std::string text : {
+           R"({"world_size": 8, "world_size": 4, "meshes": {}, "units": [], "params": []})",
+           R"({"world_size": 1, "meshes": {"m": {"shape": [1], "dim_names": ["a"]}, "m": {"shape": [1], "dim_names": ["b"]}},
+               "units": [], "params": []})"}) {
+    auto spec = parse_model_spec(text);
+    INFO(text);
+    REQUIRE_FALSE(spec);
+    CHECK(spec.error().code == Errc::invalid_argument);
+    CHECK_THAT(spec.error().message, Catch::Contains("duplicate key"));
+  }
+}
+
 TEST_CASE("model_spec - unknown keys are named, not ignored") {
   expect_error([](Json& s) { s["units"][2]["expert_dims"] = "ep"; }, {"unit \"experts\"", "\"expert_dims\""});
   expect_error([](Json& s) { s["params"][1]["dtyp"] = "float32"; }, {"params[1]", "\"dtyp\""});

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "corockpt/ckpt/device_mesh.hpp"
+#include "corockpt/ckpt/format/strict_json.hpp"
 
 namespace corockpt {
 
@@ -462,6 +463,11 @@ Result<void> validate(const ModelSpec& spec) {
 
 Result<ModelSpec> parse_model_spec(std::string_view json_text) {
   try {
+    // Checked as strictly as the metadata (a key given twice is an error, not "the last
+    // one wins"); then parsed again keeping the order of the keys (the meshes' order).
+    if (auto strict = detail::parse_strict_json(json_text); !strict) {
+      return fail(Errc::invalid_argument, strict.error().message, ErrorContext{.operation = "parse_model_spec"});
+    }
     Json root;
     try {
       root = Json::parse(json_text.begin(), json_text.end());
