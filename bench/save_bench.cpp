@@ -524,24 +524,21 @@ LoadRun load_run(Engines& engines, Ranks& ranks, const std::string& ckpt, std::u
   return {{reading.seconds, reading.cpu_seconds, ckpt_bytes}, read, reading.profile};
 }
 
-// The process's peak resident memory since the last reset_peak_memory (VmHWM).
-std::uint64_t peak_memory() {
+// A "<field>:   123 kB" line of /proc/self/status, in bytes.
+std::uint64_t status_bytes(std::string_view field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;  // "VmHWM:   123 kB"
+    if (line.starts_with(field) && line.size() > field.size() && line[field.size()] == ':') {
+      return std::stoull(line.substr(field.size() + 1)) * 1024;
+    }
   }
-  die("no VmHWM in /proc/self/status");
+  die("no " + std::string(field) + " in /proc/self/status");
 }
 
-std::uint64_t resident_memory() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
-  }
-  die("no VmRSS in /proc/self/status");
-}
+// The process's peak resident memory since the last reset_peak_memory.
+std::uint64_t peak_memory() { return status_bytes("VmHWM"); }
+std::uint64_t resident_memory() { return status_bytes("VmRSS"); }
 
 // Resets VmHWM to the resident memory now (Linux 4.0+).
 void reset_peak_memory() {

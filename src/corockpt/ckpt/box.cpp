@@ -198,30 +198,29 @@ void expect_holds(std::span<const std::byte> bytes, const Box& box, std::size_t 
   detail::expects(bytes.size() / elem_size >= static_cast<std::size_t>(box.numel()), what);
 }
 
+// Copies each overlapping run with copy(to, from, bytes).
+template <typename Copy>
+void copy_runs(const Box& src_box, std::span<const std::byte> src, const Box& dst_box, std::span<std::byte> dst,
+               std::size_t elem_size, Copy copy) {
+  expect_holds(src, src_box, elem_size, "copy_overlap: source smaller than its box");
+  expect_holds(dst, dst_box, elem_size, "copy_overlap: destination smaller than its box");
+  for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
+    copy(dst.data() + static_cast<std::size_t>(dst_at) * elem_size,
+         src.data() + static_cast<std::size_t>(src_at) * elem_size, static_cast<std::size_t>(run) * elem_size);
+  });
+}
+
 }  // namespace
 
 void copy_overlap(const Box& src_box, std::span<const std::byte> src, const Box& dst_box,
                   std::span<std::byte> dst, std::size_t elem_size) {
-  expect_holds(src, src_box, elem_size, "copy_overlap: source smaller than its box");
-  expect_holds(dst, dst_box, elem_size, "copy_overlap: destination smaller than its box");
-  for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
-    std::memcpy(dst.data() + static_cast<std::size_t>(dst_at) * elem_size,
-                src.data() + static_cast<std::size_t>(src_at) * elem_size, static_cast<std::size_t>(run) * elem_size);
-  });
+  copy_runs(src_box, src, dst_box, dst, elem_size,
+            [](std::byte* to, const std::byte* from, std::size_t bytes) { std::memcpy(to, from, bytes); });
 }
 
 void convert_overlap(const Box& src_box, std::span<const std::byte> src, DType from, const Box& dst_box,
                      std::span<std::byte> dst, DType to) {
-  if (from == to) {
-    const std::size_t elem = size_of(from);
-    expect_holds(src, src_box, elem, "convert_overlap: source smaller than its box");
-    expect_holds(dst, dst_box, elem, "convert_overlap: destination smaller than its box");
-    for_each_overlap_run(src_box, dst_box, [&](std::int64_t src_at, std::int64_t dst_at, std::int64_t run) {
-      detail::copy_past_cache(dst.data() + static_cast<std::size_t>(dst_at) * elem,
-                              src.data() + static_cast<std::size_t>(src_at) * elem, static_cast<std::size_t>(run) * elem);
-    });
-    return;
-  }
+  if (from == to) return copy_runs(src_box, src, dst_box, dst, size_of(from), detail::copy_past_cache);
   const std::size_t src_elem = size_of(from);
   const std::size_t dst_elem = size_of(to);
   expect_holds(src, src_box, src_elem, "convert_overlap: source smaller than its box");

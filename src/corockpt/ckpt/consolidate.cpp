@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +11,7 @@
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/ckpt/format/safetensors.hpp"
 #include "corockpt/ckpt/load.hpp"
+#include "corockpt/runtime/aligned_memory.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt {
@@ -58,22 +57,6 @@ constexpr std::uint64_t write_piece_bytes = 4ull << 20;  // the writes of a wind
 // Room before and after a window for an element that a window edge cuts: it is loaded
 // whole and only the window's part of it written (a page, so the window stays aligned).
 constexpr std::uint64_t edge_room = 4096;
-
-struct FreeDeleter {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-
-class Window {
- public:
-  bool allocate(std::uint64_t window_bytes) {
-    memory_.reset(static_cast<std::byte*>(std::aligned_alloc(edge_room, window_bytes + 2 * edge_room)));
-    return memory_ != nullptr;
-  }
-  std::byte* data() const { return memory_.get() + edge_room; }
-
- private:
-  std::unique_ptr<std::byte, FreeDeleter> memory_;
-};
 
 // The output file's bytes [begin, end) into `window`: the header's and, loaded from the
 // checkpoint, the tensors' (each as boxes contiguous in it).
@@ -127,23 +110,25 @@ Task<std::uint64_t> write_file(CheckpointIo io, CheckpointReader& reader, std::s
   const std::string header = encode_safetensors_header(plan.entries, {{"format", "pt"}});
   const std::uint64_t size = header.size() + plan.data_bytes;
   if (auto ok = co_await io.storage->allocate(*file, size); !ok) co_return fail(ok.error());
-  Window windows[2];
-  if (!windows[0].allocate(window_bytes) || !windows[1].allocate(window_bytes)) {
+  // Each window with a page of room before and after it.
+  const AlignedMemory first(window_bytes + 2 * edge_room, edge_room), second(window_bytes + 2 * edge_room, edge_room);
+  if (!first || !second) {
     co_return fail(Errc::no_memory, "no memory for two windows of " + std::to_string(window_bytes) + " bytes",
                    {.path = path, .operation = "consolidate"});
   }
+  std::byte* const windows[2] = {first.data() + edge_room, second.data() + edge_room};
   const std::uint64_t count = (size + window_bytes - 1) / window_bytes;
-  if (auto ok = co_await fill_window(reader, io, plan, header, 0, std::min(size, window_bytes), windows[0].data());
+  if (auto ok = co_await fill_window(reader, io, plan, header, 0, std::min(size, window_bytes), windows[0]);
       !ok) {
     co_return fail(ok.error());
   }
   for (std::uint64_t k = 0; k < count; ++k) {
     const std::uint64_t begin = k * window_bytes, end = std::min(size, begin + window_bytes);
     std::vector<Task<void>> both;
-    both.push_back(write_window(io, *file, begin, end - begin, windows[k % 2].data()));
+    both.push_back(write_window(io, *file, begin, end - begin, windows[k % 2]));
     if (k + 1 < count) {
       both.push_back(
-          fill_window(reader, io, plan, header, end, std::min(size, end + window_bytes), windows[(k + 1) % 2].data()));
+          fill_window(reader, io, plan, header, end, std::min(size, end + window_bytes), windows[(k + 1) % 2]));
     }
     if (auto ok = all_ok(co_await when_all(std::move(both))); !ok) co_return fail(ok.error());
     on_bytes(end - std::max<std::uint64_t>(begin, std::min<std::uint64_t>(header.size(), end)));

@@ -1,11 +1,10 @@
 #include "corockpt/ckpt/detail/staged_reads.hpp"
 
 #include <algorithm>
-#include <cstdlib>
-#include <memory>
 
 #include "corockpt/ckpt/box.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
+#include "corockpt/runtime/aligned_memory.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
 namespace corockpt::detail {
@@ -138,23 +137,20 @@ Task<void> read_loop(CheckpointReader& reader, CheckpointIo io, Shared& shared, 
   co_return Result<void>{};
 }
 
-struct FreeDeleter {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-
 // Reads longer than a buffer, one at a time, each in an allocation of its own.
 Task<void> read_oversized(CheckpointReader& reader, CheckpointIo io, Shared& shared, const StagedReadOptions& options) {
   for (const PlannedRead& read : shared.reads) {
     if (!read.oversized || shared.failed) continue;
-    const std::uint64_t align = std::max<std::uint64_t>(
-        {reader.file(*read.file) ? reader.file(*read.file)->offset_alignment() : 1u, io.staging->alignment(), 4096});
+    const File* file = reader.file(*read.file);
+    const std::uint64_t align =
+        std::max<std::uint64_t>({file ? file->offset_alignment() : 1u, io.staging->alignment(), 4096});
     const std::uint64_t size = round_up(read.end - read.begin + 2 * align, align);
-    std::unique_ptr<std::byte, FreeDeleter> memory(static_cast<std::byte*>(std::aligned_alloc(align, size)));
+    AlignedMemory memory(size, align);
     if (!memory) {
       co_return fail(Errc::no_memory, "no memory for a read of " + std::to_string(size) + " bytes (one checksum block)",
                      {.path = *read.file, .operation = "read"});
     }
-    auto ok = co_await read_one(reader, io, read, {memory.get(), size});
+    auto ok = co_await read_one(reader, io, read, memory.span());
     if (!ok) {
       shared.failed = true;
       co_return fail(ok.error());

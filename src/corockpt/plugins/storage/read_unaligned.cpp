@@ -1,20 +1,12 @@
 #include "corockpt/plugins/storage/read_unaligned.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 
+#include "corockpt/runtime/aligned_memory.hpp"
+
 namespace corockpt {
-
-namespace {
-
-struct FreeDeleter {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-
-}  // namespace
 
 Task<std::size_t> read_unaligned_at(Storage& storage, File& file, std::uint64_t offset, std::span<std::byte> data) {
   if (data.empty()) co_return std::size_t{0};
@@ -23,16 +15,16 @@ Task<std::size_t> read_unaligned_at(Storage& storage, File& file, std::uint64_t 
   const std::uint64_t start = offset / align * align;
   const std::uint64_t end = (offset + data.size() + align - 1) / align * align;
   const std::uint64_t length = end - start;
-  std::unique_ptr<std::byte, FreeDeleter> bounce(static_cast<std::byte*>(std::aligned_alloc(align, length)));
+  AlignedMemory bounce(length, align);
   if (!bounce) {
     co_return fail(Errc::no_memory, "no memory for a " + std::to_string(length) + " byte read",
                    {.path = file.path(), .operation = "read_at"});
   }
-  auto got = co_await storage.read_at(file, start, {bounce.get(), length});
+  auto got = co_await storage.read_at(file, start, bounce.span().first(length));
   if (!got) co_return fail(got.error());
   const std::uint64_t skip = offset - start;
   const std::size_t available = *got > skip ? std::min<std::size_t>(*got - skip, data.size()) : 0;
-  std::memcpy(data.data(), bounce.get() + skip, available);
+  std::memcpy(data.data(), bounce.data() + skip, available);
   co_return available;
 }
 
