@@ -44,6 +44,7 @@ class CheckpointReader {
   /// Opens the data files `files` (names from the metadata), all at once, before reads:
   /// O_DIRECT where the file system takes it (said once a process on stderr where not).
   Task<void> open_files(std::set<std::string> files);
+  /// The data files opened so far, by name.
   const std::map<std::string, File>& files() const { return files_; }
   /// An opened data file (nullptr if open_files did not open it).
   File* file(const std::string& name) {
@@ -53,10 +54,11 @@ class CheckpointReader {
 
   /// Bytes [from, to) of `chunk`'s data (offsets relative to the chunk's first byte)
   /// of the tensor `name`, read with the whole checksum blocks around them and each
-  /// block's CRC-32C checked (on a worker), into memory of their own (verify and objects;
-  /// loads read through the staging buffers instead, detail/staged_reads.hpp). @returns Errc::corrupt naming the tensor,
-  /// the file and the block on a mismatch, Errc::corrupt when the file is shorter
-  /// than the metadata says, storage errors with the path.
+  /// block's CRC-32C checked (on a worker), into memory of their own (verify and
+  /// objects; loads read through the staging buffers instead, detail/staged_reads.hpp).
+  /// @returns Errc::corrupt naming the tensor, the file and the block on a mismatch,
+  /// Errc::corrupt when the file is shorter than the metadata says, storage errors with
+  /// the path.
   Task<std::vector<std::byte>> read(const std::string& name, const ChunkRecord& chunk, std::uint64_t from,
                                     std::uint64_t to);
   /// The bytes of the object `name` (opening its file if needed), every checksum block
