@@ -428,14 +428,19 @@ int main(int argc, char** argv) {
     std::uint64_t mine[2] = {results[0].digest, results[0].reference_digest};
     std::vector<std::uint64_t> all(2 * static_cast<std::size_t>((*world)->size()));
     auto gathered = runtime.spawn((*world)->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)))).get();
-    if (!gathered) std::fprintf(stderr, "corockpt_train: %s\n", gathered.error().to_string().c_str());
+    if (!gathered) {
+      std::fprintf(stderr, "corockpt_train: %s\n", gathered.error().to_string().c_str());
+      if (results[0].error.empty()) results[0].error = gathered.error().to_string();
+    }
     results[0].digest = results[0].reference_digest = 0;
     for (std::size_t i = 0; i < all.size(); i += 2) {
       results[0].digest += all[i];
       results[0].reference_digest += all[i + 1];
     }
     world->reset();
-    (void)finalize_mpi();
+    // After a failure a peer may be dead, and MPI_Finalize could wait for it for ever:
+    // exit without it (non-zero, below), which makes mpirun end the job.
+    if (results[0].error.empty()) (void)finalize_mpi();
   } else {
     auto world = make_local_world(runtime, spec->world_size, comm);
     if (!world) {

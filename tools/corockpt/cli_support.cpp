@@ -21,19 +21,30 @@ Result<std::unique_ptr<Engines>> Engines::make(StorageKind kind) {
   return engines;
 }
 
+CommOptions RankOptions::comm() const {
+  CommOptions options;
+  options.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(deadline_s * 1000));
+  return options;
+}
+
 void add_rank_options(CLI::App& cmd, RankOptions& options) {
   cmd.add_option("--backend", options.backend, "local (ranks in this process) or mpi (under mpirun)")
       ->check(CLI::IsMember({"local", "mpi"}));
   cmd.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
+  cmd.add_option("--deadline", options.deadline_s,
+                 "seconds any wait on the other ranks may take (MPI's start, each collective) before the command "
+                 "fails, naming a dead peer where it can")
+      ->default_val(options.deadline_s)
+      ->check(CLI::Range(0.001, 86400.0));
 }
 
-Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const std::string& backend, int world_size,
+Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const RankOptions& options, int world_size,
                                                    const RankJob& job) {
   Runtime& runtime = engines.runtime();
   std::vector<Result<std::string>> results;
-  if (backend == "mpi") {
-    auto world = make_mpi_world(runtime);
+  if (options.backend == "mpi") {
+    auto world = make_mpi_world(runtime, options.comm());
     if (!world) return fail(world.error());
     if ((*world)->size() != world_size) {
       return fail(Errc::invalid_argument, "the spec is for " + std::to_string(world_size) + " ranks but mpirun started " +
@@ -41,10 +52,11 @@ Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const std::
     }
     results.push_back(runtime.spawn(job((*world)->rank(), *world)).get());
     world->reset();
+    if (!results.front()) return results;  // no MPI_Finalize: see the header
     if (auto done = finalize_mpi(); !done) return fail(done.error());
     return results;
   }
-  auto world = make_local_world(runtime, world_size);
+  auto world = make_local_world(runtime, world_size, options.comm());
   if (!world) return fail(world.error());
   std::vector<TaskHandle<std::string>> handles;
   for (int r = 0; r < world_size; ++r) handles.push_back(runtime.spawn(runtime.make_strand(), job(r, (*world)[r])));

@@ -35,18 +35,25 @@ class Engines {
   std::unique_ptr<BufferPool> staging_;
 };
 
-/// Options every multi-rank subcommand takes: --backend and --storage.
+/// Options every multi-rank subcommand takes: --backend, --storage and --deadline.
 struct RankOptions {
   std::string backend = "local";
   std::string storage = "auto";
+  /// Bounds every wait on the other ranks (CommOptions::deadline), MPI's start included.
+  double deadline_s = 60;
+  CommOptions comm() const;
 };
 void add_rank_options(CLI::App& cmd, RankOptions& options);
 
 /// Runs `job(rank, world)` on `world_size` ranks in this process (backend "local") or
-/// on this process's rank under mpirun (backend "mpi"; the world size must match).
+/// on this process's rank under mpirun (backend "mpi"; the world size must match), every
+/// communication bounded by `options.deadline_s`.
+/// Under mpirun, MPI is finalized only when this rank's job succeeded: after a failure a
+/// peer may be dead, and MPI_Finalize could wait for it for ever. The process then exits
+/// without it (non-zero), which makes mpirun end the job.
 /// @returns each local rank's result, in rank order.
 using RankJob = std::function<Task<std::string>(int rank, std::shared_ptr<Communicator> world)>;
-Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const std::string& backend, int world_size,
+Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const RankOptions& options, int world_size,
                                                    const RankJob& job);
 
 /// "1.50 GiB", "512 B".

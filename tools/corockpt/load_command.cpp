@@ -81,7 +81,7 @@ int run(const LoadArgs& args) {
   if (!engines) return report_error("load", engines.error());
   ProgressLine progress("loading");
   const auto start = std::chrono::steady_clock::now();
-  auto results = run_ranks(**engines, args.ranks.backend, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
+  auto results = run_ranks(**engines, args.ranks, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
     return load_rank(*spec, rank, std::move(world), (*engines)->io(), args.dir, args.check, !args.no_strict,
                      args.replicas_once, progress.rank_callback());
   });

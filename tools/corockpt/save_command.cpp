@@ -55,7 +55,7 @@ int run(const SaveArgs& args) {
   auto engines = Engines::make(*kind);
   if (!engines) return report_error("save", engines.error());
   ProgressLine progress("saving");
-  auto results = run_ranks(**engines, args.ranks.backend, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
+  auto results = run_ranks(**engines, args.ranks, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
     return save_rank(*spec, rank, std::move(world), (*engines)->io(), args.dir, progress.rank_callback());
   });
   progress.finish();

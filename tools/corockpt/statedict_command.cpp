@@ -23,6 +23,7 @@ namespace {
 struct StatedictArgs {
   std::string spec_path;
   std::string backend = "local";
+  double deadline_s = 60;  // bounds every wait on the other ranks, MPI's start included
   std::string out_path;
   StateDictOptions options;
   std::string device = "host";  // or "cuda": the model in GPU memory (GPU rank % count)
@@ -75,9 +76,15 @@ Result<void> write_json(const std::string& path, const nlohmann::json& doc) {
   return {};
 }
 
+CommOptions comm_options(const StatedictArgs& args) {
+  CommOptions options;
+  options.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(args.deadline_s * 1000));
+  return options;
+}
+
 Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
   Runtime runtime;
-  auto world = make_local_world(runtime, spec.world_size);
+  auto world = make_local_world(runtime, spec.world_size, comm_options(args));
   if (!world) return fail(world.error());
   std::vector<TaskHandle<nlohmann::json>> ranks;
   const RankPlacement placement{args.device, args.nccl};
@@ -97,7 +104,7 @@ Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
 // Under mpirun: every process describes its rank; rank 0 gathers and writes.
 Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
   Runtime runtime;
-  auto world = make_mpi_world(runtime);
+  auto world = make_mpi_world(runtime, comm_options(args));
   if (!world) return fail(world.error());
   const int rank = (*world)->rank();
   const RankPlacement placement{args.device, args.nccl};
@@ -127,8 +134,10 @@ Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
   }(runtime, spec, *world, args.options, placement, args.out_path)).get();
   (void)rank;
   world->reset();
-  if (auto done = finalize_mpi(); !done && result) return done;
-  return result;
+  // After a failure a peer may be dead and MPI_Finalize may wait for it for ever: exit
+  // without it (non-zero), which makes mpirun end the job.
+  if (!result) return result;
+  return finalize_mpi();
 }
 
 int run(const StatedictArgs& args) {
@@ -154,6 +163,9 @@ void add_statedict_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--spec", args->spec_path, "model spec (JSON)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--backend", args->backend, "local (ranks in this process) or mpi (under mpirun)")
       ->check(CLI::IsMember({"local", "mpi"}));
+  cmd->add_option("--deadline", args->deadline_s, "seconds any wait on the other ranks may take before it fails")
+      ->default_val(args->deadline_s)
+      ->check(CLI::Range(0.001, 86400.0));
   cmd->add_option("--out", args->out_path, "where to write the JSON description")->required();
   cmd->add_flag("--full", args->options.full_state_dict, "gathered, unsharded values");
   cmd->add_flag("--cpu-offload", args->options.cpu_offload, "with --full: only rank 0 holds values");

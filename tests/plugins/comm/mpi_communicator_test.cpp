@@ -5,6 +5,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "corockpt/plugins/comm/mpi/peer_processes.hpp"
 #include "corockpt/runtime/trace.hpp"
 #include "tests/plugins/comm/rank_checks.hpp"
 #include "tests/support/catch_session.hpp"
@@ -168,10 +172,28 @@ TEST_CASE("comm mpi - a rank that skips a barrier: the others time out, then the
   CHECK(timed_out.code == Errc::timeout);
   CHECK(timed_out.context.operation == "barrier");
   CHECK_THAT(timed_out.message, Catch::Contains("barrier on world/split(0) did not finish within 300 ms"));
+  // Nobody died (the last rank only skipped the barrier): the message blames no one.
+  CHECK_THAT(timed_out.message, Catch::Contains("the 3 other ranks on this host are running"));
   REQUIRE_FALSE(outcomes[1]);
   CHECK(outcomes[1].error().code == Errc::unavailable);
   CHECK_THAT(outcomes[1].error().message,
              Catch::Contains("communicator world/split(0) is broken after an earlier timeout"));
+}
+
+TEST_CASE("comm mpi - after a timeout, a dead peer on this host is named; peers elsewhere are counted", "[comm]") {
+  using mpi_detail::PeerProcess;
+  const PeerProcess me = mpi_detail::this_process();
+  const pid_t child = ::fork();  // a process that has exited (and been reaped): its pid is free
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  REQUIRE(::waitpid(child, nullptr, 0) == child);
+  const std::vector<PeerProcess> world = {me, {.host = me.host, .pid = child}, {.host = me.host + 1, .pid = 1}, me};
+  const std::vector<int> everyone = {0, 1, 2, 3};
+  CHECK(mpi_detail::describe_peers(world, everyone, 0) ==
+        "world rank 1 (pid " + std::to_string(child) + ", this host) has exited; 1 ranks on other hosts were not checked");
+  const std::vector<int> alive = {0, 3};
+  CHECK(mpi_detail::describe_peers(world, alive, 0) == "the other rank on this host is running");
+  CHECK(mpi_detail::this_process().host == me.host);
 }
 
 TEST_CASE("comm mpi - a collective abandoned at its deadline completes later, its communicator gone", "[comm]") {

@@ -10,6 +10,7 @@
 #include "corockpt/plugins/comm/detail/injected_latency.hpp"
 #include "corockpt/plugins/comm/detail/planned_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_library.hpp"
+#include "corockpt/plugins/comm/mpi/peer_processes.hpp"
 #include "corockpt/plugins/comm/detail/mpi_progress.hpp"
 #include "corockpt/runtime/deadline.hpp"
 #include "corockpt/runtime/trace.hpp"
@@ -25,6 +26,8 @@ using mpi_detail::mpi_error;
 using mpi_detail::MpiOperation;
 using mpi_detail::MpiProgress;
 using mpi_detail::OwnedComm;
+using mpi_detail::PeerProcess;
+using WorldProcesses = std::shared_ptr<const std::vector<PeerProcess>>;
 
 std::string bytes(std::size_t n) { return std::to_string(n) + " bytes"; }
 
@@ -36,14 +39,24 @@ void copy_bytes(std::byte* to, std::span<const std::byte> from) {
 
 class MpiCommunicator final : public comm_detail::PlannedCommunicator {
  public:
-  /// Takes ownership of `comm`.
-  MpiCommunicator(Runtime& runtime, MPI_Comm comm, std::string name, CommOptions options)
+  /// Takes ownership of `comm`. `processes`: every world rank's process, in world order.
+  MpiCommunicator(Runtime& runtime, MPI_Comm comm, std::string name, CommOptions options, WorldProcesses processes)
       : runtime_(runtime), comm_(std::make_shared<const OwnedComm>(comm)), name_(std::move(name)),
-        options_(options) {
+        options_(options), processes_(std::move(processes)) {
     auto mpi = lock_mpi();
     MPI_Comm_rank(comm, &rank_);
     MPI_Comm_size(comm, &size_);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
+    // The members' world ranks, to name a dead one after a timeout.
+    MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+    MPI_Comm_group(comm, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    std::vector<int> ranks(static_cast<std::size_t>(size_));
+    for (int r = 0; r < size_; ++r) ranks[static_cast<std::size_t>(r)] = r;
+    members_.resize(ranks.size());
+    MPI_Group_translate_ranks(group, size_, ranks.data(), world_group, members_.data());
+    MPI_Group_free(&group);
+    MPI_Group_free(&world_group);
   }
 
   int rank() const override { return rank_; }
@@ -72,6 +85,8 @@ class MpiCommunicator final : public comm_detail::PlannedCommunicator {
   int rank_ = 0;
   int size_ = 0;
   int world_rank_ = 0;
+  const WorldProcesses processes_;
+  std::vector<int> members_;  // world rank of each rank of this group
 
   mutable std::mutex broken_mutex_;  // ranks may issue from different strands
   std::optional<Error> broken_because_;
@@ -99,6 +114,11 @@ Task<void> MpiCommunicator::run(Plan plan) {
     }
   }
   if (!result) {
+    if (result.error().code == Errc::timeout && processes_) {
+      // MPI cannot say who did not arrive; a dead peer on this host can be named.
+      const std::string peers = mpi_detail::describe_peers(*processes_, members_, world_rank_);
+      if (!peers.empty()) result.error().message += "; " + peers;
+    }
     result.error().with_rank(rank_).with_operation(operation);
     mark_broken(result.error());
   }
@@ -259,7 +279,8 @@ Result<std::shared_ptr<Communicator>> MpiCommunicator::split_now(int color, int 
     mark_broken(error);
     return fail(std::move(error));
   }
-  return std::make_shared<MpiCommunicator>(runtime_, made, name_ + "/split(" + std::to_string(color) + ")", options_);
+  return std::make_shared<MpiCommunicator>(runtime_, made, name_ + "/split(" + std::to_string(color) + ")", options_,
+                                           processes_);
 }
 
 std::optional<Error> MpiCommunicator::broken_error() const {
@@ -279,40 +300,71 @@ void MpiCommunicator::mark_broken(const Error& why) {
 
 }  // namespace
 
+namespace {
+
+// Polls `request` until it completes or `give_up_at` passes (the request then stays with
+// MPI, which must own every buffer in it).
+Result<void> wait_until(MPI_Request& request, std::chrono::steady_clock::time_point give_up_at,
+                        const std::string& what, const std::string& late) {
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    int code = MPI_SUCCESS;
+    {
+      auto mpi = lock_mpi();
+      code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    }
+    if (code != MPI_SUCCESS) return fail(mpi_error(code, what).with_operation(what));
+    if (done) return {};
+    if (std::chrono::steady_clock::now() >= give_up_at) return fail(Errc::timeout, what + ": " + late, {.operation = what});
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+  }
+}
+
+}  // namespace
+
 Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptions options) {
   const std::string what = "make_mpi_world";
+  const auto give_up_at = std::chrono::steady_clock::now() + options.deadline;
+  const std::string late = "the other processes did not join within " + std::to_string(options.deadline.count()) + " ms";
   MPI_Comm world = MPI_COMM_NULL;
   MPI_Request joining = MPI_REQUEST_NULL;
   {
     auto mpi = lock_mpi();
-    if (auto ready = mpi_detail::ensure_initialized(); !ready) return fail(ready.error());
+    if (auto ready = mpi_detail::ensure_initialized(options.deadline); !ready) return fail(ready.error());
     // A duplicate of the world, joined without blocking so that the deadline holds.
     int code = MPI_Comm_idup(MPI_COMM_WORLD, &world, &joining);
     if (code != MPI_SUCCESS) return fail(mpi_error(code, what).with_operation(what));
   }
-  const auto give_up_at = std::chrono::steady_clock::now() + options.deadline;
-  auto pause = std::chrono::microseconds(20);
-  for (;;) {
-    int joined = 0;
-    int code = MPI_SUCCESS;
-    {
-      auto mpi = lock_mpi();
-      code = MPI_Test(&joining, &joined, MPI_STATUS_IGNORE);
-      if (code == MPI_SUCCESS && joined) code = MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+  if (auto joined = wait_until(joining, give_up_at, what, late); !joined) return fail(joined.error());
+  // Every rank's process, for naming a dead peer after a timeout. What MPI reads and
+  // writes is left to it (leaked) if the gather times out.
+  struct Gathering {
+    PeerProcess me = mpi_detail::this_process();
+    std::vector<PeerProcess> all;
+  };
+  auto gathering = std::make_unique<Gathering>();
+  MPI_Request request = MPI_REQUEST_NULL;
+  {
+    auto mpi = lock_mpi();
+    int code = MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    int size = 0;
+    if (code == MPI_SUCCESS) code = MPI_Comm_size(world, &size);
+    gathering->all.resize(static_cast<std::size_t>(size));
+    if (code == MPI_SUCCESS) {
+      code = MPI_Iallgather(&gathering->me, sizeof(PeerProcess), MPI_BYTE, gathering->all.data(), sizeof(PeerProcess),
+                            MPI_BYTE, world, &request);
     }
     if (code != MPI_SUCCESS) return fail(mpi_error(code, what).with_operation(what));
-    if (joined) break;
-    if (std::chrono::steady_clock::now() >= give_up_at) {
-      // The request stays with MPI: nothing of ours is in it.
-      return fail(Errc::timeout,
-                  what + ": the other processes did not join within " + std::to_string(options.deadline.count()) +
-                      " ms",
-                  {.operation = what});
-    }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
-  return std::shared_ptr<Communicator>(std::make_shared<MpiCommunicator>(runtime, world, "world", options));
+  if (auto gathered = wait_until(request, give_up_at, what, late); !gathered) {
+    gathering.release();
+    return fail(gathered.error());
+  }
+  auto processes = std::make_shared<const std::vector<PeerProcess>>(std::move(gathering->all));
+  return std::shared_ptr<Communicator>(
+      std::make_shared<MpiCommunicator>(runtime, world, "world", options, std::move(processes)));
 }
 
 Result<void> finalize_mpi() {

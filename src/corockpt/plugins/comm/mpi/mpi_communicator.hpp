@@ -43,17 +43,21 @@ namespace corockpt {
 /// This process's rank in a world of all the processes mpirun started, on its own
 /// duplicate of MPI_COMM_WORLD (checkpoint traffic never mixes with the program's), named
 /// "world". Blocks the calling thread until every process has called it, up to
-/// `options.deadline`: call it at start-up, not from a coroutine on `runtime`. Every
-/// process must call it the same number of times, in the same order.
+/// `options.deadline`, MPI's initialization included (a process of the job that died
+/// before initializing MPI would otherwise block it for ever): call it at start-up, not
+/// from a coroutine on `runtime`. Every process must call it the same number of times, in
+/// the same order. The ranks exchange their host and pid, so that a timeout on any group
+/// made from this world names the members on this host whose process has exited.
 /// @returns Errc::unavailable when MPI is missing or cannot be initialized at
 ///   MPI_THREAD_SERIALIZED, Errc::timeout when the other processes do not join in time.
 Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptions options = {});
 
 /// Finalizes MPI if `make_mpi_world` initialized it; a no-op otherwise. Call it once at
-/// exit, after every operation has ended and every runtime using MPI is gone
+/// exit after a success, after every operation has ended and every runtime using MPI is gone
 /// (communicators destroyed later skip freeing themselves). Requests abandoned at a
 /// deadline may still be pending: OpenMPI 4.1 finalizes regardless (the tests check it),
-/// and their staging is freed after.
+/// and their staging is freed after. After a failure that may come from a dead peer, do
+/// not call it: MPI_Finalize has no deadline and may wait for that peer; exit non-zero.
 /// @returns an Error with MPI's text if MPI_Finalize fails.
 Result<void> finalize_mpi();
 

@@ -1,12 +1,51 @@
 #include "corockpt/plugins/comm/mpi/mpi_library.hpp"
 
+#include <condition_variable>
 #include <string>
+#include <thread>
 
 namespace corockpt::mpi_detail {
 
 namespace {
 
+// The thread that initializes and finalizes MPI (see ensure_initialized), and what it
+// reports. Leaked on purpose: it may be stuck in MPI_Init_thread when the process exits.
+struct MainThread {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool initialized = false;  // MPI_Init_thread returned
+  int init_code = MPI_SUCCESS;
+  int provided = MPI_THREAD_SINGLE;
+  bool finalize_wanted = false;
+  bool finalized = false;  // MPI_Finalize returned
+  int finalize_code = MPI_SUCCESS;
+};
+
+MainThread* main_thread = nullptr;  // set once, under lock_mpi()
 bool initialized_by_us = false;
+bool init_abandoned = false;
+
+MainThread* start_main_thread() {
+  auto* state = new MainThread();
+  std::thread([state] {
+    int provided = MPI_THREAD_SINGLE;
+    const int code = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    std::unique_lock lock(state->mutex);
+    state->initialized = true;
+    state->init_code = code;
+    state->provided = provided;
+    state->changed.notify_all();
+    if (code != MPI_SUCCESS) return;
+    state->changed.wait(lock, [state] { return state->finalize_wanted; });
+    lock.unlock();
+    const int finalize_code = MPI_Finalize();
+    lock.lock();
+    state->finalized = true;
+    state->finalize_code = finalize_code;
+    state->changed.notify_all();
+  }).detach();
+  return state;
+}
 
 std::string thread_level_name(int level) {
   switch (level) {
@@ -31,15 +70,30 @@ bool finalized() {
   return done != 0;
 }
 
-Result<void> ensure_initialized() {
+Result<void> ensure_initialized(std::chrono::milliseconds deadline) {
   const ErrorContext context{.operation = "MPI_Init_thread"};
+  if (init_abandoned) {
+    return fail(Errc::unavailable, "MPI is unusable in this process: its initialization timed out earlier", context);
+  }
   if (finalized()) return fail(Errc::unavailable, "MPI was already finalized in this process", context);
   int started = 0;
   MPI_Initialized(&started);
   int provided = MPI_THREAD_SINGLE;
   if (!started) {
-    int code = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
-    if (code != MPI_SUCCESS) return fail(mpi_error(code, "MPI_Init_thread").with_operation("MPI_Init_thread"));
+    if (main_thread != nullptr) return fail(Errc::unavailable, "MPI failed to initialize earlier in this process", context);
+    main_thread = start_main_thread();
+    std::unique_lock lock(main_thread->mutex);
+    if (!main_thread->changed.wait_for(lock, deadline, [] { return main_thread->initialized; })) {
+      init_abandoned = true;
+      return fail(Errc::timeout,
+                  "MPI_Init_thread did not finish within " + std::to_string(deadline.count()) +
+                      " ms: a process of the job did not start, or died before initializing MPI",
+                  context);
+    }
+    if (main_thread->init_code != MPI_SUCCESS) {
+      return fail(mpi_error(main_thread->init_code, "MPI_Init_thread").with_operation("MPI_Init_thread"));
+    }
+    provided = main_thread->provided;
     initialized_by_us = true;
   } else {
     MPI_Query_thread(&provided);
@@ -55,7 +109,11 @@ Result<void> ensure_initialized() {
 
 Result<void> finalize() {
   if (!initialized_by_us || finalized()) return {};
-  int code = MPI_Finalize();
+  std::unique_lock lock(main_thread->mutex);
+  main_thread->finalize_wanted = true;
+  main_thread->changed.notify_all();
+  main_thread->changed.wait(lock, [] { return main_thread->finalized; });
+  const int code = main_thread->finalize_code;
   if (code != MPI_SUCCESS) return fail(mpi_error(code, "MPI_Finalize").with_operation("MPI_Finalize"));
   return {};
 }

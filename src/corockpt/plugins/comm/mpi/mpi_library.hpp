@@ -6,6 +6,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <mutex>
 #include <string_view>
 
@@ -21,16 +22,25 @@ std::unique_lock<std::mutex> lock_mpi();
 /// Initializes MPI the first time (MPI_Init_thread asking for MPI_THREAD_SERIALIZED), or
 /// checks the thread level of an MPI the program initialized itself. Call it holding
 /// `lock_mpi()`.
-/// @returns Errc::unavailable when MPI cannot be initialized, is already finalized, or
-///   grants less than MPI_THREAD_SERIALIZED.
-Result<void> ensure_initialized();
+///
+/// MPI_Init_thread returns only when every process of the job has called it, so a process
+/// that died before it would block it for ever. It runs on a thread of its own, MPI's main
+/// thread from then on (it also runs MPI_Finalize, as the standard asks), and the caller
+/// waits for it up to `deadline`. An initialization abandoned at its deadline stays
+/// abandoned: that thread may never return, and MPI is unusable in this process.
+/// @returns Errc::timeout at the deadline; Errc::unavailable when MPI cannot be
+///   initialized, is already finalized, was abandoned, or grants less than
+///   MPI_THREAD_SERIALIZED.
+Result<void> ensure_initialized(std::chrono::milliseconds deadline);
 
 /// True once MPI_Finalize has run (after which no MPI call is allowed). Call it holding
 /// `lock_mpi()`.
 bool finalized();
 
 /// Finalizes MPI if ensure_initialized initialized it (a program that initialized MPI
-/// itself also finalizes it). Call it holding `lock_mpi()`.
+/// itself also finalizes it), on the thread that initialized it. Call it holding
+/// `lock_mpi()`. It has no deadline (MPI_Finalize may wait for the other processes):
+/// after a failure with a peer that may be dead, leave MPI unfinalized instead.
 Result<void> finalize();
 
 /// An MPI communicator, freed when its last owner lets go: the `MpiCommunicator` and every
