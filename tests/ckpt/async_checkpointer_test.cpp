@@ -301,3 +301,31 @@ TEST_CASE("AsyncCheckpointer: stop abandons a save that cannot finish by its dea
   CHECK((*latest)->step == 1);
   CHECK(loads_known_values(io, io.io(), spec, tmp.file("ckpts/step-00000001")));
 }
+
+TEST_CASE("AsyncCheckpointer: a user blob over its limit is refused at the request, and the next save runs") {
+  TempDir tmp;
+  TestIo io;
+  const ModelSpec spec = seed(2, 2);
+  auto world = make_local_world(io.runtime(), 2).value();
+  std::vector<Rank> ranks(2);
+  const nlohmann::json too_big = {{"s", std::string(max_user_blob_bytes, 'x')}};
+  // The rank threads only record; the test thread asserts (Catch2 is not thread-safe).
+  std::vector<std::optional<Error>> refused(2);
+  std::vector<Result<SaveReport>> next(2, fail(Errc::internal, "not run"));
+  on_threads(2, [&](int r) {
+    ranks[r] = make_rank(io, io.io(), spec, r, world[r], {.root = tmp.file("ckpts")});
+    auto request = ranks[r].checkpointer->async_save(1, too_big);
+    if (!request) refused[r] = request.error();
+    auto second = ranks[r].checkpointer->async_save(2, {{"step", 2}});
+    if (second) next[r] = second->wait();
+  });
+  for (int r = 0; r < 2; ++r) {
+    REQUIRE(refused[r].has_value());
+    CHECK(refused[r]->code == Errc::invalid_argument);
+    CHECK_THAT(refused[r]->message, Catch::Contains("user blob is " + std::to_string(max_user_blob_bytes + 8)));
+    INFO((next[r] ? std::string() : next[r].error().to_string()));
+    CHECK(next[r].has_value());
+  }
+  CHECK_FALSE(std::filesystem::exists(tmp.file("ckpts/step-00000001")));
+  CHECK(loads_known_values(io, io.io(), spec, tmp.file("ckpts/step-00000002")));
+}

@@ -171,6 +171,56 @@ TEST_CASE("Checkpoint: saving onto an existing checkpoint is refused and leaves 
   }
 }
 
+namespace {
+
+// Saves the spec's model (known values) with `user` as the blob.
+Task<SaveReport> save_with_user(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world, CheckpointIo io,
+                                std::string dir, nlohmann::json user) {
+  auto model = co_await Model::build(spec, rank, std::move(world));
+  if (!model) co_return fail(model.error());
+  (*model)->allocate();
+  fixtures::fill_known_values(**model);
+  SaveOptions options;
+  options.user = std::move(user);
+  co_return co_await save_checkpoint(**model, io, std::move(dir), std::move(options));
+}
+
+}  // namespace
+
+TEST_CASE("Checkpoint: a user blob over 16 MiB is refused on every rank before anything is written; at 16 MiB it saves") {
+  TempDir tmp;
+  TestIo io;
+  const ModelSpec spec = spec_of(test::seed_spec_json("flat", 2, 2));
+  // {"s":"xx..."}: 8 bytes of JSON around the string.
+  const nlohmann::json at_limit = {{"s", std::string(max_user_blob_bytes - 8, 'x')}};
+  const nlohmann::json over_limit = {{"s", std::string(max_user_blob_bytes - 7, 'x')}};
+  REQUIRE(at_limit.dump().size() == max_user_blob_bytes);
+
+  const std::string refused = tmp.file("refused");
+  auto saved = run_local_ranks<SaveReport>(io.runtime(), 2, [&](int r, std::shared_ptr<Communicator> w) {
+    return save_with_user(spec, r, std::move(w), io.io(), refused, over_limit);
+  });
+  for (auto& s : saved) {
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().code == Errc::invalid_argument);
+    CHECK_THAT(s.error().message, Catch::Contains("user blob is " + std::to_string(max_user_blob_bytes + 1) + " bytes"));
+  }
+  CHECK(std::filesystem::is_empty(tmp.path()));  // no checkpoint, no temporary directory
+
+  const std::string kept = tmp.file("kept");
+  saved = run_local_ranks<SaveReport>(io.runtime(), 2, [&](int r, std::shared_ptr<Communicator> w) {
+    return save_with_user(spec, r, std::move(w), io.io(), kept, at_limit);
+  });
+  for (auto& s : saved) {
+    INFO((s ? std::string() : s.error().to_string()));
+    REQUIRE(s.has_value());
+  }
+  for (auto& l : load_on(io, spec, kept)) {
+    REQUIRE(l.has_value());
+    CHECK(l->report.user == at_limit);
+  }
+}
+
 TEST_CASE("Checkpoint: a partial checkpoint is never loaded") {
   TempDir tmp;
   TestIo io;

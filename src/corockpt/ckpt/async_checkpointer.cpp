@@ -176,6 +176,11 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
 }
 
 Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveState> state, nlohmann::json user) {
+  // Refused now, not when the save commits; every rank passes the same blob, so all
+  // refuse alike.
+  if (auto bounded = check_user_blob(user); !bounded) {
+    return fail(std::move(bounded.error().with_rank(scope_.rank).with_operation("async_save")));
+  }
   std::shared_ptr<detail::SaveState> previous;
   {
     std::lock_guard lock(mutex_);

@@ -56,7 +56,14 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   dir = detail::strip_trailing_slashes(std::move(dir));
 
   Result<std::string> prepared = std::string{};
-  if (rank == 0) prepared = co_await begin_save(io, dir);
+  if (rank == 0) {
+    // Rank 0's blob is the one saved; refused before anything is written.
+    if (auto bounded = check_user_blob(options.user); !bounded) {
+      prepared = fail(bounded.error().with_path(dir).with_operation("save"));
+    } else {
+      prepared = co_await begin_save(io, dir);
+    }
+  }
   auto tmp = co_await detail::broadcast_outcome(world, prepared);
   if (!tmp) co_return fail(tmp.error().with_rank(rank).with_operation("save"));
 

@@ -159,6 +159,7 @@ Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, Check
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
                                 std::string tmp, std::string dir) {
   dir = detail::strip_trailing_slashes(std::move(dir));
+  if (auto bounded = check_user_blob(base.user); !bounded) co_return fail(bounded.error().with_path(dir));
   auto merged = merge_plans(plans, std::move(base));
   if (!merged) co_return fail(merged.error().with_path(dir));
   if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(checkpoint_metadata_file),

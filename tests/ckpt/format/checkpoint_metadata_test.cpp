@@ -203,6 +203,10 @@ TEST_CASE("metadata - malformed JSON, unknown and missing keys, and wrong types 
   CHECK(contains(rejection([](Json& j) { j["meshes"][0]["dim_names"] = {"a", "b"}; }).message, "dim_names"));
   CHECK(contains(rejection([](Json& j) { j["param_groups"] = Json::object(); }).message, "param_groups"));
   CHECK(contains(rejection([](Json& j) { j["user"] = 3; }).message, "user"));
+  // A user blob past its limit (a hostile or foreign file: saves refuse to write one).
+  const Error big = rejection([](Json& j) { j["user"] = {{"s", std::string(max_user_blob_bytes, 'x')}}; });
+  CHECK(contains(big.message, "\"user\""));
+  CHECK(contains(big.message, "user blob is " + std::to_string(max_user_blob_bytes + 8) + " bytes"));
   CHECK(contains(rejection([](Json& j) { j["files"]["rank00000-000.safetensors"] = -1; }).message, "size"));
 }
 

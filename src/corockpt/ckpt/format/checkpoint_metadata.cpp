@@ -298,8 +298,8 @@ Result<CheckpointMetadata> read_metadata(std::string_view text) {
     return fail(corrupt(key_where("param_groups"), std::string("must be a list, got ") + root["param_groups"].type_name()));
   }
   metadata.param_groups = root["param_groups"];
-  if (!root["user"].is_object()) {
-    return fail(corrupt(key_where("user"), std::string("must be an object, got ") + root["user"].type_name()));
+  if (auto bounded = check_user_blob(root["user"]); !bounded) {
+    return fail(corrupt(key_where("user"), bounded.error().message));
   }
   metadata.user = root["user"];
 
@@ -376,6 +376,20 @@ std::string to_json_text(const CheckpointMetadata& metadata) {
     root.add("objects", objects);
   }
   return std::move(root).finish() + "\n";
+}
+
+Result<void> check_user_blob(const Json& user) {
+  if (!user.is_object()) {
+    return fail(Errc::invalid_argument, std::string("the user blob must be a JSON object, got ") + user.type_name());
+  }
+  const std::size_t bytes = user.dump().size();
+  if (bytes > max_user_blob_bytes) {
+    return fail(Errc::invalid_argument,
+                "the user blob is " + std::to_string(bytes) + " bytes as JSON, more than the " +
+                    std::to_string(max_user_blob_bytes) +
+                    " (16 MiB) a checkpoint's may hold; keep larger state in tensors or objects");
+  }
+  return {};
 }
 
 Result<CheckpointMetadata> parse_checkpoint_metadata(std::string_view text) {

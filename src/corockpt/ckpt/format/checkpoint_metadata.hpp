@@ -87,6 +87,15 @@ struct CheckpointMetadata {
   std::map<std::string, ObjectRecord> objects;
 };
 
+/// The most the "user" blob may take as JSON text (16 MiB). It is for small things (step,
+/// data-loader position, RNG seeds); every rank of a load parses it, so a large one costs
+/// every load time and memory. Larger state belongs in tensors or objects.
+inline constexpr std::size_t max_user_blob_bytes = std::size_t{16} << 20;
+
+/// Errc::invalid_argument unless `user` is an object of at most max_user_blob_bytes as
+/// JSON text, the message giving its size.
+Result<void> check_user_blob(const nlohmann::json& user);
+
 /// The number of checksum blocks of a range of `bytes` bytes (0 for an empty range).
 /// Precondition (checked; a violation aborts): block_size > 0.
 std::uint64_t checksum_blocks(std::uint64_t bytes, std::uint64_t block_size);
@@ -109,7 +118,7 @@ std::string to_json_text(const CheckpointMetadata& metadata);
 /// Also Errc::corrupt: "format" other than "corockpt", a version below 1, unknown keys
 /// (at every level), a key repeated in an object, world_size < 1, a mesh whose shape
 /// is not positive or whose dim_names do not match it, "param_groups" not a list or
-/// "user" not an object, a shape whose size does not fit int64, a checksum that is not a
+/// "user" not an object or larger than max_user_blob_bytes, a shape whose size does not fit int64, a checksum that is not a
 /// 32-bit unsigned integer. Chunks with no elements are valid (begin == end, no checksums).
 Result<CheckpointMetadata> parse_checkpoint_metadata(std::string_view text);
 
