@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "corockpt/ckpt/collector.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/ckpt/model_spec.hpp"
 #include "corockpt/ckpt/state_dict_json.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
@@ -36,6 +37,42 @@ struct RankPlacement {
   bool nccl = false;
 };
 
+// The CRC-32C of one tensor's values as 8 hex digits; device memory is copied to the host first.
+Task<std::string> value_digest(const TensorView& view, Device* device) {
+  std::vector<std::byte> host;
+  std::span<const std::byte> bytes = view.bytes();
+  if (view.space != MemorySpace::host) {
+    if (device == nullptr) co_return fail(Errc::invalid_argument, "statedict: device memory without a device");
+    host.resize(view.nbytes());
+    std::span<std::byte> to(host);
+    if (auto copied = co_await device->copy_to_host(to, bytes); !copied) co_return fail(copied.error());
+    bytes = host;
+  }
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(crc32c(bytes)));
+  co_return std::string(hex);
+}
+
+// Adds "crc32c" (of the values this rank holds) beside the layout of every entry, so two
+// descriptions agree only when their values do.
+Task<void> add_value_digests(nlohmann::json& described, const StateDict& state, Device* device) {
+  for (const auto& [fqn, value] : state.model) {
+    const TensorView& view = local_view(value);
+    auto digest = co_await value_digest(view, device);
+    if (!digest) co_return fail(digest.error().with_fqn(fqn));
+    described["model"][fqn]["crc32c"] = *digest;
+  }
+  for (const auto& [fqn, states] : state.optim.state) {
+    for (const auto& [name, value] : states) {
+      const TensorView& view = local_view(value);
+      auto digest = co_await value_digest(view, device);
+      if (!digest) co_return fail(digest.error().with_fqn(fqn));
+      described["optim"]["state"][fqn][name]["crc32c"] = *digest;
+    }
+  }
+  co_return Result<void>{};
+}
+
 // One rank's whole job: build, collect, describe.
 Task<nlohmann::json> describe_rank(Runtime& runtime, const ModelSpec& spec, int rank,
                                    std::shared_ptr<Communicator> world, StateDictOptions options,
@@ -58,13 +95,20 @@ Task<nlohmann::json> describe_rank(Runtime& runtime, const ModelSpec& spec, int 
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
   (*model)->allocate();
+  // Known values in params and optimizer state alike, so every digest is of values that
+  // depend on their name and index (a shard gathered into the wrong place changes it).
   fixtures::fill_known_values(**model);
+  fixtures::fill_known_state(**model);
   if (device) {
     if (auto moved = co_await (*model)->move_to(device); !moved) co_return fail(moved.error().with_rank(rank));
   }
   auto state = co_await get_state_dict(**model, options);
   if (!state) co_return fail(state.error().with_rank(rank));
-  co_return describe_state_dict(*state, rank);
+  nlohmann::json described = describe_state_dict(*state, rank);
+  if (auto digested = co_await add_value_digests(described, *state, device.get()); !digested) {
+    co_return fail(digested.error().with_rank(rank));
+  }
+  co_return described;
 }
 
 Result<void> write_json(const std::string& path, const nlohmann::json& doc) {
