@@ -13,6 +13,7 @@
 #include "corockpt/ckpt/load.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/thread_report.hpp"
 
 using namespace corockpt;
 using corockpt::test::TempDir;
@@ -50,22 +51,21 @@ TEST_CASE("AsyncCheckpointer from chunks: two ranks save their halves and object
   CHECK(no_inputs.error().code == Errc::invalid_argument);
 
   for (int save = 0; save < 2; ++save) {
-    std::vector<std::thread> ranks;
-    for (int r = 0; r < 2; ++r) {
-      ranks.emplace_back([&, r] {
-        auto& memory = save == 0 ? first[r] : second[r];
-        // Each object is given by one rank (two ranks giving one name fail the commit).
-        SaveInputs inputs{{half_of_w(memory, r)}, {}};
-        if (r == 0) inputs.objects.emplace_back("epoch", "e" + std::to_string(save));
-        if (r == 1) inputs.objects.emplace_back("optim.param_groups.0.lr", std::string("\x80\x04lr", 4));
-        auto handle = checkpointers[r]->async_save(10 + save, nlohmann::json{{"step", 10 + save}}, std::move(inputs));
-        REQUIRE(handle);
-        REQUIRE(handle->wait_snapshot());
-        std::fill(memory.begin(), memory.end(), -1.0f);  // the optimizer step, after the fence
-        REQUIRE(handle->wait());
-      });
-    }
-    for (auto& t : ranks) t.join();
+    test::ThreadReport report;
+    test::on_threads(2, report, [&](int r) {
+      auto& memory = save == 0 ? first[r] : second[r];
+      // Each object is given by one rank (two ranks giving one name fail the commit).
+      SaveInputs inputs{{half_of_w(memory, r)}, {}};
+      if (r == 0) inputs.objects.emplace_back("epoch", "e" + std::to_string(save));
+      if (r == 1) inputs.objects.emplace_back("optim.param_groups.0.lr", std::string("\x80\x04lr", 4));
+      auto handle = checkpointers[r]->async_save(10 + save, nlohmann::json{{"step", 10 + save}}, std::move(inputs));
+      THREAD_REQUIRE(report, handle.has_value());
+      THREAD_REQUIRE(report, handle->wait_snapshot().has_value());
+      std::fill(memory.begin(), memory.end(), -1.0f);  // the optimizer step, after the fence
+      THREAD_CHECK(report, handle->wait().has_value());
+    });
+    INFO("save " << save);
+    REQUIRE(report.failures() == "");
   }
   for (auto& c : checkpointers) REQUIRE(c->stop(std::chrono::seconds(10)));
 

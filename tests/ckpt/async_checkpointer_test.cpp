@@ -14,9 +14,12 @@
 #include "tests/support/gated_storage.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/thread_report.hpp"
 
 using namespace corockpt;
 using corockpt::test::GatedStorage;
+using corockpt::test::on_threads;
+using corockpt::test::ThreadReport;
 using corockpt::test::TempDir;
 using corockpt::test::TestIo;
 
@@ -50,13 +53,6 @@ Rank make_rank(TestIo& io, CheckpointIo cio, const ModelSpec& spec, int r, std::
   if (!checkpointer) throw std::runtime_error(checkpointer.error().to_string());
   rank.checkpointer = std::move(*checkpointer);
   return rank;
-}
-
-// Runs `body(rank index)` on one thread per rank and joins them.
-void on_threads(int n, const std::function<void(int)>& body) {
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) threads.emplace_back(body, r);
-  for (auto& t : threads) t.join();
 }
 
 // Overwrites every value the rank would checkpoint: what an optimizer step does.
@@ -107,19 +103,24 @@ TEST_CASE("AsyncCheckpointer: a save holds the state of the step it was requeste
   std::latch scribbled(4);
   std::vector<Result<SaveReport>> results(4, fail(Errc::internal, "not run"));
   std::vector<Rank> ranks(4);
-  on_threads(4, [&](int r) {
-    ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")});
-    auto handle = ranks[r].checkpointer->async_save(1);
-    REQUIRE(handle.has_value());
-    REQUIRE(handle->wait_snapshot().has_value());  // the fence
-    scribble(*ranks[r].model);                      // the next optimizer step
-    scribbled.count_down();
-    if (r == 0) {
+  ThreadReport report;
+  // Threads 0-3 are the ranks; thread 4 opens the gate once every rank has scribbled.
+  on_threads(5, report, [&](int r) {
+    if (r == 4) {
       scribbled.wait();
       gated.open_gate();
+      return;
     }
+    test::Arrival arrival(scribbled);
+    ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")});
+    auto handle = ranks[r].checkpointer->async_save(1);
+    THREAD_REQUIRE(report, handle.has_value());
+    THREAD_REQUIRE(report, handle->wait_snapshot().has_value());  // the fence
+    scribble(*ranks[r].model);                                     // the next optimizer step
+    arrival.arrive();
     results[r] = handle->wait();
   });
+  CHECK(report.failures() == "");
   for (auto& r : results) REQUIRE(r.has_value());
   CHECK(loads_known_values(io, io.io(), spec, tmp.file("ckpts/step-00000001")));
 }
@@ -132,31 +133,41 @@ TEST_CASE("AsyncCheckpointer: a save that fails on a full disk leaves training r
   const ModelSpec spec = seed(2, 2);
   auto world = make_local_world(io.runtime(), 2).value();
   std::vector<Rank> ranks(2);
-  std::latch failed(2), resumed(2);
-  on_threads(2, [&](int r) {
-    ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")});
-    REQUIRE(ranks[r].checkpointer->async_save(1)->wait().has_value());
-    if (r == 0) gated.fail_writes(Errc::no_space);
-    failed.count_down();
-    failed.wait();
-    auto second = ranks[r].checkpointer->async_save(2);
-    REQUIRE(second.has_value());  // training is not interrupted
-    auto outcome = second->wait();
-    REQUIRE_FALSE(outcome.has_value());
-    CHECK(outcome.error().code == Errc::no_space);
-    resumed.count_down();
-    if (r == 0) {
-      resumed.wait();
+  // Threads 0-1 are the ranks; thread 2 fills the disk once both saved step 1 and frees
+  // it once both saves of step 2 failed.
+  std::latch first_saved(2), disk_full(1), second_failed(2), disk_freed(1);
+  ThreadReport report;
+  on_threads(3, report, [&](int r) {
+    if (r == 2) {
+      first_saved.wait();
+      gated.fail_writes(Errc::no_space);
+      disk_full.count_down();
+      second_failed.wait();
       gated.fail_writes(std::nullopt);
+      disk_freed.count_down();
+      return;
     }
-    resumed.wait();
+    test::Arrival saved(first_saved), failed(second_failed);
+    ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")});
+    auto first = ranks[r].checkpointer->async_save(1);
+    THREAD_REQUIRE(report, first.has_value() && first->wait().has_value());
+    saved.arrive();
+    disk_full.wait();
+    auto second = ranks[r].checkpointer->async_save(2);
+    THREAD_REQUIRE(report, second.has_value());  // training is not interrupted
+    auto outcome = second->wait();
+    THREAD_REQUIRE(report, !outcome.has_value());
+    THREAD_CHECK(report, outcome.error().code == Errc::no_space);
+    failed.arrive();
+    disk_freed.wait();
     auto third = ranks[r].checkpointer->async_save(3);
-    REQUIRE(third.has_value());
-    REQUIRE(third->previous_failure().has_value());  // reported by the next request too
-    CHECK(third->previous_failure()->code == Errc::no_space);
-    CHECK(third->wait().has_value());
-    CHECK(ranks[r].checkpointer->stats().failed == 1);
+    THREAD_REQUIRE(report, third.has_value());
+    THREAD_REQUIRE(report, third->previous_failure().has_value());  // reported by the next request too
+    THREAD_CHECK(report, third->previous_failure()->code == Errc::no_space);
+    THREAD_CHECK(report, third->wait().has_value());
+    THREAD_CHECK(report, ranks[r].checkpointer->stats().failed == 1);
   });
+  CHECK(report.failures() == "");
   CHECK_FALSE(std::filesystem::exists(tmp.file("ckpts/step-00000002")));
   for (const auto& entry : std::filesystem::directory_iterator(tmp.file("ckpts"))) {
     CHECK(entry.path().filename().string().find("step-00000002") == std::string::npos);  // no debris
@@ -224,31 +235,36 @@ TEST_CASE("AsyncCheckpointer: a request while a save runs waits or is skipped as
     gated.close_gate();
     std::latch requested(2);
     std::vector<Rank> ranks(2);
-    on_threads(2, [&](int r) {
-      ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = root, .when_busy = policy});
-      auto first = ranks[r].checkpointer->async_save(1);
-      REQUIRE(first.has_value());
-      REQUIRE(first->wait_snapshot().has_value());
-      auto second = ranks[r].checkpointer->async_save(2);  // the first cannot write yet
-      REQUIRE(second.has_value());
-      CHECK(second->skipped() == (policy == BusyPolicy::skip));
-      requested.count_down();
-      if (r == 0) {
+    ThreadReport report;
+    // Threads 0-1 are the ranks; thread 2 opens the gate once both asked for step 2.
+    on_threads(3, report, [&](int r) {
+      if (r == 2) {
         requested.wait();
         gated.open_gate();
+        return;
       }
+      test::Arrival arrival(requested);
+      ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = root, .when_busy = policy});
+      auto first = ranks[r].checkpointer->async_save(1);
+      THREAD_REQUIRE(report, first.has_value());
+      THREAD_REQUIRE(report, first->wait_snapshot().has_value());
+      auto second = ranks[r].checkpointer->async_save(2);  // the first cannot write yet
+      THREAD_REQUIRE(report, second.has_value());
+      THREAD_CHECK(report, second->skipped() == (policy == BusyPolicy::skip));
+      arrival.arrive();
       auto first_report = first->wait();
-      REQUIRE(first_report.has_value());
-      CHECK(second->wait().has_value() == (policy == BusyPolicy::wait));
+      THREAD_REQUIRE(report, first_report.has_value());
+      THREAD_CHECK(report, second->wait().has_value() == (policy == BusyPolicy::wait));
       const CheckpointerStats stats = ranks[r].checkpointer->stats();
-      CHECK(stats.skipped == (policy == BusyPolicy::skip ? 1 : 0));
-      CHECK(stats.waited == (policy == BusyPolicy::wait ? 1 : 0));
-      CHECK(stats.committed == (policy == BusyPolicy::wait ? 2 : 1));
-      CHECK(stats.staging_bytes >= stats.state_bytes);
+      THREAD_CHECK(report, stats.skipped == (policy == BusyPolicy::skip ? 1 : 0));
+      THREAD_CHECK(report, stats.waited == (policy == BusyPolicy::wait ? 1 : 0));
+      THREAD_CHECK(report, stats.committed == (policy == BusyPolicy::wait ? 2 : 1));
+      THREAD_CHECK(report, stats.staging_bytes >= stats.state_bytes);
       // One allocation: the images of the rank's data files, each the state's bytes plus a
       // small header and the padding to a page.
-      CHECK(stats.staging_bytes <= stats.state_bytes + first_report->rank_files * 8192);
+      THREAD_CHECK(report, stats.staging_bytes <= stats.state_bytes + first_report->rank_files * 8192);
     });
+    CHECK(report.failures() == "");
     CHECK(std::filesystem::exists(root + "/step-00000002") == (policy == BusyPolicy::wait));
   }
 }
@@ -259,7 +275,9 @@ TEST_CASE("AsyncCheckpointer: a rank that stops answering fails the save within 
   const ModelSpec spec = seed(2, 2);
   auto world = make_local_world(io.runtime(), 2, {.deadline = 300ms}).value();
   std::vector<Rank> ranks(2);
-  on_threads(2, [&](int r) { ranks[r] = make_rank(io, io.io(), spec, r, world[r], {.root = tmp.file("ckpts")}); });
+  ThreadReport report;
+  on_threads(2, report, [&](int r) { ranks[r] = make_rank(io, io.io(), spec, r, world[r], {.root = tmp.file("ckpts")}); });
+  REQUIRE(report.failures() == "");
   // Rank 1 never saves.
   const auto start = std::chrono::steady_clock::now();
   auto handle = ranks[0].checkpointer->async_save(1);
@@ -282,18 +300,25 @@ TEST_CASE("AsyncCheckpointer: stop abandons a save that cannot finish by its dea
   const ModelSpec spec = seed(2, 2);
   auto world = make_local_world(io.runtime(), 2).value();
   std::vector<Rank> ranks(2);
-  on_threads(2, [&](int r) { ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")}); });
-  on_threads(2, [&](int r) { REQUIRE(ranks[r].checkpointer->async_save(1)->wait().has_value()); });
-  gated.close_gate();  // the second save never gets to write
-  on_threads(2, [&](int r) {
-    auto handle = ranks[r].checkpointer->async_save(2);
-    REQUIRE(handle.has_value());
-    auto stopped = ranks[r].checkpointer->stop(200ms);
-    REQUIRE_FALSE(stopped.has_value());
-    CHECK(stopped.error().code == Errc::timeout);
-    CHECK(handle->done());
-    CHECK_FALSE(ranks[r].checkpointer->async_save(3).has_value());  // stopped: no more saves
+  ThreadReport report;
+  on_threads(2, report, [&](int r) { ranks[r] = make_rank(io, cio, spec, r, world[r], {.root = tmp.file("ckpts")}); });
+  REQUIRE(report.failures() == "");
+  on_threads(2, report, [&](int r) {
+    auto first = ranks[r].checkpointer->async_save(1);
+    THREAD_CHECK(report, first.has_value() && first->wait().has_value());
   });
+  REQUIRE(report.failures() == "");
+  gated.close_gate();  // the second save never gets to write
+  on_threads(2, report, [&](int r) {
+    auto handle = ranks[r].checkpointer->async_save(2);
+    THREAD_REQUIRE(report, handle.has_value());
+    auto stopped = ranks[r].checkpointer->stop(200ms);
+    THREAD_REQUIRE(report, !stopped.has_value());
+    THREAD_CHECK(report, stopped.error().code == Errc::timeout);
+    THREAD_CHECK(report, handle->done());
+    THREAD_CHECK(report, !ranks[r].checkpointer->async_save(3).has_value());  // stopped: no more saves
+  });
+  CHECK(report.failures() == "");
   gated.open_gate();
   auto latest = io.runtime().spawn(latest_checkpoint(io.io(), tmp.file("ckpts"))).get();
   REQUIRE(latest.has_value());

@@ -19,6 +19,7 @@
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/scrambling_device.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/thread_report.hpp"
 
 using namespace corockpt;
 using corockpt::test::ScramblingDevice;
@@ -51,26 +52,24 @@ TEST_CASE("Device checkpoints: an async save of a model in device memory snapsho
   auto world = make_local_world(io.runtime(), 4).value();
   std::vector<std::unique_ptr<Model>> models(4);
   std::vector<std::unique_ptr<AsyncCheckpointer>> checkpointers(4);
-  std::vector<std::thread> threads;
   std::vector<Result<SaveReport>> results(4, fail(Errc::internal, "not run"));
-  for (int r = 0; r < 4; ++r) {
-    threads.emplace_back([&, r] {
-      Runtime::Strand strand = io.runtime().make_strand();
-      auto model = io.runtime().spawn(strand, fixtures::known_model(spec, r, world[r], device, true)).get();
-      REQUIRE(model.has_value());
-      models[r] = std::move(*model);
-      CHECK(models[r]->memory_space() == MemorySpace::cuda);
-      auto checkpointer = AsyncCheckpointer::create(*models[r], io.io(), strand,
-                                                    {.root = tmp.file("ckpts"), .device = device});
-      REQUIRE(checkpointer.has_value());
-      checkpointers[r] = std::move(*checkpointer);
-      auto handle = checkpointers[r]->async_save(1);
-      REQUIRE(handle.has_value());
-      REQUIRE(handle->wait_snapshot().has_value());
-      results[r] = handle->wait();
-    });
-  }
-  for (auto& t : threads) t.join();
+  test::ThreadReport report;
+  test::on_threads(4, report, [&](int r) {
+    Runtime::Strand strand = io.runtime().make_strand();
+    auto model = io.runtime().spawn(strand, fixtures::known_model(spec, r, world[r], device, true)).get();
+    THREAD_REQUIRE(report, model.has_value());
+    models[r] = std::move(*model);
+    THREAD_CHECK(report, models[r]->memory_space() == MemorySpace::cuda);
+    auto checkpointer =
+        AsyncCheckpointer::create(*models[r], io.io(), strand, {.root = tmp.file("ckpts"), .device = device});
+    THREAD_REQUIRE(report, checkpointer.has_value());
+    checkpointers[r] = std::move(*checkpointer);
+    auto handle = checkpointers[r]->async_save(1);
+    THREAD_REQUIRE(report, handle.has_value());
+    THREAD_REQUIRE(report, handle->wait_snapshot().has_value());
+    results[r] = handle->wait();
+  });
+  CHECK(report.failures() == "");
   for (auto& r : results) {
     INFO((r ? std::string("ok") : r.error().to_string()));
     REQUIRE(r.has_value());

@@ -19,11 +19,13 @@ TEST_CASE("fd_wait - an eventfd written by another thread wakes the waiting task
   REQUIRE(fd >= 0);
   auto waiting = rt.spawn(wait_readable(fd));
   CHECK_FALSE(waiting.wait_for(30ms));
-  std::thread writer([fd] {
+  ssize_t written = 0;  // asserted here, on the test's thread, after the join
+  std::thread writer([fd, &written] {
     std::uint64_t one = 1;
-    CHECK(::write(fd, &one, sizeof one) == sizeof one);
+    written = ::write(fd, &one, sizeof one);
   });
   writer.join();
+  CHECK(written == sizeof(std::uint64_t));
   CHECK(waiting.get().has_value());
   ::close(fd);
 }
