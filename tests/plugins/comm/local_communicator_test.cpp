@@ -173,8 +173,7 @@ TEST_CASE("comm local - a rank that never arrives: the others time out, and the 
   const auto start = std::chrono::steady_clock::now();
   auto results = on_every_rank(rt, world, [](auto comm) { return barrier_unless(comm, 3); });
   const auto elapsed = std::chrono::steady_clock::now() - start;
-  CHECK(elapsed >= 200ms);
-  CHECK(elapsed < 10s);  // the deadline, not a hang
+  CHECK(elapsed >= 200ms);  // the deadline ended it (a hang fails by CTest's timeout, not by a clock here)
   for (int r = 0; r < 8; ++r) {
     if (r == 3) continue;
     REQUIRE_FALSE(results[static_cast<std::size_t>(r)]);
@@ -185,10 +184,12 @@ TEST_CASE("comm local - a rank that never arrives: the others time out, and the 
     CHECK(e.context.rank == r);
     CHECK_THAT(e.message, Catch::Contains("barrier on world") && Catch::Contains("rank 3 of world did not arrive"));
   }
-  // Broken on every rank, the absent one included, at once.
-  const auto again = std::chrono::steady_clock::now();
+  // Broken on every rank, the absent one included, at once: rank 0 alone in a barrier
+  // is told so (on a healthy group it would wait for the others and time out).
+  auto alone = rt.spawn(rt.make_strand(), barrier_only(world[0])).get();
+  REQUIRE_FALSE(alone);
+  CHECK(alone.error().code == Errc::unavailable);
   results = on_every_rank(rt, world, [](auto comm) { return barrier_only(comm); });
-  CHECK(std::chrono::steady_clock::now() - again < 150ms);
   for (auto& r : results) {
     REQUIRE_FALSE(r);
     CHECK(r.error().code == Errc::unavailable);
