@@ -193,15 +193,25 @@ def test_the_tool_verifies_what_the_writer_wrote_and_the_reader_loads_what_the_t
     cpp = tmp_path / "cpp"
     saved = subprocess.run([corockpt_cli, "save", "--spec", spec, str(cpp)], capture_output=True, text=True)
     assert saved.returncode == 0, saved.stdout + saved.stderr
+    # What it must hold follows from the spec (never from its metadata), so a missing or
+    # misnamed tensor fails the load; destinations are poisoned with values the known
+    # values never have there (bools inverted), so an element left unread is caught.
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "interop"))
+    from spec_tensors import expected_tensors
+    from torch_hf_load import known_values, poison_
+    with open(spec, encoding="utf-8") as f:
+        expect = expected_tensors(json.load(f))
     document = json.loads((cpp / "corockpt.metadata.json").read_text())
-    flat = {name: torch.zeros(record["shape"], dtype=getattr(torch, record["dtype"]))
-            for name, record in document["tensors"].items()}
+    assert set(document["tensors"]) == set(expect)
+    known = {name: known_values(torch, name, getattr(torch, e["dtype"]), e["shape"]) for name, e in expect.items()}
+    flat = {name: poison_(torch, torch.empty_like(k), k) for name, k in known.items()}
     dcp.load(flat, storage_reader=ct.StorageReader(cpp))
-    assert any(t.count_nonzero() > 0 for t in flat.values())
-    again = {name: torch.zeros_like(t) for name, t in flat.items()}
+    again = {name: poison_(torch, torch.empty_like(k), k) for name, k in known.items()}
     ct.load(again, cpp)
-    for name in flat:
-        assert torch.equal(again[name], flat[name]), name
+    for name, k in known.items():
+        assert torch.equal(flat[name], k), name
+        assert torch.equal(again[name], k), name
 
 
 # --- several processes ------------------------------------------------------------------

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # PyTorch reads what corockpt writes: the seed saved by `corockpt save` on 8 ranks (and
 # a 6-rank per_param bfloat16 variant: uneven shards; and a model of every dtype,
-# tests/tools/all_dtypes_spec.json) is loaded by
-# torch.distributed.checkpoint with HuggingFaceStorageReader (one process), every tensor
-# the checkpoint's corockpt.metadata.json records — names, dtypes, global shapes from
-# there — and every element checked against its known value.
+# tests/tools/all_dtypes_spec.json) is loaded by torch.distributed.checkpoint with
+# HuggingFaceStorageReader, in one process and on 2 gloo processes (DTensors, Shard(0));
+# the tensors expected — names, dtypes, global shapes — come from the spec, never from
+# corockpt's metadata, so a missing, misnamed or extra tensor fails; every element is
+# checked against its known value after destinations poisoned with values it never has.
 # The python is $COROCKPT_TORCH_PYTHON if set, else python3; when python3 has no torch
 # (CI) the test is skipped (exit 77).
 # usage: torch_interop_test.sh COROCKPT SEED_SPEC TORCH_HF_LOAD_PY
@@ -38,10 +39,10 @@ for case in "seed:$spec" "6 ranks, per_param, bfloat16:$work/six.json" "every dt
     echo "FAILED: corockpt save ($what)"; sed 's/^/    | /' "$work/save.log"; exit 1
   fi
   echo "ok: corockpt save ($what): $(tail -n 1 "$work/save.log")"
-  pairs+=("$ckpt" "$ckpt/corockpt.metadata.json")
+  pairs+=("$ckpt" "$case_spec")
 done
 rc=0
-"$python" "$loader" "${pairs[@]}" || rc=$?
+"$python" "$loader" --ranks 2 "${pairs[@]}" || rc=$?
 case "$rc" in
   0) ;;
   77)
