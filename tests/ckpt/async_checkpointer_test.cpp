@@ -336,13 +336,15 @@ TEST_CASE("AsyncCheckpointer: a user blob over its limit is refused at the reque
   // The rank threads only record; the test thread asserts (Catch2 is not thread-safe).
   std::vector<std::optional<Error>> refused(2);
   std::vector<Result<SaveReport>> next(2, fail(Errc::internal, "not run"));
-  on_threads(2, [&](int r) {
+  ThreadReport report;
+  on_threads(2, report, [&](int r) {
     ranks[r] = make_rank(io, io.io(), spec, r, world[r], {.root = tmp.file("ckpts")});
     auto request = ranks[r].checkpointer->async_save(1, too_big);
     if (!request) refused[r] = request.error();
     auto second = ranks[r].checkpointer->async_save(2, {{"step", 2}});
     if (second) next[r] = second->wait();
   });
+  REQUIRE(report.failures() == "");
   for (int r = 0; r < 2; ++r) {
     REQUIRE(refused[r].has_value());
     CHECK(refused[r]->code == Errc::invalid_argument);
