@@ -40,6 +40,8 @@ class GatedStorage final : public Storage {
   Task<void> remove(std::string path) override { return inner_.remove(std::move(path)); }
   Task<std::vector<DirEntry>> list(std::string dir) override { return inner_.list(std::move(dir)); }
   Task<void> fsync_dir(std::string path) override { return inner_.fsync_dir(std::move(path)); }
+  Task<std::optional<DirLock>> try_lock_dir(std::string path) override { return inner_.try_lock_dir(std::move(path)); }
+  Task<std::uint64_t> allocated_bytes(std::string path) override { return inner_.allocated_bytes(std::move(path)); }
 
  private:
   Task<void> gated_write(File& file, std::uint64_t offset, std::span<const std::byte> data) {

@@ -2,7 +2,9 @@
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -354,4 +356,81 @@ TEST_CASE("storage - allocate reserves the size up front, and buffers register o
   AlignedBytes later(1 << 20);
   std::vector<std::span<std::byte>> regions{later.span()};
   CHECK_FALSE(storage->register_buffers(regions));
+}
+
+TEST_CASE("storage - a directory's lock has one holder across open descriptions, follows a rename, ends when dropped",
+          "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  const std::string first = dir.file("ckpt.tmp-1"), renamed = dir.file("ckpt");
+  std::filesystem::create_directory(first);
+
+  auto held = test::run_sync(rt, storage->try_lock_dir(first));
+  REQUIRE(held);
+  REQUIRE(held->has_value());
+  // Another open of the same directory, in this process, through the storage or not.
+  auto again = test::run_sync(rt, storage->try_lock_dir(first));
+  REQUIRE(again);
+  CHECK_FALSE(again->has_value());
+  const int outside = ::open(first.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(outside >= 0);
+  CHECK(::flock(outside, LOCK_EX | LOCK_NB) != 0);
+  // The lock is the directory's, not its name's: it is still held under the new name.
+  std::filesystem::rename(first, renamed);
+  auto after_rename = test::run_sync(rt, storage->try_lock_dir(renamed));
+  REQUIRE(after_rename);
+  CHECK_FALSE(after_rename->has_value());
+  held->reset();
+  CHECK(::flock(outside, LOCK_EX | LOCK_NB) == 0);  // released: an outside holder now
+  auto outside_holds = test::run_sync(rt, storage->try_lock_dir(renamed));
+  REQUIRE(outside_holds);
+  CHECK_FALSE(outside_holds->has_value());
+  ::close(outside);
+  auto free_again = test::run_sync(rt, storage->try_lock_dir(renamed));
+  REQUIRE(free_again);
+  CHECK(free_again->has_value());
+}
+
+TEST_CASE("storage - try_lock_dir never follows a symlink and says not_found for a missing directory", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  std::filesystem::create_directory(dir.file("real"));
+  std::filesystem::create_directory_symlink(dir.file("real"), dir.file("link.tmp-0123456789abcdef"));
+  auto link = test::run_sync(rt, storage->try_lock_dir(dir.file("link.tmp-0123456789abcdef")));
+  REQUIRE_FALSE(link);
+  CHECK(link.error().code == Errc::invalid_argument);
+  CHECK(link.error().message.find("link.tmp-0123456789abcdef") != std::string::npos);
+  auto missing = test::run_sync(rt, storage->try_lock_dir(dir.file("missing")));
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == Errc::not_found);
+}
+
+TEST_CASE("storage - allocated_bytes counts the blocks a file holds, reserved ones included", "[storage]") {
+  auto kind = GENERATE(std::string("uring"), std::string("posix"));
+  CAPTURE(kind);
+  Runtime rt;
+  auto storage = make(rt, kind);
+  test::TempDir dir;
+  const std::string path = dir.file("reserved");
+  auto r = test::run_sync(rt, [](Storage& s, std::string p) -> Task<void> {
+    auto file = co_await s.open(p, {OpenMode::create});
+    if (!file) co_return fail(file.error());
+    co_return co_await s.allocate(*file, 1 << 20);
+  }(*storage, path));
+  REQUIRE(r);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  auto bytes = test::run_sync(rt, storage->allocated_bytes(path));
+  REQUIRE(bytes);
+  CHECK(*bytes == static_cast<std::uint64_t>(st.st_blocks) * 512);
+  CHECK(*bytes >= (1u << 20));
+  auto missing = test::run_sync(rt, storage->allocated_bytes(dir.file("missing")));
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == Errc::not_found);
 }

@@ -12,11 +12,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "corockpt/plugins/storage/dir_lock.hpp"
 #include "corockpt/runtime/task.hpp"
 
 namespace corockpt {
@@ -115,6 +117,24 @@ class Storage {
   virtual Task<std::vector<DirEntry>> list(std::string dir) = 0;
   /// Makes a directory's entries durable (after creates and renames in it).
   virtual Task<void> fsync_dir(std::string path) = 0;
+
+  /// Takes an exclusive lock on the directory `path` itself (dir_lock.hpp) without
+  /// waiting. A symlink is never followed (Errc::invalid_argument).
+  /// @returns the lock; nullopt when someone else holds it; Errc::not_found when `path`
+  ///   is gone, also when it was removed or renamed while being locked;
+  ///   Errc::unavailable where directories cannot be locked (NFS; this default), so
+  ///   nobody's ownership can be known there.
+  virtual Task<std::optional<DirLock>> try_lock_dir(std::string path) {
+    co_return fail(Errc::unavailable, std::string(name()) + " storage cannot lock directories",
+                   {.path = std::move(path), .operation = "lock"});
+  }
+  /// The disk space `path` holds (allocated blocks: st_blocks * 512, so a file whose
+  /// space was reserved by `allocate` counts it all; a symlink's own, not its target's).
+  /// @returns Errc::unavailable where the storage cannot tell (this default).
+  virtual Task<std::uint64_t> allocated_bytes(std::string path) {
+    co_return fail(Errc::unavailable, std::string(name()) + " storage cannot tell the space a file holds",
+                   {.path = std::move(path), .operation = "stat"});
+  }
 
   /// Offers the staging buffers to the engine (io_uring registers them so writes from
   /// them skip per-I/O page pinning). Call it before the first transfer; the buffers must

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/stat.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -132,6 +133,46 @@ Result<void> rename_path(const std::string& from, const std::string& to) {
 Result<void> remove_path(const std::string& path) {
   if (::remove(path.c_str()) != 0) return fail(system_error(errno, "remove", path));
   return {};
+}
+
+Result<std::optional<DirLock>> try_lock_dir(const std::string& path) {
+  // O_NOFOLLOW: a symlink named like a directory is never locked (nor, then, removed).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ELOOP || err == ENOTDIR) {
+      return fail(Errc::invalid_argument, path + " is not a directory (symlinks are not followed)",
+                  {.path = path, .operation = "lock"});
+    }
+    return fail(system_error(err, "lock", path));
+  }
+  DirLock lock(fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) return std::optional<DirLock>{};
+    Error error = system_error(err, "lock", path);
+    if (err != EINTR && err != ENOMEM) {
+      error.code = Errc::unavailable;
+      error.message = "cannot lock directories here (flock: " + error.message + ")";
+    }
+    return fail(std::move(error));
+  }
+  // The lock is only worth something while `path` still names the directory locked: one
+  // removed or renamed (committed) between the open and the flock is gone from here.
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(fd, &held) != 0 || held.st_nlink == 0 || ::lstat(path.c_str(), &named) != 0 ||
+      named.st_dev != held.st_dev || named.st_ino != held.st_ino) {
+    return fail(Errc::not_found, path + " was removed or renamed while it was being locked",
+                {.path = path, .operation = "lock"});
+  }
+  return std::optional<DirLock>(std::move(lock));
+}
+
+Result<std::uint64_t> allocated_bytes(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return fail(system_error(errno, "stat", path));
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
 Result<std::vector<DirEntry>> list_dir(const std::string& dir) {

@@ -4,6 +4,7 @@
 /// open with the O_DIRECT probe, metadata operations, and the error mapping.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,8 @@ Result<void> rename_path(const std::string& from, const std::string& to);
 Result<void> remove_path(const std::string& path);
 Result<std::vector<DirEntry>> list_dir(const std::string& dir);
 Result<void> fsync_dir(const std::string& path);
+Result<std::optional<DirLock>> try_lock_dir(const std::string& path);
+Result<std::uint64_t> allocated_bytes(const std::string& path);
 Result<void> truncate_file(const File& file, std::uint64_t size);
 Result<void> allocate_file(const File& file, std::uint64_t size);
 

@@ -104,6 +104,12 @@ class PosixStorage final : public Storage {
   Task<std::vector<DirEntry>> list(std::string dir) override {
     return runtime_.offload([d = std::move(dir)] { return fs::list_dir(d); });
   }
+  Task<std::optional<DirLock>> try_lock_dir(std::string path) override {
+    return runtime_.offload([p = std::move(path)] { return fs::try_lock_dir(p); });
+  }
+  Task<std::uint64_t> allocated_bytes(std::string path) override {
+    return runtime_.offload([p = std::move(path)] { return fs::allocated_bytes(p); });
+  }
 
   Task<void> fsync_dir(std::string path) override {
     return runtime_.offload([p = std::move(path)] { return fs::fsync_dir(p); });

@@ -271,6 +271,10 @@ class UringStorage final : public Storage {
   Task<void> remove(std::string path) override { return metadata_->remove(std::move(path)); }
   Task<std::vector<DirEntry>> list(std::string dir) override { return metadata_->list(std::move(dir)); }
   Task<void> fsync_dir(std::string path) override { return metadata_->fsync_dir(std::move(path)); }
+  Task<std::optional<DirLock>> try_lock_dir(std::string path) override {
+    return metadata_->try_lock_dir(std::move(path));
+  }
+  Task<std::uint64_t> allocated_bytes(std::string path) override { return metadata_->allocated_bytes(std::move(path)); }
 
   bool register_buffers(std::span<const std::span<std::byte>> regions) override {
     return ring_->register_buffers(regions);
