@@ -70,7 +70,12 @@ Result<std::unique_ptr<Engine>> Engine::create(std::uint64_t staging_bytes) {
 Engine::~Engine() = default;
 
 Result<std::string> Engine::begin_save(const std::string& dir) {
-  return run(*runtime_, corockpt::begin_save(io(), dir));
+  auto begun = run(*runtime_, corockpt::begin_save(io(), dir));
+  if (!begun) return fail(begun.error());
+  std::string path = begun->path;
+  std::lock_guard guard(saves_mutex_);
+  live_saves_.insert_or_assign(path, std::move(*begun));
+  return path;
 }
 
 Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, int world_size,
@@ -96,10 +101,20 @@ Result<std::uint64_t> Engine::commit_save(const std::vector<std::string>& plans,
   base.block_size = checksum_block;
   base.user = nlohmann::json::parse(user_json, nullptr, /*allow_exceptions=*/false);
   if (!base.user.is_object()) return fail(Errc::invalid_argument, "save: the user blob must be a JSON object");
-  return run(*runtime_, corockpt::commit_save(io(), plans, std::move(base), tmp, dir));
+  auto committed = run(*runtime_, corockpt::commit_save(io(), plans, std::move(base), tmp, dir));
+  if (committed) {
+    std::lock_guard guard(saves_mutex_);
+    live_saves_.erase(tmp);  // renamed: its lock is released
+  }
+  return committed;
 }
 
-Result<void> Engine::abandon_save(const std::string& tmp) { return run(*runtime_, corockpt::abandon_save(io(), tmp)); }
+Result<void> Engine::abandon_save(const std::string& tmp) {
+  auto removed = run(*runtime_, corockpt::abandon_save(io(), tmp));
+  std::lock_guard guard(saves_mutex_);
+  live_saves_.erase(tmp);
+  return removed;
+}
 
 Result<std::unique_ptr<Reader>> Engine::open(const std::string& dir) {
   auto reader = run(*runtime_, CheckpointReader::open(io(), dir));

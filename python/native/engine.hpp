@@ -7,13 +7,16 @@
 /// GIL around them.
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "corockpt/ckpt/checkpoint_io.hpp"
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/temporary_directory.hpp"
 #include "corockpt/runtime/buffer_pool.hpp"
 #include "corockpt/runtime/runtime.hpp"
 
@@ -47,7 +50,11 @@ class Engine {
   Runtime& runtime() { return *runtime_; }
   CheckpointIo io() { return {runtime_.get(), storage_.get(), staging_.get()}; }
 
-  /// save_steps.hpp's steps.
+  /// save_steps.hpp's steps. begin_save keeps the temporary directory's lock in the
+  /// engine (so as long as this process lives) until commit_save succeeds or
+  /// abandon_save is called for it: the Python writer begins and commits in different
+  /// calls, and no cleaner may remove the directory in between.
+  /// @returns the temporary directory's path.
   Result<std::string> begin_save(const std::string& dir);
   /// @returns the plan's text (metadata of what this rank wrote).
   Result<std::string> write_rank_data(const std::string& tmp, int rank, int world_size,
@@ -70,6 +77,8 @@ class Engine {
   std::unique_ptr<Runtime> runtime_;  // first: destroyed last
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<BufferPool> staging_;
+  std::mutex saves_mutex_;
+  std::map<std::string, TemporaryDirectory> live_saves_;  // by path: begun, not yet committed or abandoned
 };
 
 /// A checkpoint open for reading (Engine::open): what corockpt.torch.StorageReader holds

@@ -99,12 +99,13 @@ void save_two_ranks(TestIo& io, const std::string& dir, std::vector<Tensor>& ten
       chunks.push_back(
           LocalChunk{.name = t.name, .dtype = t.dtype, .shape = t.shape, .box = box, .bytes = bytes, .writer = true});
     }
-    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, rank, 2, chunks, options))));
+    plans.push_back(
+        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, 2, chunks, options))));
   }
   CheckpointMetadata base;
   base.world_size = 2;
   base.block_size = options.checksum_block;
-  REQUIRE(test::run_sync(io.runtime(), commit_save(io.io(), plans, base, *tmp, dir)));
+  REQUIRE(test::run_sync(io.runtime(), commit_save(io.io(), plans, base, tmp->path, dir)));
 }
 
 // Every tensor of the output (by the index) equals its source, byte for byte, and each

@@ -111,12 +111,12 @@ std::string save_boxes(TestIo& io, const std::string& dir, std::int64_t rows, st
     }
     std::vector<LocalChunk> chunks{chunk_of(held, dtype, {rows, cols}, true)};
     plans.push_back(
-        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, rank, world, chunks, options))));
+        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, world, chunks, options))));
   }
   CheckpointMetadata base;
   base.world_size = world;
   base.block_size = block;
-  auto total = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, *tmp, dir));
+  auto total = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, tmp->path, dir));
   REQUIRE(total);
   return dir;
 }
@@ -291,6 +291,8 @@ class BufferedOnlyStorage final : public Storage {
   Task<void> remove(std::string path) override { return inner_->remove(std::move(path)); }
   Task<std::vector<DirEntry>> list(std::string dir) override { return inner_->list(std::move(dir)); }
   Task<void> fsync_dir(std::string path) override { return inner_->fsync_dir(std::move(path)); }
+  Task<std::optional<DirLock>> try_lock_dir(std::string path) override { return inner_->try_lock_dir(std::move(path)); }
+  Task<std::uint64_t> allocated_bytes(std::string path) override { return inner_->allocated_bytes(std::move(path)); }
 
  private:
   std::unique_ptr<Storage> inner_;

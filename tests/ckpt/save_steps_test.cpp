@@ -48,13 +48,13 @@ std::string save_two_ranks(TestIo& io, const std::string& dir, const std::vector
   SaveOptions options;
   options.checksum_block = 4;  // objects longer than a block get several checksums
   std::vector<LocalChunk> rank0{rows_of_w(top, 0, 2)}, rank1{rows_of_w(bottom, 2, 2)};
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 0, 2, rank0, options))));
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 0, 2, rank0, options))));
   options.objects = held;  // rank 1 holds the objects
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *tmp, 1, 2, rank1, options))));
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 1, 2, rank1, options))));
   CheckpointMetadata base;
   base.world_size = 2;
   base.block_size = options.checksum_block;
-  auto total = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, *tmp, dir));
+  auto total = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, tmp->path, dir));
   REQUIRE(total);
   CHECK(*total > 48);
   return dir;
@@ -130,11 +130,11 @@ TEST_CASE("save steps - an object two ranks both wrote, or a name that is a tens
   same.objects = {{"lr", bytes_of(lr)}};
   std::vector<std::string> plans;
   for (int r = 0; r < 2; ++r) {
-    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), *staging, r, 2, {}, same))));
+    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), staging->path, r, 2, {}, same))));
   }
   CheckpointMetadata base;
   base.world_size = 2;
-  auto twice = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, *staging, dir));
+  auto twice = test::run_sync(io.runtime(), commit_save(io.io(), plans, base, staging->path, dir));
   REQUIRE_FALSE(twice);
   CHECK(twice.error().code == Errc::invalid_argument);
   CHECK(twice.error().message.find("lr") != std::string::npos);

@@ -90,6 +90,13 @@ Task<int> remove_old_checkpoints(CheckpointIo io, std::string root, int keep_las
     const bool old_complete = !e.partial && e.step < oldest_kept;
     const bool stale_partial = e.partial && e.step < newest;
     if (!old_complete && !stale_partial) continue;
+    // Held through the rename and the removal: a live save's directory (a partial one)
+    // is left alone, and no cleaner races this removal. Where directories cannot be
+    // locked, the step order alone decides, as it did before locks.
+    auto lock = co_await io.storage->try_lock_dir(root + "/" + e.name);
+    if (lock && !*lock) continue;
+    if (!lock && lock.error().code == Errc::not_found) continue;  // committed or removed meanwhile
+    if (!lock && lock.error().code != Errc::unavailable) co_return fail(lock.error());
     // Renamed first: a crash half-way through the removal leaves a partial checkpoint,
     // never a complete-looking one with files missing.
     std::string doomed = root + "/" + e.name;

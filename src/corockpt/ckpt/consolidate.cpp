@@ -169,7 +169,7 @@ Task<ConsolidateReport> consolidate_checkpoint(CheckpointIo io, std::string dir,
   };
   Result<void> written;
   for (const auto& file : files) {
-    auto ok = co_await write_file(io, **reader, *tmp + "/" + file.name, file, options.window_bytes, on_bytes);
+    auto ok = co_await write_file(io, **reader, tmp->path + "/" + file.name, file, options.window_bytes, on_bytes);
     if (!ok) {
       written = fail(ok.error());
       break;
@@ -177,11 +177,12 @@ Task<ConsolidateReport> consolidate_checkpoint(CheckpointIo io, std::string dir,
   }
   if (written) {
     const nlohmann::json index = {{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}};
-    written = co_await detail::write_durable_file(io, *tmp + "/model.safetensors.index.json", index.dump(2) + "\n");
+    written =
+        co_await detail::write_durable_file(io, tmp->path + "/model.safetensors.index.json", index.dump(2) + "\n");
   }
-  if (written) written = co_await detail::commit_directory(io, *tmp, out);
+  if (written) written = co_await detail::commit_directory(io, tmp->path, out);
   if (!written) {
-    (void)co_await detail::remove_directory(io, *tmp);
+    (void)co_await detail::remove_directory(io, tmp->path);
     co_return fail(written.error());
   }
   co_return report;

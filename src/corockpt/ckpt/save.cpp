@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "corockpt/ckpt/detail/directory_commit.hpp"
 #include "corockpt/ckpt/detail/rank0_exchange.hpp"
@@ -56,12 +57,19 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   dir = detail::strip_trailing_slashes(std::move(dir));
 
   Result<std::string> prepared = std::string{};
+  std::optional<TemporaryDirectory> begun;  // rank 0's, held (locked) until this save is over
   if (rank == 0) {
     // Rank 0's blob is the one saved; refused before anything is written.
     if (auto bounded = check_user_blob(options.user); !bounded) {
       prepared = fail(bounded.error().with_path(dir).with_operation("save"));
     } else {
-      prepared = co_await begin_save(io, dir);
+      auto made = co_await begin_save(io, dir);
+      if (made) {
+        prepared = made->path;
+        begun = std::move(*made);
+      } else {
+        prepared = fail(made.error());
+      }
     }
   }
   auto tmp = co_await detail::broadcast_outcome(world, prepared);
@@ -103,6 +111,7 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   if (!plan) co_return fail(plan.error().with_rank(rank));  // this rank's own failure first
   if (!total) co_return fail(total.error().with_rank(rank));
   report.total_bytes = std::stoull(*total);
+  if (begun) report.leftovers = std::move(begun->leftovers);
   co_return report;
 }
 

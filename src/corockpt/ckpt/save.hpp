@@ -8,7 +8,9 @@
 /// the partial one recognisable by its name and its missing metadata):
 /// 1. rank 0 refuses an existing `dir` (Errc::already_exists: a checkpoint is never
 ///    overwritten in place; save under a new name, e.g. per step), creates the parent
-///    (and its missing ancestors), and creates `dir.tmp-<random id>`; the id is
+///    (and its missing ancestors), removes the leftovers of killed saves of `dir`
+///    (`dir.tmp-*` nobody owns: temporary_directory.hpp), and creates
+///    `dir.tmp-<random id>`, which it holds locked until the save is over; the id is
 ///    broadcast;
 /// 2. every rank writes its data files there (safetensors, from staging images in aligned
 ///    blocks, many writes in flight), fsyncs them, and sends its plan — its files and
@@ -39,6 +41,7 @@
 #include "corockpt/ckpt/format/checkpoint_metadata.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/temporary_directory.hpp"
 #include "corockpt/plugins/device/device.hpp"
 
 namespace corockpt {
@@ -90,6 +93,9 @@ struct SaveReport {
   std::uint64_t rank_bytes = 0;   ///< bytes of the data files this rank wrote
   std::size_t rank_files = 0;
   std::uint64_t total_bytes = 0;  ///< every rank's data files (the same on every rank)
+  /// On rank 0: the leftovers of killed saves of `dir` (`dir.tmp-*` nobody owned) removed
+  /// before this save began, with the space freed, and those kept (in use) and why.
+  LeftoverReport leftovers;
 };
 
 /// Saves `model`'s state (params, buffers, optimizer states and steps) to `dir`.

@@ -51,7 +51,7 @@ std::string objects_file_name(int rank) {
   return name;
 }
 
-Task<std::string> begin_save(CheckpointIo io, std::string dir) {
+Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir) {
   co_return co_await detail::make_temporary_directory(io, detail::strip_trailing_slashes(std::move(dir)));
 }
 

@@ -6,7 +6,7 @@
 /// Communicator.
 ///
 /// 1. `begin_save` on the coordinator: the temporary directory, whose path every rank
-///    needs;
+///    needs, and its lock, which the coordinator holds until step 3 is over;
 /// 2. `write_rank_data` on every rank: its data files there, durable; its plan;
 /// 3. `commit_save` on the coordinator with every rank's plan (or `abandon_save`).
 
@@ -18,6 +18,7 @@
 #include "corockpt/ckpt/format/checkpoint_metadata.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/save.hpp"
+#include "corockpt/ckpt/temporary_directory.hpp"
 
 namespace corockpt {
 
@@ -25,9 +26,13 @@ namespace corockpt {
 std::string objects_file_name(int rank);
 
 /// Step 1 (coordinator): refuses an existing `dir` (Errc::already_exists), creates its
-/// parent (and its missing ancestors) and `<dir>.tmp-<random id>`.
-/// @returns the temporary directory.
-Task<std::string> begin_save(CheckpointIo io, std::string dir);
+/// parent (and its missing ancestors), removes the leftovers of killed saves of `dir`
+/// (`<dir>.tmp-*` nobody owns: temporary_directory.hpp) and creates
+/// `<dir>.tmp-<random id>`, locked.
+/// @returns the temporary directory (`path`), its lock and the leftovers removed. Keep it
+///   until commit_save or abandon_save has returned: while its lock is held, no cleaner
+///   removes the directory.
+Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir);
 
 /// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every
 /// chunk's tensor is listed) into its data files in `tmp` and its objects

@@ -54,8 +54,9 @@ Task<std::vector<DirEntry>> list_or_make(CheckpointIo io, std::string dir) {
 
 }  // namespace
 
-Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
-  auto entries = co_await list_or_make(io, parent_of(dir));
+Task<TemporaryDirectory> make_temporary_directory(CheckpointIo io, std::string dir) {
+  const std::string parent = parent_of(dir);
+  auto entries = co_await list_or_make(io, parent);
   if (!entries) co_return fail(entries.error());
   for (const auto& entry : *entries) {
     if (entry.name == name_of(dir)) {
@@ -63,9 +64,32 @@ Task<std::string> make_temporary_directory(CheckpointIo io, std::string dir) {
                      {.path = dir});
     }
   }
-  std::string tmp = dir + ".tmp-" + random_id();
-  if (auto made = co_await io.storage->make_dir(tmp); !made) co_return fail(made.error());
-  co_return tmp;
+  LeftoverOptions ours;
+  ours.name = name_of(dir);
+  auto leftovers = co_await remove_leftovers(io, parent, std::move(ours));
+  if (!leftovers) co_return fail(leftovers.error());
+  // A cleaner may lock (and remove) the new directory between its mkdir and our lock: it
+  // is then the cleaner's, and a fresh name is tried.
+  constexpr int attempts = 4;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    std::string tmp = dir + ".tmp-" + random_id();
+    if (auto made = co_await io.storage->make_dir(tmp); !made) co_return fail(made.error());
+    auto lock = co_await io.storage->try_lock_dir(tmp);
+    if (!lock && lock.error().code != Errc::unavailable && lock.error().code != Errc::not_found) {
+      co_return fail(lock.error());
+    }
+    if (lock && !*lock) continue;
+    if (!lock && lock.error().code == Errc::not_found) continue;
+    TemporaryDirectory made;
+    made.path = std::move(tmp);
+    if (lock) made.lock = std::move(**lock);  // unavailable: saves go on, unowned (temporary_directory.hpp)
+    made.leftovers = std::move(*leftovers);
+    co_return std::move(made);
+  }
+  co_return fail(Errc::io,
+                 "could not make a temporary directory for " + dir + ": another process took each of " +
+                     std::to_string(attempts) + " new ones before its lock could be held",
+                 {.path = dir, .operation = "lock"});
 }
 
 Task<void> write_durable_file(CheckpointIo io, std::string path, std::string text) {
