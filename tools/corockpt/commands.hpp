@@ -10,6 +10,7 @@
 /// - inspect: the tensors, meshes, sizes and user blob of a checkpoint
 /// - verify: every check that needs no model; exit 0 only when all pass
 /// - consolidate: full tensors as standard safetensors files with a Hugging Face index
+/// - clean: remove the temporary directories of killed saves (nobody holds their lock)
 
 #include <CLI/CLI.hpp>
 
@@ -21,5 +22,6 @@ void add_load_command(CLI::App& app, int& exit_code);
 void add_inspect_command(CLI::App& app, int& exit_code);
 void add_verify_command(CLI::App& app, int& exit_code);
 void add_consolidate_command(CLI::App& app, int& exit_code);
+void add_clean_command(CLI::App& app, int& exit_code);
 
 }  // namespace corockpt::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   corockpt::cli::add_inspect_command(app, exit_code);
   corockpt::cli::add_verify_command(app, exit_code);
   corockpt::cli::add_consolidate_command(app, exit_code);
+  corockpt::cli::add_clean_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -1,6 +1,7 @@
 // `corockpt save --spec F [--backend local|mpi] [--storage ...] D`: the spec's model,
 // every element of every param, buffer and optimizer state set to its known value, saved;
-// it prints the fill's time and the save's apart.
+// it prints the fill's time and the save's apart, and the leftovers of killed saves of D
+// (D.tmp-* nobody owned) it removed first, with the space each held.
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -43,6 +44,10 @@ Task<std::string> save_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
     times = std::to_string(std::chrono::duration<double>(filled - start).count()) + " " +
             std::to_string(std::chrono::duration<double>(end - filled).count()) + " " +
             std::to_string(saved->total_bytes);
+    // Then a line per leftover of a killed save the save removed first: "bytes path".
+    for (const auto& removed : saved->leftovers.removed) {
+      times += "\n" + std::to_string(removed.bytes) + " " + removed.path;
+    }
   }
   co_return times;
 }
@@ -64,8 +69,17 @@ int run(const SaveArgs& args) {
     if (!r) return report_error("save", r.error());
   }
   if (!results->front()->empty()) {
+    std::istringstream lines(*results->front());
+    std::string line;
+    std::getline(lines, line);
     double fill_s = 0, save_s = 0, bytes = 0;
-    std::istringstream(*results->front()) >> fill_s >> save_s >> bytes;
+    std::istringstream(line) >> fill_s >> save_s >> bytes;
+    while (std::getline(lines, line)) {
+      const auto space = line.find(' ');
+      const double freed = std::stod(line.substr(0, space));
+      std::printf("removed %s, left by a killed save: %s bytes (%s)\n", line.substr(space + 1).c_str(),
+                  line.substr(0, space).c_str(), human_bytes(freed).c_str());
+    }
     // The fill (known values, a test fixture) is not the save's: report them apart.
     std::printf("filled the model with known values in %.2f s\n", fill_s);
     std::printf("saved %s: %s in %.2f s (%.2f GB/s), %d ranks\n", args.dir.c_str(), human_bytes(bytes).c_str(), save_s,
