@@ -3,6 +3,7 @@ process (no torch.distributed) and on gloo process groups with DTensors resharde
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -130,6 +131,42 @@ def test_latest_is_the_newest_committed_step(tmp_path):
         dcp.save({"w": torch.ones(2) * step}, storage_writer=ct.StorageWriter(tmp_path / f"step-{step:08d}"))
     (tmp_path / "step-00000015.tmp-abc").mkdir()  # an interrupted save is never the latest
     assert ct.latest(tmp_path) == str(tmp_path / "step-00000010")
+
+
+def _locked_by_someone(directory) -> bool:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_the_writer_holds_its_temporary_directory_locked_from_begin_to_commit_or_abandon(tmp_path):
+    # DCP begins (prepare_global_plan) and commits (finish) in separate calls: between
+    # them the directory must stay locked, or `corockpt clean` would take it for a
+    # killed save's leftover.
+    engine = ct._get_engine()
+    tmp = engine.begin_save(os.fspath(tmp_path / "abandoned"))
+    assert _locked_by_someone(tmp)
+    engine.abandon_save(tmp)
+    assert not os.path.exists(tmp)
+
+    path = tmp_path / "ckpt"
+    writer = ct.StorageWriter(path)
+    finish = writer.finish
+    seen = []
+
+    def finish_checking_the_lock(metadata, results):
+        seen.append(_locked_by_someone(writer._share["tmp"]))
+        finish(metadata, results)
+
+    writer.finish = finish_checking_the_lock
+    dcp.save({"w": torch.ones(3)}, storage_writer=writer)
+    assert seen == [True]
+    assert not _locked_by_someone(path)  # released after the commit's rename
 
 
 def test_an_existing_target_is_refused_and_left_as_it_was(tmp_path):
