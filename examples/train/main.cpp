@@ -30,6 +30,7 @@
 #include "corockpt/ckpt/async_checkpointer.hpp"
 #include "corockpt/ckpt/checkpoint_directory.hpp"
 #include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/resource_bounds.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 #include "corockpt/plugins/storage/make_storage.hpp"
@@ -185,6 +186,10 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, int local
   }
   auto model = run(runtime, strand, Model::build(spec, rank, world));
   if (!model) return {.error = model.error().to_string()};
+  // A model larger than the memory there is fails here, on every rank, before allocating.
+  if (auto fits = run(runtime, strand, check_memory_before_allocating(**model)); !fits) {
+    return {.error = fits.error().to_string()};
+  }
   (*model)->allocate();
   fixtures::fill_known_values(**model);
   if (!args.trace.empty()) (*model)->trace_to(&runtime.tracer());
@@ -442,6 +447,10 @@ int main(int argc, char** argv) {
     // exit without it (non-zero, below), which makes mpirun end the job.
     if (results[0].error.empty()) (void)finalize_mpi();
   } else {
+    if (auto fits = check_ranks_in_process(spec->world_size); !fits) {
+      std::fprintf(stderr, "corockpt_train: %s\n", fits.error().to_string().c_str());
+      return 2;
+    }
     auto world = make_local_world(runtime, spec->world_size, comm);
     if (!world) {
       std::fprintf(stderr, "corockpt_train: %s\n", world.error().to_string().c_str());

@@ -236,6 +236,11 @@ TEST_CASE("model_spec - params: unknown unit, duplicate FQNs, dtypes, shapes") {
   expect_error([](Json& s) { s["params"][3]["shape"] = {16, -1}; },
                {"param \"second.net.0.bias\"", "negative size -1"});
   expect_error([](Json& s) { s["params"][0]["name"] = ""; }, {"params[0]", "empty name"});
+  // Bytes beyond 64 bits: by the shape alone, and through the experts' copies (4 here).
+  expect_error([](Json& s) { s["params"][0]["shape"] = {4294967296, 4294967296}; },
+               {"param \"net.0.weight\"", "more bytes than fit in 64 bits"});
+  expect_error([](Json& s) { s["params"][4]["shape"] = {std::int64_t{1} << 58}; },
+               {"second.ep_layers.{expert}.net1.0.weight", "more bytes than fit in 64 bits"});
 
   Json spec = seed_json();
   spec["params"][3]["shape"] = {-4};

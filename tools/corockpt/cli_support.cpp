@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <unistd.h>
 
+#include "corockpt/ckpt/resource_bounds.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
 
@@ -56,6 +57,7 @@ Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const RankO
     if (auto done = finalize_mpi(); !done) return fail(done.error());
     return results;
   }
+  if (auto fits = check_ranks_in_process(world_size); !fits) return fail(fits.error());
   auto world = make_local_world(runtime, world_size, options.comm());
   if (!world) return fail(world.error());
   std::vector<TaskHandle<std::string>> handles;

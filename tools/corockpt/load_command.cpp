@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "corockpt/ckpt/load.hpp"
+#include "corockpt/ckpt/resource_bounds.hpp"
 #include "fixtures/known_values.hpp"
 #include "tools/corockpt/cli_support.hpp"
 #include "tools/corockpt/commands.hpp"
@@ -33,6 +34,7 @@ Task<std::string> load_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
                             std::function<void(std::uint64_t, std::uint64_t)> progress) {
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
+  if (auto fits = co_await check_memory_before_allocating(**model); !fits) co_return fail(fits.error());
   (*model)->allocate();
   fixtures::fill_known_values(**model);
   {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "corockpt/ckpt/resource_bounds.hpp"
 #include "corockpt/ckpt/save.hpp"
 #include "fixtures/known_values.hpp"
 #include "tools/corockpt/cli_support.hpp"
@@ -28,6 +29,7 @@ Task<std::string> save_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
   const auto start = std::chrono::steady_clock::now();
   auto model = co_await Model::build(spec, rank, world);
   if (!model) co_return fail(model.error().with_rank(rank));
+  if (auto fits = co_await check_memory_before_allocating(**model); !fits) co_return fail(fits.error());
   (*model)->allocate();
   fixtures::fill_known_values(**model);
   fixtures::fill_known_state(**model);

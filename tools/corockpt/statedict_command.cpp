@@ -9,6 +9,7 @@
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/ckpt/resource_bounds.hpp"
 #include "corockpt/ckpt/state_dict_json.hpp"
 #include "corockpt/plugins/comm/local/local_communicator.hpp"
 #include "corockpt/plugins/comm/mpi/mpi_communicator.hpp"
@@ -94,6 +95,7 @@ Task<nlohmann::json> describe_rank(Runtime& runtime, const ModelSpec& spec, int 
   }
   auto model = co_await Model::build(spec, rank, std::move(world));
   if (!model) co_return fail(model.error().with_rank(rank));
+  if (auto fits = co_await check_memory_before_allocating(**model); !fits) co_return fail(fits.error());
   (*model)->allocate();
   // Known values in params and optimizer state alike, so every digest is of values that
   // depend on their name and index (a shard gathered into the wrong place changes it).
@@ -127,6 +129,7 @@ CommOptions comm_options(const StatedictArgs& args) {
 }
 
 Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
+  if (auto fits = check_ranks_in_process(spec.world_size); !fits) return fits;
   Runtime runtime;
   auto world = make_local_world(runtime, spec.world_size, comm_options(args));
   if (!world) return fail(world.error());

@@ -1,5 +1,6 @@
 #include "corockpt/ckpt/model.hpp"
 
+#include "corockpt/ckpt/detail/owned_tensors.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 
 #include <algorithm>
@@ -88,20 +89,11 @@ Task<std::unique_ptr<Model>> Model::build(const ModelSpec& spec, int rank, std::
 }
 
 void Model::allocate() {
-  auto make = [this](DType dtype, std::vector<std::int64_t> shape) {
+  detail::for_each_owned_tensor(instances_, [this](const std::string&, DType dtype, const std::vector<std::int64_t>& shape,
+                                           TensorView& view) {
     auto& bytes = memory_.emplace_back(static_cast<std::size_t>(corockpt::numel(shape)) * size_of(dtype));
-    return TensorView{bytes.data(), dtype, std::move(shape), MemorySpace::host};
-  };
-  for (auto& inst : instances_) {
-    for (auto& slot : inst.params) {
-      if (inst.is_flat() && !slot.spec->buffer) continue;  // lives in the flat slice
-      slot.value = make(slot.spec->dtype, slot.box.sizes);
-      for (auto& state : slot.states) state = make(slot.spec->dtype, slot.box.sizes);
-    }
-    if (!inst.is_flat()) continue;
-    inst.flat_value = make(inst.flat_dtype, {inst.flat_slice});
-    for (auto& state : inst.flat_states) state = make(inst.flat_dtype, {inst.flat_slice});
-  }
+    view = TensorView{bytes.data(), dtype, shape, MemorySpace::host};
+  });
 }
 
 Task<void> Model::move_to(std::shared_ptr<Device> device) {

@@ -383,6 +383,22 @@ Result<void> validate_params(const ModelSpec& spec) {
                            list_string(param.shape), name);
       }
     }
+    // Its bytes must fit int64 (offsets and sizes everywhere are int64), with every copy
+    // an expert unit makes of it and the optimizer's states beside it.
+    std::int64_t bytes = static_cast<std::int64_t>(size_of(param.dtype));
+    for (std::int64_t s : param.shape) {
+      if (__builtin_mul_overflow(bytes, s, &bytes)) bytes = -1;
+      if (bytes < 0) break;
+    }
+    // The value and at most two optimizer states (Adam's), for each expert.
+    std::int64_t copies = 3;
+    if (unit->has_experts() && __builtin_mul_overflow(copies, unit->num_experts, &copies)) copies = -1;
+    if (bytes < 0 || copies < 0 || __builtin_mul_overflow(bytes, copies, &bytes)) {
+      return invalid("param " + in_quotes(name) + ": shape " + list_string(param.shape) + " of " +
+                         std::string(to_string(param.dtype)) +
+                         " holds more bytes than fit in 64 bits (with its experts and optimizer states)",
+                     name);
+    }
     const int experts = unit->has_experts() ? static_cast<int>(unit->num_experts) : 0;
     for (int e = unit->has_experts() ? 0 : -1; e < experts; ++e) {
       const std::string full = fqn(*unit, param, e);

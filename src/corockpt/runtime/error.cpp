@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <new>
+#include <stdexcept>
 #include <system_error>
 
 namespace corockpt {
@@ -84,6 +86,12 @@ Error error_from_exception(std::exception_ptr e) {
       return Error{Errc::cancelled, "operation cancelled", {}, ECANCELED};
     }
     return Error{Errc::internal, se.what(), {}, 0};
+  } catch (const std::bad_alloc& ex) {
+    // Any allocation that fails is the machine's memory, never a bug of ours to report.
+    return Error{Errc::no_memory, std::string("out of memory: an allocation failed (") + ex.what() + ")", {}, ENOMEM};
+  } catch (const std::length_error& ex) {
+    return Error{Errc::no_memory, std::string("out of memory: a size beyond what can be allocated (") + ex.what() + ")",
+                 {}, ENOMEM};
   } catch (const std::exception& ex) {
     return Error{Errc::internal, ex.what(), {}, 0};
   } catch (...) {

@@ -66,7 +66,9 @@ inline std::unexpected<Error> fail(Error error) { return std::unexpected<Error>(
 /// by the caller), mapped to the nearest code and carrying strerror's text.
 Error system_error(int err, std::string operation, std::string path = {});
 
-/// The error for an exception caught at the edge of the public API.
+/// The error for an exception caught at the edge of the public API: Errc::no_memory for
+/// std::bad_alloc and std::length_error (a failed or impossible allocation), cancelled for
+/// an aborted operation, internal otherwise.
 Error error_from_exception(std::exception_ptr e);
 
 }  // namespace corockpt

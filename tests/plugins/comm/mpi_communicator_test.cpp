@@ -181,19 +181,18 @@ TEST_CASE("comm mpi - a rank that skips a barrier: the others time out, then the
 }
 
 TEST_CASE("comm mpi - after a timeout, a dead peer on this host is named; peers elsewhere are counted", "[comm]") {
-  using mpi_detail::PeerProcess;
-  const PeerProcess me = mpi_detail::this_process();
+  const ProcessId me = this_process_id();
   const pid_t child = ::fork();  // a process that has exited (and been reaped): its pid is free
   if (child == 0) ::_exit(0);
   REQUIRE(child > 0);
   REQUIRE(::waitpid(child, nullptr, 0) == child);
-  const std::vector<PeerProcess> world = {me, {.host = me.host, .pid = child}, {.host = me.host + 1, .pid = 1}, me};
+  const std::vector<ProcessId> world = {me, {.host = me.host, .pid = child}, {.host = me.host + 1, .pid = 1}, me};
   const std::vector<int> everyone = {0, 1, 2, 3};
   CHECK(mpi_detail::describe_peers(world, everyone, 0) ==
         "world rank 1 (pid " + std::to_string(child) + ", this host) has exited; 1 ranks on other hosts were not checked");
   const std::vector<int> alive = {0, 3};
   CHECK(mpi_detail::describe_peers(world, alive, 0) == "the other rank on this host is running");
-  CHECK(mpi_detail::this_process().host == me.host);
+  CHECK(this_process_id().host == me.host);
 }
 
 TEST_CASE("comm mpi - a collective abandoned at its deadline completes later, its communicator gone", "[comm]") {

@@ -26,8 +26,7 @@ using mpi_detail::mpi_error;
 using mpi_detail::MpiOperation;
 using mpi_detail::MpiProgress;
 using mpi_detail::OwnedComm;
-using mpi_detail::PeerProcess;
-using WorldProcesses = std::shared_ptr<const std::vector<PeerProcess>>;
+using WorldProcesses = std::shared_ptr<const std::vector<ProcessId>>;
 
 std::string bytes(std::size_t n) { return std::to_string(n) + " bytes"; }
 
@@ -341,8 +340,8 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptio
   // Every rank's process, for naming a dead peer after a timeout. What MPI reads and
   // writes is left to it (leaked) if the gather times out.
   struct Gathering {
-    PeerProcess me = mpi_detail::this_process();
-    std::vector<PeerProcess> all;
+    ProcessId me = this_process_id();
+    std::vector<ProcessId> all;
   };
   auto gathering = std::make_unique<Gathering>();
   MPI_Request request = MPI_REQUEST_NULL;
@@ -353,7 +352,7 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptio
     if (code == MPI_SUCCESS) code = MPI_Comm_size(world, &size);
     gathering->all.resize(static_cast<std::size_t>(size));
     if (code == MPI_SUCCESS) {
-      code = MPI_Iallgather(&gathering->me, sizeof(PeerProcess), MPI_BYTE, gathering->all.data(), sizeof(PeerProcess),
+      code = MPI_Iallgather(&gathering->me, sizeof(ProcessId), MPI_BYTE, gathering->all.data(), sizeof(ProcessId),
                             MPI_BYTE, world, &request);
     }
     if (code != MPI_SUCCESS) return fail(mpi_error(code, what).with_operation(what));
@@ -362,7 +361,7 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptio
     gathering.release();
     return fail(gathered.error());
   }
-  auto processes = std::make_shared<const std::vector<PeerProcess>>(std::move(gathering->all));
+  auto processes = std::make_shared<const std::vector<ProcessId>>(std::move(gathering->all));
   return std::shared_ptr<Communicator>(
       std::make_shared<MpiCommunicator>(runtime, world, "world", options, std::move(processes)));
 }
