@@ -495,3 +495,30 @@ TEST_CASE("Checkpoint corruption: a flipped byte is found whatever the checksum 
   check_names(error, {chunk.file, tensor});
   check_problem(ckpt.verify(), chunk.file, tensor, "checksum mismatch");
 }
+
+// A reader that trusts the metadata's file sizes needs the true one to tell a truncated
+// copy from a damaged header: verify says both, whichever way they differ.
+TEST_CASE("Checkpoint corruption: verify gives a data file's true size beside the size the metadata records") {
+  Damaged ckpt;
+  const std::string file = ckpt.chunk(tensor, 0).file;
+  const std::uint64_t recorded = ckpt.metadata()["files"][file].get<std::uint64_t>();
+  SECTION("truncated") {
+    const std::uint64_t cut = recorded / 3;
+    std::filesystem::resize_file(ckpt.path(file), cut);
+    check_problem(ckpt.verify(), file, "",
+                  "the file is " + std::to_string(cut) + " bytes, shorter than the metadata's " +
+                      std::to_string(recorded));
+  }
+  SECTION("truncated to nothing") {
+    std::filesystem::resize_file(ckpt.path(file), 0);
+    check_problem(ckpt.verify(), file, "",
+                  "the file is 0 bytes, shorter than the metadata's " + std::to_string(recorded));
+  }
+  SECTION("longer, by more than the probes' first steps") {
+    const std::uint64_t longer = recorded + 100'003;
+    std::filesystem::resize_file(ckpt.path(file), longer);
+    check_problem(ckpt.verify(), file, "",
+                  "the file is " + std::to_string(longer) + " bytes, longer than the metadata's " +
+                      std::to_string(recorded));
+  }
+}

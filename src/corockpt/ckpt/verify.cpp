@@ -1,7 +1,9 @@
 #include "corockpt/ckpt/verify.hpp"
 
 #include <deque>
+#include <limits>
 #include <map>
+#include <set>
 
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/detail/directory_commit.hpp"
@@ -21,17 +23,63 @@ struct ChunkRef {
   const ChunkRecord* chunk;
 };
 
-// Whether `file` is exactly `size` bytes long, probing with reads only.
-Task<std::string> size_problem(Storage& storage, File& file, std::uint64_t size) {
+// Whether `file` holds a byte at `offset`, asked with a one-byte read.
+Task<bool> has_byte(Storage& storage, File& file, std::uint64_t offset) {
   std::byte probe[1];
-  auto past = co_await read_unaligned_at(storage, file, size, probe);
+  auto got = co_await read_unaligned_at(storage, file, offset, probe);
+  if (!got) co_return fail(got.error());
+  co_return *got != 0;
+}
+
+// The smallest n in [low, high] at which `file` holds no byte, given none at `high`.
+Task<std::uint64_t> first_missing_byte(Storage& storage, File& file, std::uint64_t low, std::uint64_t high) {
+  while (low < high) {
+    const std::uint64_t middle = low + (high - low) / 2;
+    auto has = co_await has_byte(storage, file, middle);
+    if (!has) co_return fail(has.error());
+    if (*has) {
+      low = middle + 1;
+    } else {
+      high = middle;
+    }
+  }
+  co_return low;
+}
+
+// Whether `file` is exactly `size` bytes long, probing with reads only; if not, its true
+// size beside the recorded one. Storage has no stat of an open file, and reads are what
+// a reader sees: a binary search (doubling past `size` first for a longer file) takes at
+// most about 130 one-byte reads, and only for a file of the wrong size.
+Task<std::string> size_problem(Storage& storage, File& file, std::uint64_t size) {
+  auto past = co_await has_byte(storage, file, size);
   if (!past) co_return fail(past.error());
-  if (*past != 0) co_return std::string("the file is longer than the metadata's " + std::to_string(size) + " bytes");
+  const std::string recorded = std::to_string(size);
+  if (*past) {
+    // Doubling steps past `size` to an offset with no byte, then the search between.
+    constexpr std::uint64_t max_offset = std::numeric_limits<std::int64_t>::max();  // off_t's
+    std::uint64_t low = size + 1;  // a byte at `size`, so size < max_offset
+    std::uint64_t high = low;
+    std::uint64_t step = 1;
+    for (;;) {
+      auto more = co_await has_byte(storage, file, high);
+      if (!more) co_return fail(more.error());
+      if (!*more) break;
+      if (high == max_offset) co_return fail(Errc::io, file.path() + " reads past the largest file offset");
+      low = high + 1;
+      high = max_offset - high < step ? max_offset : high + step;
+      step = std::min(step * 2, max_offset);
+    }
+    auto actual = co_await first_missing_byte(storage, file, low, high);
+    if (!actual) co_return fail(actual.error());
+    co_return "the file is " + std::to_string(*actual) + " bytes, longer than the metadata's " + recorded;
+  }
   if (size == 0) co_return std::string{};
-  auto last = co_await read_unaligned_at(storage, file, size - 1, probe);
+  auto last = co_await has_byte(storage, file, size - 1);
   if (!last) co_return fail(last.error());
-  if (*last == 0) co_return std::string("the file is shorter than the metadata's " + std::to_string(size) + " bytes");
-  co_return std::string{};
+  if (*last) co_return std::string{};
+  auto actual = co_await first_missing_byte(storage, file, 0, size - 1);
+  if (!actual) co_return fail(actual.error());
+  co_return "the file is " + std::to_string(*actual) + " bytes, shorter than the metadata's " + recorded;
 }
 
 // The safetensors header of `file` against the metadata's chunks in it.
