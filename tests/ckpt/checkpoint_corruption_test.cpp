@@ -522,3 +522,52 @@ TEST_CASE("Checkpoint corruption: verify gives a data file's true size beside th
                       std::to_string(recorded));
   }
 }
+
+// Every mesh of the metadata is over ranks 0..world_size-1 (MeshSpec), so one whose shape
+// holds another number of ranks, or whose dims a DeviceMesh could not name, contradicts
+// the world it claims to describe. Load does not use the meshes (it reshards by boxes),
+// so it still loads; verify reports it.
+TEST_CASE("Checkpoint corruption: verify reports metadata meshes that contradict the world size") {
+  Damaged ckpt;  // world 2: meshes global [2] and dp_ep [1, 2]
+  Json metadata = ckpt.metadata();
+  REQUIRE(metadata["world_size"] == 2);
+  REQUIRE(metadata["meshes"].size() == 2);
+  SECTION("fewer ranks than the world") {
+    metadata["meshes"][0]["shape"] = {1};
+    ckpt.set_metadata(metadata);
+    check_problem(ckpt.verify(), metadata_name, "", "mesh \"global\" of shape [1] has 1 rank, but world_size is 2");
+  }
+  SECTION("more ranks than the world") {
+    metadata["meshes"][1]["shape"] = {2, 2};
+    ckpt.set_metadata(metadata);
+    check_problem(ckpt.verify(), metadata_name, "", "mesh \"dp_ep\" of shape [2, 2] has 4 ranks, but world_size is 2");
+  }
+  SECTION("more ranks than 64 bits count") {
+    metadata["meshes"][1]["shape"] = {std::int64_t{1} << 62, 1 << 20};
+    ckpt.set_metadata(metadata);
+    check_problem(ckpt.verify(), metadata_name, "", "has at least 2^63 ranks, but world_size is 2");
+  }
+  SECTION("a repeated dim name") {
+    metadata["meshes"][1]["dim_names"] = {"dp", "dp"};
+    ckpt.set_metadata(metadata);
+    check_problem(ckpt.verify(), metadata_name, "", "mesh \"dp_ep\" repeats the dim name \"dp\"");
+  }
+  SECTION("no dims, or a dim without a name") {
+    metadata["meshes"][0]["shape"] = Json::array();
+    metadata["meshes"][0]["dim_names"] = Json::array();
+    metadata["meshes"][1]["dim_names"] = {"dp", ""};
+    ckpt.set_metadata(metadata);
+    const VerifyReport report = ckpt.verify();
+    check_problem(report, metadata_name, "", "mesh \"global\" has no dims");
+    check_problem(report, metadata_name, "", "mesh \"global\" of shape [] has 1 rank, but world_size is 2");
+    check_problem(report, metadata_name, "", "mesh \"dp_ep\" has a dim with an empty name");
+  }
+  SECTION("a repeated mesh name") {
+    metadata["meshes"][1]["name"] = "global";
+    metadata["meshes"][1]["shape"] = {2};
+    metadata["meshes"][1]["dim_names"] = {"x"};
+    ckpt.set_metadata(metadata);
+    check_problem(ckpt.verify(), metadata_name, "", "the mesh name \"global\" is repeated");
+  }
+  ckpt.check_loads_clean();
+}

@@ -31,7 +31,7 @@ int run(const std::string& dir) {
 
 void add_verify_command(CLI::App& app, int& exit_code) {
   auto dir = std::make_shared<std::string>();
-  CLI::App* cmd = app.add_subcommand("verify", "check a checkpoint's checksums, tiling, files and headers");
+  CLI::App* cmd = app.add_subcommand("verify", "check a checkpoint's checksums, tiling, files, headers and meshes");
   cmd->add_option("dir", *dir, "the checkpoint directory")->required();
   cmd->callback([dir, &exit_code] { exit_code = run(*dir); });
 }

@@ -7,7 +7,9 @@
 
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/format/checked_size.hpp"
 #include "corockpt/ckpt/format/safetensors.hpp"
+#include "corockpt/ckpt/format/strict_json.hpp"
 #include "corockpt/plugins/storage/read_unaligned.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
@@ -147,6 +149,37 @@ Task<void> check_header(CheckpointIo io, File& file, const std::string& name, st
   co_return Result<void>{};
 }
 
+// Meshes a reader rebuilding the saved topology would trip on. A MeshSpec is over ranks
+// 0..world_size-1 (model_spec.hpp: every mesh of a model spans its world), so its shape
+// must hold exactly world_size ranks; and, as DeviceMesh requires, it has dims, their
+// names are distinct and not empty, and no two meshes share a name.
+void check_meshes(const CheckpointMetadata& metadata, std::vector<VerifyProblem>& problems) {
+  const std::string file(checkpoint_metadata_file);
+  auto problem = [&](std::string message) { problems.push_back({file, "", std::move(message)}); };
+  std::set<std::string> meshes;
+  for (const MeshSpec& mesh : metadata.meshes) {
+    const std::string which = "mesh " + detail::quoted_text(mesh.name);
+    if (!meshes.insert(mesh.name).second) problem("the mesh name " + detail::quoted_text(mesh.name) + " is repeated");
+    if (mesh.shape.empty()) problem(which + " has no dims");
+    const auto ranks = detail::checked_numel(mesh.shape);  // sizes are positive: their product
+    if (!ranks || *ranks != metadata.world_size) {
+      const std::string count = !ranks        ? "at least 2^63 ranks"
+                                : *ranks == 1 ? "1 rank"
+                                              : std::to_string(*ranks) + " ranks";
+      problem(which + " of shape " + detail::list_text(mesh.shape) + " has " + count + ", but world_size is " +
+              std::to_string(metadata.world_size));
+    }
+    std::set<std::string> dims;
+    for (const std::string& dim : mesh.dim_names) {
+      if (dim.empty()) {
+        problem(which + " has a dim with an empty name");
+      } else if (!dims.insert(dim).second) {
+        problem(which + " repeats the dim name " + detail::quoted_text(dim));
+      }
+    }
+  }
+}
+
 struct ChecksumQueue {
   std::vector<ChunkRef> chunks;
   std::size_t next = 0;
@@ -186,6 +219,7 @@ Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
     report.problems.push_back({std::string(checkpoint_metadata_file), metadata.error().context.fqn, metadata.error().message});
     co_return report;
   }
+  check_meshes(*metadata, report.problems);
   report.tensors = metadata->tensors.size();
   std::map<std::string, std::vector<ChunkRef>> by_file;
   for (const auto& [name, record] : metadata->tensors) {

@@ -12,6 +12,14 @@
 /// block of every chunk matches. Files are opened regular_only (a FIFO or a device is a
 /// problem, never a hang), and every read is bounded by the metadata's sizes or the size
 /// search.
+///
+/// Beyond what `load` needs, what another reader would trip on:
+/// - meshes that contradict the world size. A recorded mesh is over ranks
+///   0..world_size-1 (MeshSpec; every mesh of a model spans its world), so one whose
+///   shape holds another number of ranks is reported, and so is one without dims, with
+///   an empty or repeated dim name, or sharing its name with another (DeviceMesh refuses
+///   those). Only reported: `load` does not use the meshes (it reshards by boxes), so
+///   parsing accepts them and such a checkpoint still loads. (No chunk records a rank.)
 
 #include <cstdint>
 #include <functional>

@@ -114,7 +114,7 @@ std::string to_json_text(const CheckpointMetadata& metadata);
 /// begin > end or end past the file's recorded size, a box whose ndim differs from the
 /// shape or that leaves the shape, a byte range whose length is not the box's bytes, a
 /// wrong number of checksums, block_size 0; Errc::unavailable for a version newer than
-/// checkpoint_format_version ("written by a newer corockpt"). Does not check tiling.
+/// checkpoint_format_version ("written by a newer corockpt"). Does not check tiling, nor meshes against world_size.
 /// Also Errc::corrupt: "format" other than "corockpt", a version below 1, unknown keys
 /// (at every level), a key repeated in an object, world_size < 1, a mesh whose shape
 /// is not positive or whose dim_names do not match it, "param_groups" not a list or
