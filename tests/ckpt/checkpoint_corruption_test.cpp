@@ -571,3 +571,22 @@ TEST_CASE("Checkpoint corruption: verify reports metadata meshes that contradict
   }
   ckpt.check_loads_clean();
 }
+
+// PyTorch's HuggingFaceStorageReader reads every *.safetensors file in the directory, so a
+// file the metadata does not list changes what PyTorch loads (or makes it fail); other
+// stray entries change nothing a reader sees and are left alone.
+TEST_CASE("Checkpoint corruption: verify reports *.safetensors entries the metadata does not list") {
+  Damaged ckpt;
+  const std::string file = ckpt.chunk(tensor, 0).file;
+  std::filesystem::copy_file(ckpt.path(file), ckpt.path("rank00007-000.safetensors"));
+  std::filesystem::create_directory(ckpt.path("extra.safetensors"));
+  write_file(ckpt.path("notes.txt"), "kept beside the checkpoint");
+  write_file(ckpt.path("model.safetensors.index.json"), "{}");
+
+  const VerifyReport report = ckpt.verify();
+  INFO(test::problems_text(report));
+  check_problem(report, "rank00007-000.safetensors", "", "not listed in the metadata");
+  check_problem(report, "extra.safetensors", "", "not listed in the metadata");
+  CHECK(report.problems.size() == 2);  // notes.txt and the index are not problems
+  CHECK(report.files == ckpt.metadata()["files"].size());
+}

@@ -3,9 +3,10 @@
 # save; inspect lists every tensor; verify passes; load --check on 20 other
 # configurations (world 8/6/4/2/1, layout flat/per_param, float32/bfloat16); a save
 # onto an existing checkpoint fails; verify fails on a flipped data byte and names the
-# file (and load --check fails on it); consolidate --optimizer-states, read back by an
-# independent pure-Python safetensors reader checking every element; the same for a
-# model of every dtype (tests/tools/all_dtypes_spec.json).
+# file (and load --check fails on it), and on a stray *.safetensors file, a mesh that
+# contradicts the world size and a truncated file; consolidate --optimizer-states, read
+# back by an independent pure-Python safetensors reader checking every element; the same
+# for a model of every dtype (tests/tools/all_dtypes_spec.json).
 # usage: checkpoint_cli_test.sh COROCKPT PYTHON3 SEED_SPEC READ_SAFETENSORS_PY
 # Exits 77 (skipped) only when PYTHON3 cannot run.
 set -euo pipefail
@@ -197,6 +198,42 @@ elif grep -q -i -e checksum -e mismatch -e corrupt "$work/load-bad.log"; then
 else
   fail "load --check exited non-zero on the corrupted checkpoint, but not for a checksum or value mismatch"
   sed 's/^/    | /' "$work/load-bad.log" | tail -n 5
+fi
+
+# 8. what a reader would trip on: verify fails, naming each, on a copy with a stray
+# *.safetensors file, a mesh that contradicts the world size and a truncated data file
+# (giving its true size beside the recorded one).
+odd="$work/odd"
+cp -r "$ckpt" "$odd"
+expect=$("$python" - "$odd" <<'EOF'
+import json, os, shutil, sys
+d = sys.argv[1]
+path = os.path.join(d, "corockpt.metadata.json")
+meta = json.load(open(path))
+first = sorted(meta["files"])[0]
+shutil.copy(os.path.join(d, first), os.path.join(d, "stray.safetensors"))
+meta["meshes"][0]["shape"] = [meta["world_size"] + 1]
+json.dump(meta, open(path, "w"))
+last = sorted(meta["files"])[-1]
+cut = meta["files"][last] // 2
+os.truncate(os.path.join(d, last), cut)
+print("stray.safetensors: a file named *.safetensors that is not listed in the metadata")
+print("has %d ranks, but world_size is %d" % (meta["world_size"] + 1, meta["world_size"]))
+print("%s: the file is %d bytes, shorter than the metadata's %d" % (last, cut, meta["files"][last]))
+EOF
+)
+if "$corockpt" verify "$odd" >"$work/verify-odd.log" 2>&1; then
+  fail "verify exited 0 on a stray *.safetensors file, a contradicting mesh and a truncated file"
+else
+  missing=0
+  while IFS= read -r line; do
+    grep -qF -- "$line" "$work/verify-odd.log" || { fail "verify does not say: $line"; missing=1; }
+  done <<<"$expect"
+  if ((missing)); then
+    sed 's/^/    | /' "$work/verify-odd.log"
+  else
+    echo "ok: verify exits non-zero on a stray *.safetensors file, a contradicting mesh and a truncated file, naming each"
+  fi
 fi
 
 if ((failures)); then

@@ -180,6 +180,26 @@ void check_meshes(const CheckpointMetadata& metadata, std::vector<VerifyProblem>
   }
 }
 
+// PyTorch's HuggingFaceStorageReader reads every "*.safetensors" entry of the directory,
+// so one the metadata does not list changes what PyTorch loads, or fails its load. Other
+// entries change nothing any reader sees and are not reported.
+Task<void> check_unlisted(CheckpointIo io, const std::string& dir, const CheckpointMetadata& metadata,
+                          std::vector<VerifyProblem>& problems) {
+  auto entries = co_await io.storage->list(dir);
+  if (!entries) {
+    problems.push_back({"", "", entries.error().message});
+    co_return Result<void>{};
+  }
+  for (const DirEntry& entry : *entries) {
+    if (!entry.name.ends_with(".safetensors") || metadata.files.contains(entry.name)) continue;
+    problems.push_back({entry.name, "",
+                        std::string(entry.is_directory ? "a directory" : "a file") +
+                            " named *.safetensors that is not listed in the metadata: PyTorch's "
+                            "HuggingFaceStorageReader would read it too"});
+  }
+  co_return Result<void>{};
+}
+
 struct ChecksumQueue {
   std::vector<ChunkRef> chunks;
   std::size_t next = 0;
@@ -220,6 +240,8 @@ Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
     co_return report;
   }
   check_meshes(*metadata, report.problems);
+  auto listed = co_await check_unlisted(io, dir, *metadata, report.problems);
+  if (!listed) co_return fail(listed.error());
   report.tensors = metadata->tensors.size();
   std::map<std::string, std::vector<ChunkRef>> by_file;
   for (const auto& [name, record] : metadata->tensors) {

@@ -20,6 +20,10 @@
 ///   an empty or repeated dim name, or sharing its name with another (DeviceMesh refuses
 ///   those). Only reported: `load` does not use the meshes (it reshards by boxes), so
 ///   parsing accepts them and such a checkpoint still loads. (No chunk records a rank.)
+/// - every `*.safetensors` entry of the directory that the metadata's `files` does not
+///   list: PyTorch's HuggingFaceStorageReader reads every one, so it would change what
+///   PyTorch loads. Other entries (notes, an index) change nothing a reader sees and are
+///   not reported.
 
 #include <cstdint>
 #include <functional>
