@@ -19,6 +19,7 @@
 
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
+#include "tests/support/hang_watchdog.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace corockpt;
@@ -429,6 +430,7 @@ TEST_CASE("Checkpoint corruption: a data file replaced by a FIFO is refused by l
   const std::string file = ckpt.chunk(tensor, 0).file;
   std::filesystem::remove(ckpt.path(file));
   REQUIRE(::mkfifo(ckpt.path(file).c_str(), 0644) == 0);
+  test::HangWatchdog watchdog("load and verify of a checkpoint whose data file is a FIFO", std::chrono::seconds(60));
 
   const Error error = ckpt.load_error();
   CHECK(error.code == Errc::invalid_argument);
@@ -446,6 +448,8 @@ TEST_CASE("Checkpoint corruption: metadata that is /dev/zero or a FIFO is refuse
   Damaged ckpt;
   const std::string metadata = ckpt.path(metadata_name);
   std::filesystem::remove(metadata);
+  test::HangWatchdog watchdog("load and verify of a checkpoint whose metadata is /dev/zero or a FIFO",
+                              std::chrono::seconds(60));
   SECTION("a symlink to /dev/zero") {
     std::filesystem::create_symlink("/dev/zero", metadata);
     const Error error = ckpt.load_error();
