@@ -445,7 +445,9 @@ int main(int argc, char** argv) {
     world->reset();
     // After a failure a peer may be dead, and MPI_Finalize could wait for it for ever:
     // exit without it (non-zero, below), which makes mpirun end the job.
-    if (results[0].error.empty()) (void)finalize_mpi();
+    if (results[0].error.empty()) {
+      if (auto done = finalize_mpi(comm.deadline); !done) results[0].error = done.error().to_string();
+    }
   } else {
     if (auto fits = check_ranks_in_process(spec->world_size); !fits) {
       std::fprintf(stderr, "corockpt_train: %s\n", fits.error().to_string().c_str());

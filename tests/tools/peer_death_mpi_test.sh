@@ -19,7 +19,7 @@ fail() {
   failures=$((failures + 1))
 }
 show() { sed 's/^/    | /' "$1" | tail -n 20; }
-deadline=3
+deadline=10  # long enough that rank 1 is killed (while building under ASan) before rank 0 gives up
 bound=90  # seconds an mpirun may take before it counts as hung
 
 # Two ranks, 576 MiB each with Adam: big enough that a rank can be caught mid-job.

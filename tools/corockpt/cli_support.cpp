@@ -22,10 +22,20 @@ Result<std::unique_ptr<Engines>> Engines::make(StorageKind kind) {
   return engines;
 }
 
-CommOptions RankOptions::comm() const {
+CommOptions comm_options(double deadline_s) {
   CommOptions options;
   options.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(deadline_s * 1000));
   return options;
+}
+
+CommOptions RankOptions::comm() const { return comm_options(deadline_s); }
+
+void add_deadline_option(CLI::App& cmd, double& deadline_s) {
+  cmd.add_option("--deadline", deadline_s,
+                 "seconds any wait on the other ranks may take (MPI's start and end, each collective) before the "
+                 "command fails, naming a dead peer where it can")
+      ->default_val(deadline_s)
+      ->check(CLI::Range(0.001, 86400.0));
 }
 
 void add_rank_options(CLI::App& cmd, RankOptions& options) {
@@ -33,11 +43,7 @@ void add_rank_options(CLI::App& cmd, RankOptions& options) {
       ->check(CLI::IsMember({"local", "mpi"}));
   cmd.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
-  cmd.add_option("--deadline", options.deadline_s,
-                 "seconds any wait on the other ranks may take (MPI's start, each collective) before the command "
-                 "fails, naming a dead peer where it can")
-      ->default_val(options.deadline_s)
-      ->check(CLI::Range(0.001, 86400.0));
+  add_deadline_option(cmd, options.deadline_s);
 }
 
 Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const RankOptions& options, int world_size,
@@ -54,7 +60,7 @@ Result<std::vector<Result<std::string>>> run_ranks(Engines& engines, const RankO
     results.push_back(runtime.spawn(job((*world)->rank(), *world)).get());
     world->reset();
     if (!results.front()) return results;  // no MPI_Finalize: see the header
-    if (auto done = finalize_mpi(); !done) return fail(done.error());
+    if (auto done = finalize_mpi(options.comm().deadline); !done) return fail(done.error());
     return results;
   }
   if (auto fits = check_ranks_in_process(world_size); !fits) return fail(fits.error());

@@ -44,6 +44,9 @@ struct RankOptions {
   CommOptions comm() const;
 };
 void add_rank_options(CLI::App& cmd, RankOptions& options);
+/// `--deadline SECONDS` alone (add_rank_options includes it), and the options it means.
+void add_deadline_option(CLI::App& cmd, double& deadline_s);
+CommOptions comm_options(double deadline_s);
 
 /// Runs `job(rank, world)` on `world_size` ranks in this process (backend "local") or
 /// on this process's rank under mpirun (backend "mpi"; the world size must match), every

@@ -17,6 +17,7 @@
 #include "corockpt/plugins/device/cuda/cuda_device.hpp"
 #include "corockpt/runtime/runtime.hpp"
 #include "fixtures/known_values.hpp"
+#include "tools/corockpt/cli_support.hpp"
 
 namespace corockpt::cli {
 
@@ -122,16 +123,10 @@ Result<void> write_json(const std::string& path, const nlohmann::json& doc) {
   return {};
 }
 
-CommOptions comm_options(const StatedictArgs& args) {
-  CommOptions options;
-  options.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(args.deadline_s * 1000));
-  return options;
-}
-
 Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
   if (auto fits = check_ranks_in_process(spec.world_size); !fits) return fits;
   Runtime runtime;
-  auto world = make_local_world(runtime, spec.world_size, comm_options(args));
+  auto world = make_local_world(runtime, spec.world_size, comm_options(args.deadline_s));
   if (!world) return fail(world.error());
   std::vector<TaskHandle<nlohmann::json>> ranks;
   const RankPlacement placement{args.device, args.nccl};
@@ -151,7 +146,7 @@ Result<void> run_local(const ModelSpec& spec, const StatedictArgs& args) {
 // Under mpirun: every process describes its rank; rank 0 gathers and writes.
 Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
   Runtime runtime;
-  auto world = make_mpi_world(runtime, comm_options(args));
+  auto world = make_mpi_world(runtime, comm_options(args.deadline_s));
   if (!world) return fail(world.error());
   const int rank = (*world)->rank();
   const RankPlacement placement{args.device, args.nccl};
@@ -184,7 +179,7 @@ Result<void> run_mpi(const ModelSpec& spec, const StatedictArgs& args) {
   // After a failure a peer may be dead and MPI_Finalize may wait for it for ever: exit
   // without it (non-zero), which makes mpirun end the job.
   if (!result) return result;
-  return finalize_mpi();
+  return finalize_mpi(comm_options(args.deadline_s).deadline);
 }
 
 int run(const StatedictArgs& args) {
@@ -210,9 +205,7 @@ void add_statedict_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--spec", args->spec_path, "model spec (JSON)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--backend", args->backend, "local (ranks in this process) or mpi (under mpirun)")
       ->check(CLI::IsMember({"local", "mpi"}));
-  cmd->add_option("--deadline", args->deadline_s, "seconds any wait on the other ranks may take before it fails")
-      ->default_val(args->deadline_s)
-      ->check(CLI::Range(0.001, 86400.0));
+  add_deadline_option(*cmd, args->deadline_s);
   cmd->add_option("--out", args->out_path, "where to write the JSON description")->required();
   cmd->add_flag("--full", args->options.full_state_dict, "gathered, unsharded values");
   cmd->add_flag("--cpu-offload", args->options.cpu_offload, "with --full: only rank 0 holds values");

@@ -109,6 +109,13 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   }
   auto total = co_await detail::broadcast_outcome(world, committed);
   if (!plan) co_return fail(plan.error().with_rank(rank));  // this rank's own failure first
+  // A peer that dies after rank 0 committed fails the broadcast of the outcome, not the
+  // checkpoint: rank 0 knows it is complete, the others cannot know.
+  if (!total && rank == 0 && committed) total = std::move(committed);
+  if (!total && (total.error().code == Errc::timeout || total.error().code == Errc::unavailable)) {
+    total.error().message += " (the save's outcome is unknown here: rank 0 may have committed " + dir +
+                             "; `corockpt verify` tells)";
+  }
   if (!total) co_return fail(total.error().with_rank(rank));
   report.total_bytes = std::stoull(*total);
   if (begun) report.leftovers = std::move(begun->leftovers);

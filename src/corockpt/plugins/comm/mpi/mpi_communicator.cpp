@@ -113,10 +113,15 @@ Task<void> MpiCommunicator::run(Plan plan) {
     }
   }
   if (!result) {
-    if (result.error().code == Errc::timeout && processes_) {
-      // MPI cannot say who did not arrive; a dead peer on this host can be named.
+    if (processes_) {
+      // MPI cannot say who did not arrive; a dead peer on this host can be named. After a
+      // timeout the peers' state is always told; after another error (a dead peer's
+      // broken connection, say) only when one has exited.
       const std::string peers = mpi_detail::describe_peers(*processes_, members_, world_rank_);
-      if (!peers.empty()) result.error().message += "; " + peers;
+      const bool someone_exited = peers.find("exited") != std::string::npos;
+      if (!peers.empty() && (result.error().code == Errc::timeout || someone_exited)) {
+        result.error().message += "; " + peers;
+      }
     }
     result.error().with_rank(rank_).with_operation(operation);
     mark_broken(result.error());
@@ -366,13 +371,13 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptio
       std::make_shared<MpiCommunicator>(runtime, world, "world", options, std::move(processes)));
 }
 
-Result<void> finalize_mpi() {
+Result<void> finalize_mpi(std::chrono::milliseconds deadline) {
   // Test the abandoned requests one last time: those that completed free their staging.
   MpiProgress::instance().abandoned_pending();
   Result<void> done;
   {
     auto mpi = lock_mpi();
-    done = mpi_detail::finalize();
+    done = mpi_detail::finalize(deadline);
   }
   if (done) MpiProgress::instance().forget_abandoned();
   return done;

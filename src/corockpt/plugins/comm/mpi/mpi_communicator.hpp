@@ -56,9 +56,11 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime& runtime, CommOptio
 /// exit after a success, after every operation has ended and every runtime using MPI is gone
 /// (communicators destroyed later skip freeing themselves). Requests abandoned at a
 /// deadline may still be pending: OpenMPI 4.1 finalizes regardless (the tests check it),
-/// and their staging is freed after. After a failure that may come from a dead peer, do
-/// not call it: MPI_Finalize has no deadline and may wait for that peer; exit non-zero.
+/// and their staging is freed after. MPI_Finalize may wait for every process of the job:
+/// past `deadline` this gives up with Errc::timeout (a peer died after the last
+/// collective), and the process should exit non-zero. After a failure that may come from
+/// a dead peer, do not call it at all: exit non-zero.
 /// @returns an Error with MPI's text if MPI_Finalize fails.
-Result<void> finalize_mpi();
+Result<void> finalize_mpi(std::chrono::milliseconds deadline = CommOptions{}.deadline);
 
 }  // namespace corockpt

@@ -107,12 +107,17 @@ Result<void> ensure_initialized(std::chrono::milliseconds deadline) {
   return {};
 }
 
-Result<void> finalize() {
+Result<void> finalize(std::chrono::milliseconds deadline) {
   if (!initialized_by_us || finalized()) return {};
   std::unique_lock lock(main_thread->mutex);
   main_thread->finalize_wanted = true;
   main_thread->changed.notify_all();
-  main_thread->changed.wait(lock, [] { return main_thread->finalized; });
+  if (!main_thread->changed.wait_for(lock, deadline, [] { return main_thread->finalized; })) {
+    return fail(Errc::timeout,
+                "MPI_Finalize did not finish within " + std::to_string(deadline.count()) +
+                    " ms: a process of the job may have died after the last collective",
+                {.operation = "MPI_Finalize"});
+  }
   const int code = main_thread->finalize_code;
   if (code != MPI_SUCCESS) return fail(mpi_error(code, "MPI_Finalize").with_operation("MPI_Finalize"));
   return {};

@@ -39,9 +39,9 @@ bool finalized();
 
 /// Finalizes MPI if ensure_initialized initialized it (a program that initialized MPI
 /// itself also finalizes it), on the thread that initialized it. Call it holding
-/// `lock_mpi()`. It has no deadline (MPI_Finalize may wait for the other processes):
-/// after a failure with a peer that may be dead, leave MPI unfinalized instead.
-Result<void> finalize();
+/// `lock_mpi()`. MPI_Finalize may wait for the other processes: past `deadline` this
+/// returns Errc::timeout, leaving MPI_Finalize to that thread (the process should exit).
+Result<void> finalize(std::chrono::milliseconds deadline);
 
 /// An MPI communicator, freed when its last owner lets go: the `MpiCommunicator` and every
 /// request still pending on it. A request abandoned at a deadline may complete long after

@@ -11,6 +11,6 @@ Result<std::shared_ptr<Communicator>> make_mpi_world(Runtime&, CommOptions) {
               {.operation = "make_mpi_world"});
 }
 
-Result<void> finalize_mpi() { return {}; }
+Result<void> finalize_mpi(std::chrono::milliseconds) { return {}; }
 
 }  // namespace corockpt
