@@ -195,6 +195,8 @@ TEST_CASE("model_spec - units: unknown mesh or dim, duplicates, expert counts") 
                {"unit \"second\"", "unknown dim \"dp\"", "replicate_dim"});
   expect_error([](Json& s) { s["units"][1]["name"] = "root"; }, {"unit \"root\"", "twice"});
   expect_error([](Json& s) { s["units"][2].erase("num_experts"); }, {"unit \"experts\"", "num_experts"});
+  expect_error([](Json& s) { s["units"][2]["num_experts"] = 4ll << 32; },
+               {"unit \"experts\"", "num_experts 17179869184", "more than the 65536"});
   expect_error([](Json& s) { s["units"][2]["num_experts"] = 6; },
                {"unit \"experts\"", "num_experts 6", "not divisible", "\"ep\""});
   expect_error([](Json& s) { s["units"][2]["num_experts"] = 0; }, {"unit \"experts\"", "num_experts"});
@@ -240,7 +242,14 @@ TEST_CASE("model_spec - params: unknown unit, duplicate FQNs, dtypes, shapes") {
   expect_error([](Json& s) { s["params"][0]["shape"] = {4294967296, 4294967296}; },
                {"param \"net.0.weight\"", "more bytes than fit in 64 bits"});
   expect_error([](Json& s) { s["params"][4]["shape"] = {std::int64_t{1} << 58}; },
-               {"second.ep_layers.{expert}.net1.0.weight", "more bytes than fit in 64 bits"});
+               {"more bytes than fit in 64 bits"});
+  // Each of root's two params fits; together, concatenated in the flat unit, they do not.
+  expect_error(
+      [](Json& s) {
+        s["params"][0]["shape"] = {std::int64_t{1} << 59};  // 2^61 bytes, 3 x that with Adam: fits
+        s["params"][1]["shape"] = {std::int64_t{1} << 59};
+      },
+      {"flat unit \"root\"", "together", "more bytes than fit in 64 bits"});
 
   Json spec = seed_json();
   spec["params"][3]["shape"] = {-4};

@@ -67,3 +67,30 @@ TEST_CASE("resource bounds - a model that fits passes on every rank") {
     CHECK(*outcome == "");
   }
 }
+
+TEST_CASE("resource bounds - processes of one machine add their needs up against its MemAvailable") {
+  using detail::RankMemory;
+  constexpr std::uint64_t gib = 1ull << 30;
+  const ProcessId a{.host = 1, .pid = 10}, b{.host = 1, .pid = 11}, c{.host = 2, .pid = 10};
+  // Two processes of host 1 need 6 GiB each: each fits its own 10 GiB, not the host's 10 together.
+  const std::vector<RankMemory> crowded = {{a, 6 * gib, 10 * gib, 10 * gib}, {b, 6 * gib, 10 * gib, 10 * gib},
+                                           {c, 6 * gib, 10 * gib, 10 * gib}};
+  auto seen_from_a = detail::memory_shortfall(crowded, a);
+  REQUIRE(seen_from_a);
+  CHECK(*seen_from_a ==
+        "the model needs 12.00 GiB of host memory in this machine (2 ranks: 0, 1) but it may take only 10.00 GiB "
+        "more (MemAvailable, shared by its processes)");
+  auto seen_from_c = detail::memory_shortfall(crowded, c);
+  REQUIRE(seen_from_c);
+  CHECK_THAT(*seen_from_c, Catch::Contains("in the machine of rank 0 (2 ranks: 0, 1)"));
+  // One process over its own limit (a cgroup, RLIMIT_AS) is named before any machine.
+  const std::vector<RankMemory> limited = {{a, 1 * gib, 10 * gib, 10 * gib}, {c, 3 * gib, 2 * gib, 10 * gib}};
+  auto process = detail::memory_shortfall(limited, a);
+  REQUIRE(process);
+  CHECK_THAT(*process, Catch::StartsWith("the model needs 3.00 GiB of host memory in the process of rank 1 (1 rank: 1)"));
+  // Ranks of one process (the local backend) add up too; spread over hosts they fit.
+  CHECK(detail::memory_shortfall(std::vector<RankMemory>{{a, 6 * gib, 10 * gib, 10 * gib}, {c, 6 * gib, 10 * gib, 10 * gib}}, a) ==
+        std::nullopt);
+  CHECK(detail::memory_shortfall(std::vector<RankMemory>{{a, 6 * gib, 10 * gib, 10 * gib}, {a, 6 * gib, 10 * gib, 10 * gib}}, a)
+            ->starts_with("the model needs 12.00 GiB of host memory in this process (2 ranks: 0, 1)"));
+}

@@ -280,6 +280,10 @@ Result<ModelSpec> read_spec(const Json& root) {
   return spec;
 }
 
+// The most experts one unit may have: far above any model's (hundreds), and low enough
+// that validating every expert's FQNs stays quick.
+constexpr std::int64_t max_experts_per_unit = 65536;
+
 Result<void> invalid(std::string message, std::string fqn = {}) {
   return fail(Errc::invalid_argument, std::move(message),
               ErrorContext{.fqn = std::move(fqn), .operation = "validate model spec"});
@@ -331,6 +335,10 @@ Result<void> validate_unit(const ModelSpec& spec, const UnitSpec& unit) {
     if (unit.shard_dim == unit.expert_dim) return invalid(where + ": shard_dim and expert_dim are the same dim");
     const std::int64_t parts = dim_size(unit.expert_dim);
     if (unit.num_experts < 1) return invalid(where + ": expert_dim needs num_experts >= 1");
+    if (unit.num_experts > max_experts_per_unit) {
+      return invalid(where + ": num_experts " + std::to_string(unit.num_experts) + " is more than the " +
+                     std::to_string(max_experts_per_unit) + " a unit may have");
+    }
     if (unit.num_experts % parts != 0) {
       return invalid(where + ": num_experts " + std::to_string(unit.num_experts) +
                      " is not divisible by the size " + std::to_string(parts) + " of expert_dim " +
@@ -370,6 +378,7 @@ Result<void> validate_units(const ModelSpec& spec) {
 Result<void> validate_params(const ModelSpec& spec) {
   std::map<std::string, std::size_t> owner_of_fqn;     // FQN -> index in params
   std::map<std::string_view, std::size_t> flat_dtype;  // flat unit -> its first param
+  std::map<std::string_view, std::int64_t> flat_bytes;  // flat unit -> its params' bytes so far, with copies
   for (std::size_t i = 0; i < spec.params.size(); ++i) {
     const ParamSpec& param = spec.params[i];
     const std::string where = "params[" + std::to_string(i) + "]";
@@ -397,6 +406,13 @@ Result<void> validate_params(const ModelSpec& spec) {
       return invalid("param " + in_quotes(name) + ": shape " + list_string(param.shape) + " of " +
                          std::string(to_string(param.dtype)) +
                          " holds more bytes than fit in 64 bits (with its experts and optimizer states)",
+                     name);
+    }
+    // A flat unit concatenates its params: their sum must fit too.
+    if (unit->layout == UnitLayout::flat && !param.buffer &&
+        __builtin_add_overflow(flat_bytes[unit->name], bytes, &flat_bytes[unit->name])) {
+      return invalid("flat unit " + in_quotes(unit->name) + ": its params together, up to " + in_quotes(name) +
+                         ", hold more bytes than fit in 64 bits (with its experts and optimizer states)",
                      name);
     }
     const int experts = unit->has_experts() ? static_cast<int>(unit->num_experts) : 0;

@@ -90,8 +90,8 @@ Error error_from_exception(std::exception_ptr e) {
     // Any allocation that fails is the machine's memory, never a bug of ours to report.
     return Error{Errc::no_memory, std::string("out of memory: an allocation failed (") + ex.what() + ")", {}, ENOMEM};
   } catch (const std::length_error& ex) {
-    return Error{Errc::no_memory, std::string("out of memory: a size beyond what can be allocated (") + ex.what() + ")",
-                 {}, ENOMEM};
+    // A container asked for more elements than can exist: a size no memory can hold.
+    return Error{Errc::no_memory, std::string("an allocation larger than can exist (") + ex.what() + ")", {}, ENOMEM};
   } catch (const std::exception& ex) {
     return Error{Errc::internal, ex.what(), {}, 0};
   } catch (...) {

@@ -82,6 +82,7 @@ MemoryHeadroom memory_headroom() {
   MemoryHeadroom headroom;
   if (auto available = proc_kib("/proc/meminfo", "MemAvailable")) {
     consider(headroom, *available, "MemAvailable in /proc/meminfo");
+    headroom.machine_available = *available;
   }
   consider_cgroups(headroom);
   rlimit limit{};

@@ -16,6 +16,8 @@ struct MemoryHeadroom {
   /// Which limit it is, with its figure: "MemAvailable in /proc/meminfo",
   /// "cgroup /sys/fs/cgroup/x/memory.max (4294967296) minus memory.current", "RLIMIT_AS".
   std::string source = "no limit found";
+  /// MemAvailable alone: what every process of this machine shares (UINT64_MAX unread).
+  std::uint64_t machine_available = UINT64_MAX;
 };
 
 /// Reads /proc/meminfo (MemAvailable), the cgroup's memory.max minus memory.current (v2,
