@@ -594,3 +594,14 @@ TEST_CASE("Checkpoint corruption: verify reports *.safetensors entries the metad
   CHECK(report.problems.size() == 2);  // notes.txt and the index are not problems
   CHECK(report.files == ckpt.metadata()["files"].size());
 }
+
+TEST_CASE("Checkpoint corruption: metadata with a user blob over its bound is refused by load and verify, naming it") {
+  Damaged ckpt;
+  Json metadata = ckpt.metadata();
+  metadata["user"] = {{"data_loader", std::string(2 * max_user_blob_bytes, 'x')}};  // 32 MiB of text
+  ckpt.set_metadata(metadata);
+  const Error error = ckpt.load_error();
+  CHECK(error.code == Errc::corrupt);
+  check_names(error, {metadata_name, "\"user\" holds more than 16777216 bytes of text"});
+  check_problem(ckpt.verify(), metadata_name, "", "\"user\" holds more than 16777216 bytes of text");
+}

@@ -203,10 +203,14 @@ TEST_CASE("metadata - malformed JSON, unknown and missing keys, and wrong types 
   CHECK(contains(rejection([](Json& j) { j["meshes"][0]["dim_names"] = {"a", "b"}; }).message, "dim_names"));
   CHECK(contains(rejection([](Json& j) { j["param_groups"] = Json::object(); }).message, "param_groups"));
   CHECK(contains(rejection([](Json& j) { j["user"] = 3; }).message, "user"));
-  // A user blob past its limit (a hostile or foreign file: saves refuse to write one).
+  // A user blob past its limit (a hostile or foreign file: saves refuse to write one) is
+  // refused by the first pass over the text, before any of it is built; one within it
+  // by strings but over it as JSON (escapes, numbers), once built.
   const Error big = rejection([](Json& j) { j["user"] = {{"s", std::string(max_user_blob_bytes, 'x')}}; });
-  CHECK(contains(big.message, "\"user\""));
-  CHECK(contains(big.message, "user blob is " + std::to_string(max_user_blob_bytes + 8) + " bytes"));
+  CHECK(contains(big.message, "\"user\" holds more than " + std::to_string(max_user_blob_bytes) + " bytes of text"));
+  const Error escaped = rejection([](Json& j) { j["user"] = {{"s", std::string(max_user_blob_bytes / 2, '\n')}}; });
+  CHECK(contains(escaped.message, "\"user\""));
+  CHECK(contains(escaped.message, "user blob is " + std::to_string(max_user_blob_bytes + 8) + " bytes"));
   CHECK(contains(rejection([](Json& j) { j["files"]["rank00000-000.safetensors"] = -1; }).message, "size"));
 }
 

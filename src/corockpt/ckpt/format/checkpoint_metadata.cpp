@@ -234,7 +234,8 @@ Result<TensorRecord> read_tensor(const std::string& name, const Json& value, con
 }
 
 Result<CheckpointMetadata> read_metadata(std::string_view text) {
-  auto parsed = detail::parse_strict_json(text);
+  // A user blob past its bound is refused before any of the document is built.
+  auto parsed = detail::parse_strict_json(text, {.key = "user", .max_bytes = max_user_blob_bytes});
   if (!parsed) return fail(corrupt("", parsed.error().message));
   const Json& root = *parsed;
   if (!root.is_object()) return fail(corrupt("", std::string("must be a JSON object, got ") + root.type_name()));

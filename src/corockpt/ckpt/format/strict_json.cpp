@@ -16,6 +16,7 @@ using Json = nlohmann::json;
 // have to discard values, and they are not told about every closing bracket).
 class StrictnessCheck final : public nlohmann::json_sax<Json> {
  public:
+  explicit StrictnessCheck(KeyBudget budget) : budget_(budget) {}
   std::string problem;
 
   bool null() override { return true; }
@@ -23,7 +24,7 @@ class StrictnessCheck final : public nlohmann::json_sax<Json> {
   bool number_integer(number_integer_t) override { return true; }
   bool number_unsigned(number_unsigned_t) override { return true; }
   bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
+  bool string(string_t& text) override { return spend(text.size()); }
   bool binary(binary_t&) override { return true; }
 
   bool start_object(std::size_t) override {
@@ -32,9 +33,12 @@ class StrictnessCheck final : public nlohmann::json_sax<Json> {
     return true;
   }
   bool key(string_t& key) override {
-    if (keys_.back().insert(key).second) return true;
-    problem = "duplicate key " + quoted_text(key);
-    return false;
+    if (depth_ == 1) in_budget_ = !budget_.key.empty() && key == budget_.key;  // a top-level key
+    if (!keys_.back().insert(key).second) {
+      problem = "duplicate key " + quoted_text(key);
+      return false;
+    }
+    return depth_ == 1 || spend(key.size());
   }
   bool end_object() override {
     keys_.pop_back();
@@ -63,19 +67,31 @@ class StrictnessCheck final : public nlohmann::json_sax<Json> {
     return false;
   }
 
+  // Counts text under the budgeted key (with its two quotes); false once over budget.
+  bool spend(std::size_t bytes) {
+    if (!in_budget_ || depth_ == 0) return true;
+    spent_ += bytes + 2;
+    if (spent_ <= budget_.max_bytes) return true;
+    problem = quoted_text(budget_.key) + " holds more than " + std::to_string(budget_.max_bytes) + " bytes of text";
+    return false;
+  }
+
+  const KeyBudget budget_;
+  bool in_budget_ = false;  // inside the value of the budgeted top-level key
+  std::size_t spent_ = 0;
   std::size_t depth_ = 0;
   std::vector<std::unordered_set<std::string>> keys_;  // one per open object
 };
 
 }  // namespace
 
-Result<Json> parse_strict_json(std::string_view text) {
+Result<Json> parse_strict_json(std::string_view text, KeyBudget budget) {
   // nlohmann stops at a NUL byte as at the end of a C string, so "{}\0garbage" would
   // pass; JSON allows no raw NUL anywhere (inside strings it must be escaped).
   if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
     return fail(Errc::corrupt, "malformed JSON: a NUL byte at offset " + std::to_string(nul));
   }
-  StrictnessCheck check;
+  StrictnessCheck check(budget);
   if (!Json::sax_parse(text.begin(), text.end(), &check) || !check.problem.empty()) {
     return fail(Errc::corrupt, check.problem.empty() ? "malformed JSON" : check.problem);
   }

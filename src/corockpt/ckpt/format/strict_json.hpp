@@ -22,11 +22,19 @@ namespace corockpt::detail {
 /// Deeper than any file corockpt writes; shallow enough that recursion over it is safe.
 inline constexpr std::size_t max_json_depth = 128;
 
+/// A bound on the text under one key of the top-level object: the bytes of its strings
+/// and keys (a lower bound on its JSON size), checked before anything is built.
+struct KeyBudget {
+  std::string_view key;  ///< empty: no bound
+  std::size_t max_bytes = 0;
+};
+
 /// Parses `text` as exactly one JSON value (surrounding whitespace allowed; a NUL byte
 /// anywhere is an error, where nlohmann alone would stop reading at it).
 /// @returns Errc::corrupt saying what is wrong: "malformed JSON: ...", a duplicate key
-/// (named), or nesting deeper than max_json_depth.
-Result<nlohmann::json> parse_strict_json(std::string_view text);
+/// (named), nesting deeper than max_json_depth, or `budget.key` holding more text than
+/// `budget.max_bytes` (then no value is built at all, however large the text).
+Result<nlohmann::json> parse_strict_json(std::string_view text, KeyBudget budget = {});
 
 /// An integer that fits int64 (not a float, however round).
 std::optional<std::int64_t> as_int64(const nlohmann::json& value);
