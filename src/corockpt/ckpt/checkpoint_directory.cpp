@@ -93,10 +93,12 @@ Task<int> remove_old_checkpoints(CheckpointIo io, std::string root, int keep_las
     // Held through the rename and the removal: a live save's directory (a partial one)
     // is left alone, and no cleaner races this removal. Where directories cannot be
     // locked, the step order alone decides, as it did before locks.
-    auto lock = co_await io.storage->try_lock_dir(root + "/" + e.name);
+    std::string path = root + "/" + e.name;  // named: GCC 12 mishandles temporaries in co_await calls
+    auto lock = co_await io.storage->try_lock_dir(std::move(path));
     if (lock && !*lock) continue;
-    if (!lock && lock.error().code == Errc::not_found) continue;  // committed or removed meanwhile
-    if (!lock && lock.error().code != Errc::unavailable) co_return fail(lock.error());
+    // Removed or committed meanwhile, or not lockable as a directory (a symlink, no
+    // permission): left alone, as remove_leftovers does, rather than ending retention.
+    if (!lock && lock.error().code != Errc::unavailable) continue;
     // Renamed first: a crash half-way through the removal leaves a partial checkpoint,
     // never a complete-looking one with files missing.
     std::string doomed = root + "/" + e.name;

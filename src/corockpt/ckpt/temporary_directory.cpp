@@ -19,7 +19,8 @@ Task<std::uint64_t> space_of(CheckpointIo io, std::string dir) {
   auto entries = co_await io.storage->list(dir);
   if (!entries) co_return bytes;
   for (const auto& entry : *entries) {
-    if (auto held = co_await io.storage->allocated_bytes(child_of(dir, entry.name))) bytes += *held;
+    std::string file = child_of(dir, entry.name);  // named: GCC 12 mishandles temporaries in co_await calls
+    if (auto held = co_await io.storage->allocated_bytes(std::move(file))) bytes += *held;
   }
   co_return bytes;
 }
