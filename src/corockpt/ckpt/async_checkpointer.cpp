@@ -1,6 +1,8 @@
 #include "corockpt/ckpt/async_checkpointer.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 
 #include "corockpt/ckpt/checkpoint_directory.hpp"
 #include "corockpt/ckpt/detail/save_state.hpp"
@@ -39,6 +41,45 @@ Task<void> SaveHandle::snapshot_taken() {
   co_return state->snapshot_result;
 }
 
+std::size_t SaveHandle::unit_count() const { return state_->unit_fences.size(); }
+
+bool SaveHandle::snapshot_ready(std::size_t unit) const {
+  return unit < state_->unit_fences.size() && state_->unit_fences[unit].is_set();
+}
+
+namespace {
+
+Error no_such_unit(std::size_t unit, std::size_t count) {
+  return Error{Errc::invalid_argument,
+               "unit " + std::to_string(unit) + " is not one of the save's " + std::to_string(count) + " units",
+               {.operation = "wait_snapshot"}, 0};
+}
+
+// A unit's outcome once its fence is open: copied, or the whole snapshot's result.
+Result<void> unit_outcome(detail::SaveState& state, std::size_t unit, Clock::time_point waited_from) {
+  std::lock_guard lock(state.mutex);
+  state.times.stall_seconds += seconds_since(waited_from);
+  if (state.unit_copied[unit]) return {};
+  return state.snapshot_result;
+}
+
+}  // namespace
+
+Result<void> SaveHandle::wait_snapshot(std::size_t unit) {
+  if (unit >= state_->unit_fences.size()) return fail(no_such_unit(unit, state_->unit_fences.size()));
+  const auto start = Clock::now();
+  state_->unit_fences[unit].wait();
+  return unit_outcome(*state_, unit, start);
+}
+
+Task<void> SaveHandle::snapshot_taken(std::size_t unit) {
+  std::shared_ptr<detail::SaveState> state = state_;  // the frame keeps it alive
+  if (unit >= state->unit_fences.size()) co_return fail(no_such_unit(unit, state->unit_fences.size()));
+  const auto start = Clock::now();
+  if (auto ok = co_await state->unit_fences[unit].async_wait(); !ok) co_return ok;
+  co_return unit_outcome(*state, unit, start);
+}
+
 Result<SaveReport> SaveHandle::wait() const {
   state_->finished.wait();
   std::lock_guard lock(state_->mutex);
@@ -67,6 +108,7 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(Model& mode
   auto chunks = LocalChunks::of(model);
   if (!chunks) return fail(chunks.error().with_rank(model.rank()));
   self->live_.emplace(std::move(*chunks));
+  if (auto ok = self->resolve_step_order(); !ok) return fail(ok.error().with_rank(model.rank()));
   if (auto ok = self->prepare_staging(); !ok) return fail(ok.error());
   return self;
 }
@@ -80,8 +122,36 @@ Result<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::create(SaveScope s
       new AsyncCheckpointer(std::move(scope), nullptr, io, std::move(executor), std::move(options)));
   self->live_.emplace(LocalChunks::from(std::move(chunks)));
   self->own_inputs_ = true;
+  if (auto ok = self->resolve_step_order(); !ok) return fail(ok.error());
   if (auto ok = self->prepare_staging(); !ok) return fail(ok.error());
   return self;
+}
+
+Result<void> AsyncCheckpointer::resolve_step_order() {
+  std::uint32_t units = 0;
+  for (const auto& chunk : live_->chunks()) units = std::max(units, chunk.unit + 1);
+  if (options_.step_order.empty()) {
+    for (std::uint32_t u = 0; u < units; ++u) step_order_.push_back(u);
+    return {};
+  }
+  std::vector<bool> seen(units, false);
+  for (std::uint32_t u : options_.step_order) {
+    if (u >= units || seen[u]) {
+      return fail(Errc::invalid_argument,
+                  "step_order must name each of the " + std::to_string(units) + " units once; unit " +
+                      std::to_string(u) + (u >= units ? " does not exist" : " is named twice"),
+                  {.operation = "AsyncCheckpointer"});
+    }
+    seen[u] = true;
+  }
+  if (options_.step_order.size() != units) {
+    return fail(Errc::invalid_argument,
+                "step_order names " + std::to_string(options_.step_order.size()) + " of the " + std::to_string(units) +
+                    " units; it must name each once",
+                {.operation = "AsyncCheckpointer"});
+  }
+  step_order_ = options_.step_order;
+  return {};
 }
 
 Result<void> AsyncCheckpointer::prepare_staging() {
@@ -134,7 +204,7 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
       return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
     }
   }
-  auto state = std::make_shared<detail::SaveState>();
+  auto state = std::make_shared<detail::SaveState>(step_order_.size());
   state->step = step;
   return start_save(std::move(state), std::move(user));
 }
@@ -168,7 +238,7 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
       return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
     }
   }
-  auto state = std::make_shared<detail::SaveState>();
+  auto state = std::make_shared<detail::SaveState>(step_order_.size());
   state->step = step;
   state->chunks = std::move(inputs.chunks);
   state->objects = std::move(inputs.objects);
@@ -197,7 +267,7 @@ Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveSta
       state->skipped = true;
       state->result = fail(Errc::cancelled, "skipped: the save of step " + std::to_string(previous->step) +
                                                 " was still running");
-      state->snapshot.set();
+      state->open_snapshot();
       state->finished.set();
       return SaveHandle(state);
     }
@@ -231,7 +301,12 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
   std::optional<ScopedSpan> span;
   if (tracer_) span.emplace(*tracer_, "snapshot step " + std::to_string(state->step), "copy", scope_.rank);
   if (snapshot_) {
-    auto taken = co_await snapshot_->take(*io_.runtime, live, options_.device.get(), /*ordered=*/true);
+    // Units open one by one as their copies land, in the optimizer's order.
+    detail::SaveState* s = state.get();
+    std::function<void(std::uint32_t)> on_unit = [s](std::uint32_t unit) { s->open_unit(unit); };
+    std::span<const std::uint32_t> order = step_order_;
+    auto taken = co_await snapshot_->take(*io_.runtime, live, options_.device.get(), /*ordered=*/true, order,
+                                          std::move(on_unit));
     span.reset();
     if (tracer_) span.emplace(*tracer_, "persist step " + std::to_string(state->step), "checkpoint", scope_.rank);
     {
@@ -239,7 +314,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
       state->snapshot_result = taken;
       state->times.snapshot_seconds = seconds_since(start);
     }
-    state->snapshot.set();
+    state->open_snapshot();
     persist_start = Clock::now();
     if (taken) {
       options.file_images = snapshot_->file_images();
@@ -257,10 +332,10 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
         std::lock_guard lock(s->mutex);
         s->times.snapshot_seconds = seconds_since(start);
       }
-      s->snapshot.set();
+      s->open_snapshot();
     };
     saved = co_await save_chunks(scope_, live, io_, dir, std::move(options));
-    state->snapshot.set();  // also after a failure before the data was written
+    state->open_snapshot();  // also after a failure before the data was written
   }
   span.reset();
   {
@@ -291,6 +366,7 @@ void AsyncCheckpointer::finish(detail::SaveState& state, Result<SaveReport> resu
     std::lock_guard lock(state.mutex);
     state.result = std::move(result);
   }
+  state.open_snapshot();  // a save abandoned at stop never leaves a fence shut
   state.finished.set();
 }
 

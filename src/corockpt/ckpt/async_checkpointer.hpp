@@ -68,6 +68,10 @@ struct AsyncCheckpointerOptions {
   int keep_last = 0;
   /// A failed save makes the next async_save return its error instead of saving.
   bool stop_on_failure = false;
+  /// The order the optimizer steps the units (LocalChunk::unit), each once: the snapshot
+  /// copies them in it and opens each unit's fence (SaveHandle::wait_snapshot(unit)) as
+  /// soon as its bytes are copied. Empty: ascending (registration order).
+  std::vector<std::uint32_t> step_order;
 };
 
 /// Figures of one save on this rank.
@@ -115,6 +119,16 @@ class SaveHandle {
   Result<void> wait_snapshot();
   /// The same for a training loop written as a coroutine.
   Task<void> snapshot_taken();
+
+  /// Per-unit fences, for a loop that steps unit by unit (in the checkpointer's
+  /// step_order()): unit `unit`'s bytes are copied once it opens, so the optimizer may
+  /// step that unit while the snapshot copies the next. The whole-state fence above is
+  /// every unit's. The time blocked adds to the stall.
+  /// @returns Errc::invalid_argument for a unit past unit_count(); the snapshot's error.
+  std::size_t unit_count() const;
+  bool snapshot_ready(std::size_t unit) const;
+  Result<void> wait_snapshot(std::size_t unit);
+  Task<void> snapshot_taken(std::size_t unit);
 
   /// Blocks until the save has committed or failed.
   Result<SaveReport> wait() const;
@@ -178,6 +192,8 @@ class AsyncCheckpointer {
   Result<void> stop(std::chrono::milliseconds deadline);
 
   CheckpointerStats stats() const;
+  /// The units in the order the snapshot copies them (options' step_order, or ascending).
+  const std::vector<std::uint32_t>& step_order() const { return step_order_; }
   const std::string& root() const { return options_.root; }
 
  private:
@@ -186,6 +202,8 @@ class AsyncCheckpointer {
       : scope_(std::move(scope)), tracer_(tracer), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
   /// Allocates the snapshot memory for live_ (or checks that streaming can do without).
   Result<void> prepare_staging();
+  /// Checks options_.step_order against the chunks' units (each once) or makes it ascending.
+  Result<void> resolve_step_order();
   Task<void> run_save(std::shared_ptr<detail::SaveState> state, std::shared_ptr<detail::SaveState> previous,
                       nlohmann::json user);
   /// The request's bookkeeping (stopped, broken, busy policy); then the save's task.
@@ -199,6 +217,7 @@ class AsyncCheckpointer {
   AsyncCheckpointerOptions options_;
   std::optional<LocalChunks> live_;  ///< a Model's chunks, or the layout given at create
   bool own_inputs_ = false;          ///< created from chunks: each save brings SaveInputs
+  std::vector<std::uint32_t> step_order_;  ///< every unit of the chunks, once
   std::unique_ptr<Snapshot> snapshot_;
   std::shared_ptr<detail::SaveState> last_;
   mutable std::mutex mutex_;

@@ -36,7 +36,8 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
   const bool adam = spec.optimizer && spec.optimizer->type == OptimizerType::adam;
   const int rank = model.rank();
 
-  for (auto& inst : model.instances()) {
+  for (std::uint32_t unit = 0; unit < model.instances().size(); ++unit) {
+    auto& inst = model.instances()[unit];
     auto mesh = unit_mesh(spec, *inst.unit);
     if (!mesh) return fail(mesh.error());
     auto replicas = instance_holders(*inst.unit, *mesh, inst.expert, rank, false);
@@ -48,7 +49,7 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
                    const std::vector<int>& who, MemorySpace space) {
       out.chunks_.push_back(LocalChunk{.name = name, .dtype = dtype, .shape = slot.spec->shape, .box = box,
                                        .bytes = {data, bytes_of(box.numel(), dtype)},
-                                       .space = space, .writer = writes(who, name, rank)});
+                                       .space = space, .writer = writes(who, name, rank), .unit = unit});
     };
     const std::int64_t slice_begin = inst.group_rank * inst.flat_slice;
     for (auto& slot : inst.params) {
@@ -94,7 +95,7 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
         const std::string name = "state." + slot.fqn + ".step";
         out.chunks_.push_back(LocalChunk{.name = name, .dtype = DType::float32, .shape = {}, .box = {},
                                          .bytes = std::as_writable_bytes(std::span<float>(&step, 1)),
-                                         .writer = writes(*holders, name, rank), .step_of = &slot});
+                                         .writer = writes(*holders, name, rank), .step_of = &slot, .unit = unit});
       }
     }
   }

@@ -39,6 +39,10 @@ struct LocalChunk {
   MemorySpace space = MemorySpace::host;
   bool writer = false;         ///< this rank writes it when saving
   ParamSlot* step_of = nullptr;  ///< Adam's step: the slot it belongs to (see store_steps)
+  /// The unit its optimizer steps it with: its Model::instances() index (LocalChunks::of);
+  /// chunks a caller describes choose their own (0: one unit). Snapshots copy, and open
+  /// per-unit fences, unit by unit (AsyncCheckpointerOptions::step_order).
+  std::uint32_t unit = 0;
 };
 
 class LocalChunks {

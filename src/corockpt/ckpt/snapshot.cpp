@@ -39,6 +39,14 @@ Task<void> copy_pieces(Runtime& runtime, std::vector<Piece> pieces) {
   co_return Result<void>{};
 }
 
+// Runs one unit's copies, then tells `on_unit` (if any) that the unit is in staging.
+Task<void> copy_unit(std::vector<Task<void>> jobs, std::uint32_t unit, std::function<void(std::uint32_t)> on_unit) {
+  auto copied = all_ok(co_await when_all(std::move(jobs)));
+  if (!copied) co_return fail(copied.error());
+  if (on_unit) on_unit(unit);
+  co_return Result<void>{};
+}
+
 }  // namespace
 
 std::uint64_t Snapshot::bytes_needed(std::span<const LocalChunk> chunks, int rank) {
@@ -83,8 +91,18 @@ Snapshot::~Snapshot() {
   if (memory_) allocator_->deallocate(memory_, bytes_);
 }
 
-Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, Device* device, bool ordered) {
-  std::vector<Task<void>> jobs;
+Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, Device* device, bool ordered,
+                          std::span<const std::uint32_t> order, std::function<void(std::uint32_t)> on_unit) {
+  // Each unit's chunks, in `order` (as listed when it is empty).
+  std::vector<std::uint32_t> units(order.begin(), order.end());
+  std::uint32_t unit_count = 0;
+  for (const auto& chunk : live) unit_count = std::max(unit_count, chunk.unit + 1);
+  if (units.empty()) {
+    for (std::uint32_t u = 0; u < unit_count; ++u) units.push_back(u);
+  }
+  std::vector<std::vector<std::size_t>> chunks_of(unit_count);
+  for (std::size_t i = 0; i < live.size(); ++i) chunks_of[live[i].unit].push_back(i);
+
   // Device chunks: one copy each, all issued now (the device's stream orders them).
   for (std::size_t i = 0; i < live.size(); ++i) {
     if (chunks_[i].bytes.empty() || live[i].space == MemorySpace::host) continue;
@@ -98,32 +116,44 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
       if (auto ok = device->order_after_compute(); !ok) co_return fail(ok.error());
       ordered = true;
     }
-    jobs.push_back(device->copy_to_host(chunks_[i].bytes, live[i].bytes));
   }
-  // Host chunks: pieces grouped into about one job per worker, so every core copies.
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < live.size(); ++i) {
-    if (live[i].space == MemorySpace::host) total += chunks_[i].bytes.size();
-  }
-  const std::uint64_t per_job = std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
-  std::vector<Piece> job;
-  std::uint64_t in_job = 0;
-  for (std::size_t i = 0; i < live.size(); ++i) {
-    if (chunks_[i].bytes.empty() || live[i].space != MemorySpace::host) continue;  // in no file, or copied above
-    const std::span<std::byte> from = live[i].bytes;
-    for (std::uint64_t at = 0; at < from.size(); at += copy_piece) {
-      const std::size_t n = std::min<std::uint64_t>(copy_piece, from.size() - at);
-      job.push_back({from.data() + at, chunks_[i].bytes.data() + at, n});
-      in_job += n;
-      if (in_job >= per_job) {
-        jobs.push_back(copy_pieces(runtime, std::move(job)));
-        job.clear();
-        in_job = 0;
+  // Host chunks: each unit's pieces grouped into about one job per worker, so every core
+  // copies it; the units' jobs are issued in order, the workers take them first come.
+  std::vector<Task<void>> units_copied;
+  for (std::uint32_t unit : units) {
+    if (unit >= unit_count) continue;
+    std::vector<Task<void>> jobs;
+    std::uint64_t total = 0;
+    for (std::size_t i : chunks_of[unit]) {
+      if (chunks_[i].bytes.empty()) continue;  // in no file
+      if (live[i].space != MemorySpace::host) {
+        jobs.push_back(device->copy_to_host(chunks_[i].bytes, live[i].bytes));
+      } else {
+        total += chunks_[i].bytes.size();
       }
     }
+    const std::uint64_t per_job =
+        std::max<std::uint64_t>(copy_piece, total / std::max<std::size_t>(runtime.worker_count(), 1) + 1);
+    std::vector<Piece> job;
+    std::uint64_t in_job = 0;
+    for (std::size_t i : chunks_of[unit]) {
+      if (chunks_[i].bytes.empty() || live[i].space != MemorySpace::host) continue;
+      const std::span<std::byte> from = live[i].bytes;
+      for (std::uint64_t at = 0; at < from.size(); at += copy_piece) {
+        const std::size_t n = std::min<std::uint64_t>(copy_piece, from.size() - at);
+        job.push_back({from.data() + at, chunks_[i].bytes.data() + at, n});
+        in_job += n;
+        if (in_job >= per_job) {
+          jobs.push_back(copy_pieces(runtime, std::move(job)));
+          job.clear();
+          in_job = 0;
+        }
+      }
+    }
+    if (!job.empty()) jobs.push_back(copy_pieces(runtime, std::move(job)));
+    units_copied.push_back(copy_unit(std::move(jobs), unit, on_unit));
   }
-  if (!job.empty()) jobs.push_back(copy_pieces(runtime, std::move(job)));
-  co_return all_ok(co_await when_all(std::move(jobs)));
+  co_return all_ok(co_await when_all(std::move(units_copied)));
 }
 
 }  // namespace corockpt

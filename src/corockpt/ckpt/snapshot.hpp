@@ -11,6 +11,7 @@
 /// save writes the files straight from it (O_DIRECT) with no second copy.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -39,9 +40,14 @@ class Snapshot {
   /// workers; chunks in `device` memory through `device` (after the compute it has
   /// queued: Device::order_after_compute, unless `ordered` says the caller did so when
   /// the state was current), all issued at once.
+  /// Unit by unit (LocalChunk::unit) in `order` (every unit of `live` once; empty: as
+  /// listed): each unit's copies are issued before the next unit's, so they land roughly
+  /// in that order, and `on_unit(unit)` is called (on the awaiting coroutine's executor)
+  /// as soon as all of a unit's bytes are copied — at once for a unit with none.
   /// @returns Errc::invalid_argument when a chunk lies in device memory and `device` is
   ///   null or of another space; the device's copy errors.
-  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live, Device* device = nullptr, bool ordered = false);
+  Task<void> take(Runtime& runtime, std::span<const LocalChunk> live, Device* device = nullptr, bool ordered = false,
+                  std::span<const std::uint32_t> order = {}, std::function<void(std::uint32_t)> on_unit = {});
 
   /// The chunks as of the last `take`, their bytes in the staging memory (chunks this
   /// rank does not write keep a null view: they are only listed).
