@@ -10,9 +10,10 @@
 // --size-gib over all ranks.
 //
 // A step, on every rank's thread: forward/backward (a sleep of --forward-ms, standing in
-// for GPU compute that the snapshot copy can overlap), then the fence (wait_snapshot of
-// the save requested at the end of the previous step, if any), then the "optimizer
-// step": a real pass over the live state, adding 1 to every float32 element of the
+// for GPU compute that the snapshot copy can overlap), then the "optimizer step" unit by
+// unit in the checkpointer's step_order, each unit behind its own fence
+// (wait_snapshot(unit) of the save requested at the end of the previous step, if any):
+// a real pass over the live state, adding 1 to every float32 element of the
 // params (--pass params, the default) or of the params and both Adam moments (--pass
 // state). SyntheticTrainer::optimizer_step would take many seconds per GiB on 2 cores,
 // so its memory traffic is what is kept. Every step ends in a barrier of all ranks (a
@@ -21,7 +22,9 @@
 // Each round alternates three things (A B C, A B C, ...), after one warm-up round that
 // is not counted (it faults in the snapshot memory and warms the storage):
 // (A) async: 3 quiet steps (nothing in flight), then async_save at the end of the last;
-//     the next step runs its forward while the snapshot copies, then waits in the fence;
+//     the next step runs its forward while the snapshot copies, then steps each unit
+//     once its fence opens (the stall is the sum of those waits; step_with_snapshot/quiet
+//     compares that whole step with a quiet one);
 //     then steps go on until the save has committed on every rank. Figures: the stall
 //     (the longest time a rank was blocked in wait_snapshot: the step would have taken
 //     its usual time without it), the quiet step (median of the 3) and the steps during
@@ -151,7 +154,7 @@ struct Rank {
   std::unique_ptr<Model> model;
   Runtime::Strand strand;
   std::unique_ptr<AsyncCheckpointer> checkpointer;
-  std::vector<std::span<float>> pass;
+  std::vector<std::pair<std::uint32_t, std::span<float>>> pass;  // (unit, values)
   std::vector<std::span<const std::byte>> copied;
   std::uint64_t copied_bytes = 0;  // with the snapshot's 64-byte alignment of each chunk
   std::byte* copy_buffer = nullptr;
@@ -172,7 +175,8 @@ void list_memory(Rank& rank, bool whole_state) {
     if (chunk.bytes.empty() || chunk.dtype != DType::float32 || chunk.name.ends_with(".step")) continue;
     if (!whole_state && chunk.name.starts_with("state.")) continue;
     // Model memory is a std::byte array: it implicitly holds float objects (P0593).
-    rank.pass.emplace_back(reinterpret_cast<float*>(chunk.bytes.data()), chunk.bytes.size() / sizeof(float));
+    rank.pass.emplace_back(chunk.unit,
+                           std::span<float>(reinterpret_cast<float*>(chunk.bytes.data()), chunk.bytes.size() / sizeof(float)));
   }
 }
 
@@ -187,13 +191,16 @@ void forward_backward(Rank& rank, std::chrono::milliseconds forward) {
 }
 
 /// The optimizer step's stand-in: a read-modify-write of every element (on the GPU: a
-/// kernel, waited for).
-void optimizer_pass(Rank& rank, std::int64_t step) {
+/// kernel, waited for); with `unit`, of that unit's elements only.
+void optimizer_pass(Rank& rank, std::int64_t step, std::optional<std::uint32_t> unit = std::nullopt) {
   if (rank.gpu) {
-    for (std::span<float> values : rank.pass) take(rank.gpu->add(values, 1.0f), "the optimizer pass");
+    for (auto [u, values] : rank.pass) {
+      if (!unit || u == *unit) take(rank.gpu->add(values, 1.0f), "the optimizer pass");
+    }
     take(rank.gpu->synchronize(), "the optimizer pass");
   } else {
-    for (std::span<float> values : rank.pass) {
+    for (auto [u, values] : rank.pass) {
+      if (unit && u != *unit) continue;
       for (float& v : values) v += 1.0f;
     }
   }
@@ -312,10 +319,14 @@ AsyncRun async_run(std::vector<Rank>& ranks, std::int64_t& step, std::chrono::mi
     nlohmann::json user = {{"step", save_step}};
     handles[r] = take(rank.checkpointer->async_save(save_step, std::move(user)), "async_save");
     forward_backward(rank, forward);
-    const auto fence = Clock::now();
-    take(handles[r].wait_snapshot(), "the snapshot");
-    blocked[r] = bench::seconds_since(fence);
-    optimizer_pass(rank, ++s);
+    // The optimizer steps unit by unit, each behind its own fence.
+    ++s;
+    for (std::uint32_t unit : rank.checkpointer->step_order()) {
+      const auto fence = Clock::now();
+      take(handles[r].wait_snapshot(unit), "the snapshot");
+      blocked[r] += bench::seconds_since(fence);
+      optimizer_pass(rank, s, unit);
+    }
     barrier.arrive_and_wait();
     for (int n = 0; marks.persisting && n < max_persist_steps; ++n) {
       forward_backward(rank, forward);
@@ -553,6 +564,8 @@ int run(const Options& options) {
   const auto stall_memcpy = spread_over(rounds, [](const Round& r) { return r.async.stall_s / r.memcpy_s; });
   const auto stall_sync = spread_over(rounds, [](const Round& r) { return r.async.stall_s / r.sync_s; });
   const auto steps = spread_over(rounds, [](const Round& r) { return r.async.persist_step_s / r.async.quiet_step_s; });
+  // The whole step that holds the fences (forward, fences, optimizer) against a quiet one.
+  const auto fenced = spread_over(rounds, [](const Round& r) { return r.async.fence_step_s / r.async.quiet_step_s; });
   const auto stall = spread_over(rounds, [](const Round& r) { return r.async.stall_s * 1e3; });
   const auto copy = spread_over(rounds, [](const Round& r) { return r.memcpy_s * 1e3; });
   const auto sync = spread_over(rounds, [](const Round& r) { return r.sync_s; });
@@ -582,6 +595,7 @@ int run(const Options& options) {
               verdict(stall_sync.median <= 0.05), verdict(stall_memcpy.median <= 1.0), verdict(steps.median <= 1.15),
               verdict(staging_ratio <= 1.05));
   std::printf("stall/memcpy = %.2f\n", stall_memcpy.median);
+  std::printf("step_with_snapshot/quiet = %.2f\n", fenced.median);
   std::printf("step_during_persist/quiet = %.2f\n", steps.median);
   std::printf("staging/state = %.2f\n", staging_ratio);
   std::printf("stall/sync_save = %.3f\n", stall_sync.median);

@@ -139,11 +139,14 @@ class KernelTrainer final : public CudaTrainer {
     return {};
   }
 
-  Result<void> optimizer_step() override {
+  Result<void> optimizer_step(std::optional<std::uint32_t> unit) override {
     if (auto ok = use(gpu_.ordinal()); !ok) return ok;
     const OptimizerSpec& opt = *model_.spec().optimizer;
-    for (ParamSlot* slot : trained_.slots) slot->step += 1;  // as SyntheticTrainer: every param
+    for (std::size_t i = 0; i < trained_.slots.size(); ++i) {  // as SyntheticTrainer: every param
+      if (!unit || trained_.slot_units[i] == *unit) trained_.slots[i]->step += 1;
+    }
     for (const TrainingPiece& p : trained_.pieces) {
+      if (unit && p.unit != *unit) continue;
       const AdamStepScalars scalars = adam_step_scalars(opt, p.slot->step);
       auto type = element_type(p.dtype, p.fqn);
       if (!type) return fail(type.error());

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -66,8 +67,8 @@ class CudaTrainer {
   virtual ~CudaTrainer() = default;
   /// Queues the gradients of every local element for `step` (1-based).
   virtual Result<void> backward(std::int64_t step) = 0;
-  /// Steps every param's count, queues Adam's update.
-  virtual Result<void> optimizer_step() = 0;
+  /// Steps every param's count, queues Adam's update; with `unit`, that unit's only.
+  virtual Result<void> optimizer_step(std::optional<std::uint32_t> unit = std::nullopt) = 0;
 };
 
 /// @returns Errc::invalid_argument naming a param of a dtype the kernels do not handle,

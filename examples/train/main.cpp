@@ -140,13 +140,14 @@ class RankTrainer {
     return gpu_->synchronize();
   }
 
-  // On the GPU: queued; async_save orders the snapshot's copies after it.
-  Result<void> optimizer_step() {
+  // On the GPU: queued; async_save orders the snapshot's copies after it. With `unit`,
+  // that unit's params only.
+  Result<void> optimizer_step(std::optional<std::uint32_t> unit = std::nullopt) {
     if (host_) {
-      host_->optimizer_step();
+      host_->optimizer_step(unit);
       return {};
     }
-    return kernels_->optimizer_step();
+    return kernels_->optimizer_step(unit);
   }
 
   Result<void> finish() { return gpu_ ? gpu_->synchronize() : Result<void>{}; }
@@ -238,20 +239,26 @@ RankResult run_rank(const Args& args, const ModelSpec& spec, int rank, int local
         break;
       }
     }
+    // The optimizer steps unit by unit, each behind its own fence: the snapshot copies
+    // the next unit while this one steps.
     double stall_ms = 0;
-    if (pending) {
-      ScopedSpan span(tracer, "fence", "step", rank);
-      const auto fence = Clock::now();
-      if (auto ok = pending->wait_snapshot(); !ok) say(rank, "  snapshot failed: %s\n", ok.error().to_string().c_str());
-      stall_ms = ms_since(fence);
-      pending.reset();
-    }
     {
       ScopedSpan span(tracer, "optimizer step", "step", rank);
-      if (auto ok = trainer->optimizer_step(); !ok) {
-        failure = ok.error().with_rank(rank).to_string();
-        break;
+      for (std::uint32_t unit : (*checkpointer)->step_order()) {
+        if (pending) {
+          const auto fence = Clock::now();
+          if (auto ok = pending->wait_snapshot(unit); !ok) {
+            say(rank, "  snapshot failed: %s\n", ok.error().to_string().c_str());
+          }
+          stall_ms += ms_since(fence);
+        }
+        if (auto ok = trainer->optimizer_step(unit); !ok) {
+          failure = ok.error().with_rank(rank).to_string();
+          break;
+        }
       }
+      pending.reset();
+      if (!failure.empty()) break;
     }
     std::string note;
     if (step % args.every == 0) {

@@ -99,11 +99,14 @@ TrainingPieces training_pieces(Model& model) {
     out.gradients += static_cast<std::size_t>(count);
     out.state_bytes += 3 * static_cast<std::uint64_t>(count) * size_of(dtype);
   };
-  for (auto& inst : model.instances()) {
+  for (std::uint32_t unit = 0; unit < model.instances().size(); ++unit) {
+    auto& inst = model.instances()[unit];
     const std::int64_t slice_begin = inst.group_rank * inst.flat_slice;
+    const std::size_t first_piece = out.pieces.size();
     for (auto& slot : inst.params) {
       if (!slot.spec->has_optimizer_state()) continue;
       out.slots.push_back(&slot);
+      out.slot_units.push_back(unit);
       if (!inst.is_flat()) {
         // A Shard(0) shard is whole rows: a contiguous range of global indices.
         const std::int64_t row = slot.box.ndim() == 0 ? 1 : slot.box.numel() / std::max<std::int64_t>(slot.box.sizes[0], 1);
@@ -118,6 +121,7 @@ TrainingPieces training_pieces(Model& model) {
       add(slot, from - slot.flat_offset, to - from, inst.flat_dtype, inst.flat_value.data + at,
           inst.flat_states[0].data + at, inst.flat_states[1].data + at);
     }
+    for (std::size_t p = first_piece; p < out.pieces.size(); ++p) out.pieces[p].unit = unit;
   }
   return out;
 }
@@ -145,12 +149,15 @@ void SyntheticTrainer::backward(std::int64_t step) {
   }
 }
 
-void SyntheticTrainer::optimizer_step() {
+void SyntheticTrainer::optimizer_step(std::optional<std::uint32_t> unit) {
   const OptimizerSpec& opt = *model_.spec().optimizer;
   // Every param steps, also those this rank holds no element of (as PyTorch's
   // optimizer steps a param with an empty shard): the step count is the same everywhere.
-  for (ParamSlot* slot : trained_.slots) slot->step += 1;
+  for (std::size_t i = 0; i < trained_.slots.size(); ++i) {
+    if (!unit || trained_.slot_units[i] == *unit) trained_.slots[i]->step += 1;
+  }
   for (const TrainingPiece& p : trained_.pieces) {
+    if (unit && p.unit != *unit) continue;
     const AdamStepScalars s = adam_step_scalars(opt, p.slot->step);
     const float* g = grads_.data() + p.grad_at;
     // cuda_kernels.cu's adam_kernel repeats this body operation for operation: change both.

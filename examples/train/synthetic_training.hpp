@@ -8,6 +8,7 @@
 /// uninterrupted one, and `state_digest` (independent of the sharding) shows it.
 
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,7 @@ struct TrainingPiece {
   std::byte* exp_avg_sq;
   ParamSlot* slot;
   std::size_t grad_at;  ///< offset of its gradients in an array of all pieces' (float32)
+  std::uint32_t unit = 0;  ///< its Model::instances() index (LocalChunk::unit)
 };
 
 /// What one rank trains: its non-empty pieces in registration order, every param with
@@ -53,6 +55,7 @@ struct TrainingPiece {
 struct TrainingPieces {
   std::vector<TrainingPiece> pieces;
   std::vector<ParamSlot*> slots;
+  std::vector<std::uint32_t> slot_units;  ///< each slot's unit
   std::size_t gradients = 0;
   std::uint64_t state_bytes = 0;
 };
@@ -74,7 +77,9 @@ class SyntheticTrainer {
   void backward(std::int64_t step);
   /// Adam's update with those gradients (PyTorch's algorithm, float32 arithmetic,
   /// values stored in the params' dtype); every param's step count goes up by one.
-  void optimizer_step();
+  /// With `unit`, only that unit's params (a loop stepping unit by unit behind the
+  /// snapshot's per-unit fences; stepping every unit once is the same step).
+  void optimizer_step(std::optional<std::uint32_t> unit = std::nullopt);
 
   /// Bytes of parameters and optimizer state this rank holds.
   std::uint64_t state_bytes() const { return trained_.state_bytes; }
