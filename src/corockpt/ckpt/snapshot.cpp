@@ -97,8 +97,14 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
   std::vector<std::uint32_t> units(order.begin(), order.end());
   std::uint32_t unit_count = 0;
   for (const auto& chunk : live) unit_count = std::max(unit_count, chunk.unit + 1);
-  if (units.empty()) {
-    for (std::uint32_t u = 0; u < unit_count; ++u) units.push_back(u);
+  // Every unit is copied: one `order` leaves out (chunks given with other units than the
+  // checkpointer's) comes last rather than not at all.
+  std::vector<bool> listed(unit_count, false);
+  for (std::uint32_t u : units) {
+    if (u < unit_count) listed[u] = true;
+  }
+  for (std::uint32_t u = 0; u < unit_count; ++u) {
+    if (!listed[u]) units.push_back(u);
   }
   std::vector<std::vector<std::size_t>> chunks_of(unit_count);
   for (std::size_t i = 0; i < live.size(); ++i) chunks_of[live[i].unit].push_back(i);

@@ -28,6 +28,7 @@ struct SaveState {
   /// Opens unit `unit`'s fence: its bytes are copied. (Latches are set outside `mutex`:
   /// what their waiters run may take it.)
   void open_unit(std::size_t unit) {
+    if (unit >= unit_fences.size()) return;  // not one of the checkpointer's units
     {
       std::lock_guard lock(mutex);
       unit_copied[unit] = true;
