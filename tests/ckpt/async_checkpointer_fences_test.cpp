@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "corockpt/ckpt/async_checkpointer.hpp"
-#include "corockpt/ckpt/load.hpp"
 #include "fixtures/known_values.hpp"
+#include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/local_ranks.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -41,26 +41,26 @@ std::vector<std::uint32_t> order_of(Order order, std::uint32_t units) {
   return out;
 }
 
-// Loads `dir` into a fresh `spec` model on every rank; "" if all hold the known values.
+// Loads `dir` into a fresh `spec` model on every rank (test::load_on); "" if all hold
+// the known values, else the first error or mismatch.
 std::string load_mismatch(TestIo& io, const ModelSpec& spec, const std::string& dir) {
-  auto results = test::run_local_ranks<std::int64_t>(io.runtime(), spec.world_size, [&](int r, std::shared_ptr<Communicator> w) {
-    return [](const ModelSpec& s, int rank, std::shared_ptr<Communicator> world, CheckpointIo c, std::string d) -> Task<std::int64_t> {
-      auto model = co_await Model::build(s, rank, std::move(world));
-      if (!model) co_return fail(model.error());
-      (*model)->allocate();
-      LoadOptions options;  // named: GCC 12 mishandles default-argument temporaries in co_await calls
-      auto loaded = co_await load_checkpoint(**model, c, std::move(d), std::move(options));
-      if (!loaded) co_return fail(loaded.error());
-      auto chunks = LocalChunks::of(**model);
-      auto check = fixtures::check_known_values(chunks->chunks());
-      if (!check.ok()) co_return fail(Errc::corrupt, *check.first_mismatch);
-      co_return check.checked;
-    }(spec, r, std::move(w), io.io(), dir);
-  });
-  for (auto& r : results) {
-    if (!r) return r.error().to_string();
+  for (auto& loaded : test::load_on(io, spec, dir)) {
+    if (!loaded) return loaded.error().to_string();
+    if (!loaded->mismatch.empty()) return loaded->mismatch;
   }
   return "";
+}
+
+// One rank's model, built on `strand` and filled with known values (and known optimizer
+// state, with `state`).
+Result<std::unique_ptr<Model>> build_known_model(TestIo& io, Runtime::Strand& strand, const ModelSpec& spec, int rank,
+                                                 std::shared_ptr<Communicator> world, bool state) {
+  auto model = io.runtime().spawn(strand, Model::build(spec, rank, std::move(world))).get();
+  if (!model) return model;
+  (*model)->allocate();
+  fixtures::fill_known_values(**model);
+  if (state) fixtures::fill_known_state(**model);
+  return model;
 }
 
 }  // namespace
@@ -76,11 +76,8 @@ TEST_CASE("AsyncCheckpointer fences: stepping each unit right after its fence sa
       ThreadReport report;
       on_threads(4, report, [&](int r) {
         Runtime::Strand strand = io.runtime().make_strand();
-        auto model = io.runtime().spawn(strand, Model::build(spec, r, world[r])).get();
+        auto model = build_known_model(io, strand, spec, r, world[r], /*state=*/true);
         THREAD_REQUIRE(report, model.has_value());
-        (*model)->allocate();
-        fixtures::fill_known_values(**model);
-        fixtures::fill_known_state(**model);
         AsyncCheckpointerOptions options{.root = tmp.file("ckpts")};
         options.step_order = order_of(order, static_cast<std::uint32_t>((*model)->instances().size()));
         auto checkpointer = AsyncCheckpointer::create(**model, io.io(), strand, options);
@@ -119,10 +116,8 @@ TEST_CASE("AsyncCheckpointer fences: a unit past the count and a step order that
   std::vector<std::optional<Error>> wrong_orders(2), past_count(2);
   on_threads(2, report, [&](int r) {
     Runtime::Strand strand = io.runtime().make_strand();
-    auto model = io.runtime().spawn(strand, Model::build(spec, r, world[r])).get();
+    auto model = build_known_model(io, strand, spec, r, world[r], /*state=*/false);
     THREAD_REQUIRE(report, model.has_value());
-    (*model)->allocate();
-    fixtures::fill_known_values(**model);
     const auto units = static_cast<std::uint32_t>((*model)->instances().size());
     AsyncCheckpointerOptions twice{.root = tmp.file("ckpts")};
     twice.step_order = std::vector<std::uint32_t>(units, 0);

@@ -107,42 +107,39 @@ timeout "$bound" "${mpirun[@]}" -np 1 "$wrapper" "$corockpt" save --spec "$spec"
 check_survivor "a peer that never starts MPI" "$work/init.log" "$started" "MPI_Init_thread did not finish"
 [[ ! -e "$work/ckpt1" ]] || fail "a checkpoint was committed at $work/ckpt1"
 
-# 2. Rank 1 dies in the middle of a save.
-rm -f "$work"/status.*
-started=$SECONDS
-timeout "$bound" "${mpirun[@]}" -np 2 "$wrapper" "$corockpt" save --spec "$spec" --backend mpi \
-  --deadline "$deadline" "$work/ckpt2" >"$work/save.log" 2>&1 &
-launcher=$!
-# Killed once rank 1 has begun writing its data file: the save itself is under way.
-victim=$(rank1_busy)
-if [[ -n "$victim" ]] && wait_for_file "$work/ckpt2.tmp-*/rank00001-*.safetensors"; then
-  kill -9 "$victim" 2>/dev/null || true
-else
-  victim=""
-fi
-wait "$launcher" || true
-if [[ -z "$victim" ]]; then
-  fail "save: rank 1 was never seen writing its data"; show "$work/save.log"
-else
-  check_survivor "rank 1 killed during a save" "$work/save.log" "$started" "world rank 1 (pid $victim, this host) has exited"
-fi
+# Runs `corockpt COMMAND ... --backend mpi` on 2 ranks, SIGKILLs rank 1 once it builds its
+# model (and, with a glob, once a file matching it exists), and checks rank 0.
+kill_rank1_during() {  # label log wait-glob-or-empty corockpt-args...
+  local label="$1" log="$2" glob="$3"
+  shift 3
+  rm -f "$work"/status.*
+  local started=$SECONDS
+  timeout "$bound" "${mpirun[@]}" -np 2 "$wrapper" "$corockpt" "$@" --backend mpi --deadline "$deadline" \
+    >"$log" 2>&1 &
+  local launcher=$!
+  local victim
+  victim=$(rank1_busy)
+  if [[ -n "$victim" ]] && { [[ -z "$glob" ]] || wait_for_file "$glob"; }; then
+    kill -9 "$victim" 2>/dev/null || true
+  else
+    victim=""
+  fi
+  wait "$launcher" || true
+  if [[ -z "$victim" ]]; then
+    fail "$label: rank 1 was never seen at the point to kill it"; show "$log"
+  else
+    check_survivor "$label" "$log" "$started" "world rank 1 (pid $victim, this host) has exited"
+  fi
+}
+
+# 2. Rank 1 dies in the middle of a save: killed once it has begun writing its data file.
+kill_rank1_during "rank 1 killed during a save" "$work/save.log" "$work/ckpt2.tmp-*/rank00001-*.safetensors" \
+  save --spec "$spec" "$work/ckpt2"
 [[ ! -e "$work/ckpt2" ]] || fail "a checkpoint was committed at $work/ckpt2 although rank 1 died"
 
 # 3. Rank 1 dies in the middle of a load (of a checkpoint saved on two local ranks).
 "$corockpt" save --spec "$spec" "$work/saved" >"$work/saved.log" 2>&1 || { fail "the local save for the load"; show "$work/saved.log"; }
-rm -f "$work"/status.*
-started=$SECONDS
-timeout "$bound" "${mpirun[@]}" -np 2 "$wrapper" "$corockpt" load --spec "$spec" --backend mpi \
-  --deadline "$deadline" "$work/saved" >"$work/load.log" 2>&1 &
-launcher=$!
-victim=$(rank1_busy)
-if [[ -n "$victim" ]]; then kill -9 "$victim" 2>/dev/null || true; fi
-wait "$launcher" || true
-if [[ -z "$victim" ]]; then
-  fail "load: rank 1 was never seen building its model"; show "$work/load.log"
-else
-  check_survivor "rank 1 killed during a load" "$work/load.log" "$started" "world rank 1 (pid $victim, this host) has exited"
-fi
+kill_rank1_during "rank 1 killed during a load" "$work/load.log" "" load --spec "$spec" "$work/saved"
 
 if ((failures > 0)); then
   echo "$failures failure(s)"
