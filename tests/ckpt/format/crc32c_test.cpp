@@ -61,3 +61,20 @@ TEST_CASE("crc32c - matches the bitwise definition at every length and alignment
     }
   }
 }
+
+TEST_CASE("crc32c - combining the checksums of two pieces gives the checksum of both") {
+  std::mt19937 random(7);
+  std::vector<std::byte> data(70000);
+  for (auto& b : data) b = static_cast<std::byte>(random());
+  const std::span<const std::byte> all(data);
+  for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{4096}, std::size_t{69999},
+                            std::size_t{70000}}) {
+    INFO("split at " << split);
+    const auto a = all.first(split), b = all.subspan(split);
+    CHECK(crc32c_combine(crc32c(a), crc32c(b), b.size()) == crc32c(all));
+  }
+  // Three pieces, folded left to right.
+  const auto a = all.first(1000), b = all.subspan(1000, 30000), c = all.subspan(31000);
+  const std::uint32_t ab = crc32c_combine(crc32c(a), crc32c(b), b.size());
+  CHECK(crc32c_combine(ab, crc32c(c), c.size()) == crc32c(all));
+}
