@@ -154,30 +154,49 @@ Result<void> AsyncCheckpointer::resolve_step_order() {
   return {};
 }
 
+namespace {
+
+// The pool a staging budget streams through: about 8 buffers (as many writes in flight),
+// each a multiple of 4 KiB (O_DIRECT) between 4 KiB and 8 MiB, at least 2 (one staging
+// while another is written), so the smallest pool is 8 KiB whatever the budget.
+BufferPoolOptions budget_pool_options(std::uint64_t budget) {
+  constexpr std::uint64_t page = 4096, largest = 8ull << 20;
+  const std::uint64_t buffer = std::clamp<std::uint64_t>(budget / 8 / page * page, page, largest);
+  return {.buffer_bytes = buffer, .buffer_count = std::max<std::uint64_t>(2, budget / buffer)};
+}
+
+}  // namespace
+
 Result<void> AsyncCheckpointer::prepare_staging() {
   const int rank = scope_.rank;
   const std::uint64_t needed = Snapshot::bytes_needed(live_->chunks(), rank);
   for (const auto& chunk : live_->chunks()) {
     if (chunk.writer) stats_.state_bytes += chunk.bytes.size();
   }
+  std::shared_ptr<BufferAllocator> allocator = options_.allocator;
+  if (!allocator) allocator = options_.device ? options_.device->staging_allocator() : make_host_allocator();
   const std::uint64_t budget = options_.staging_budget == 0 ? needed : options_.staging_budget;
   if (budget >= needed) {
-    std::shared_ptr<BufferAllocator> allocator = options_.allocator;
-    if (!allocator) allocator = options_.device ? options_.device->staging_allocator() : make_host_allocator();
     auto snapshot = Snapshot::create(live_->chunks(), rank, std::move(allocator));
     if (!snapshot) return fail(snapshot.error().with_rank(rank));
     snapshot_ = std::move(*snapshot);
     stats_.staging_bytes = needed;
     return {};
   }
+  // Streamed: device chunks go through the device, so it must be theirs.
   for (const auto& chunk : live_->chunks()) {
-    if (chunk.writer && chunk.space != MemorySpace::host) {
+    if (chunk.writer && chunk.space != MemorySpace::host &&
+        (!options_.device || options_.device->space() != chunk.space)) {
       return fail(Errc::invalid_argument,
-                  "a staging budget smaller than the state streams from host memory, and " + chunk.name + " lies in " +
-                      std::string(to_string(chunk.space)) + " memory",
+                  chunk.name + " lies in " + std::string(to_string(chunk.space)) +
+                      " memory: the save streams it through that device (AsyncCheckpointerOptions::device)",
                   {.rank = rank, .fqn = chunk.name, .operation = "AsyncCheckpointer"});
     }
   }
+  auto pool = BufferPool::create(budget_pool_options(budget), std::move(allocator));
+  if (!pool) return fail(pool.error().with_rank(rank));
+  budget_pool_ = std::move(*pool);
+  stats_.staging_bytes = budget_pool_->total_bytes();
   return {};
 }
 
@@ -199,7 +218,7 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
   // far (the optimizer step being saved), not after what the loop queues next (the next
   // forward/backward, which the copies overlap). So the order is taken here, on the
   // caller's thread, not when the snapshot starts on the strand.
-  if (options_.device && snapshot_) {
+  if (options_.device) {
     if (auto ok = options_.device->order_after_compute(); !ok) {
       return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
     }
@@ -233,7 +252,7 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
     }
   }
   // As for a model's save: the snapshot's device copies go after the compute queued now.
-  if (options_.device && snapshot_) {
+  if (options_.device) {
     if (auto ok = options_.device->order_after_compute(); !ok) {
       return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
     }
@@ -325,8 +344,12 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
       saved = fail(taken.error().with_rank(scope_.rank));
     }
   } else {
-    // No snapshot memory: the live state is read until this rank's data is durable.
+    // Within the staging budget: the save streams the live state through its own pool,
+    // unit by unit in the step order; each unit's fence opens once its bytes are staged.
     detail::SaveState* s = state.get();
+    options.device = options_.device;
+    options.unit_order = step_order_;
+    options.on_unit_staged = [s](std::uint32_t unit) { s->open_unit(unit); };
     options.on_data_written = [s, start] {
       {
         std::lock_guard lock(s->mutex);
@@ -334,7 +357,9 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
       }
       s->open_snapshot();
     };
-    saved = co_await save_chunks(scope_, live, io_, dir, std::move(options));
+    CheckpointIo io = io_;
+    io.staging = budget_pool_.get();
+    saved = co_await save_chunks(scope_, live, io, dir, std::move(options));
     state->open_snapshot();  // also after a failure before the data was written
   }
   span.reset();

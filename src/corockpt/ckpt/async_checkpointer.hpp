@@ -55,7 +55,11 @@ struct AsyncCheckpointerOptions {
   std::string root;  ///< checkpoints go to `<root>/step-<N>`
   BusyPolicy when_busy = BusyPolicy::wait;
   /// Staging memory for the snapshot; 0 means "the state's size". Smaller than the
-  /// state: no snapshot, the save streams from the live state (the stall grows).
+  /// state: no snapshot; a pool of this many bytes (buffers of budget/8, between 4 KiB
+  /// and 8 MiB; at least two) through which the save streams the live state, copy ->
+  /// write -> reuse, unit by unit in the step order, each unit's fence opening once its
+  /// bytes are in the pool. The stall is then what the budget cannot absorb: the units
+  /// that wait for earlier ones to reach the disk. Host and device state alike.
   std::uint64_t staging_budget = 0;
   /// The device the model's memory lies on (its TensorViews' space `cuda`): snapshots
   /// copy through it. Null: the model's own (Model::device; none for host memory).
@@ -151,7 +155,7 @@ struct CheckpointerStats {
   int failed = 0;
   int skipped = 0;  ///< requests dropped because a save was running (policy skip)
   int waited = 0;   ///< requests that waited for the save before them (policy wait)
-  std::uint64_t staging_bytes = 0;  ///< snapshot memory, allocated once
+  std::uint64_t staging_bytes = 0;  ///< snapshot memory, or the budget's pool: allocated once
   std::uint64_t state_bytes = 0;    ///< what this rank writes per checkpoint
 };
 
@@ -200,7 +204,7 @@ class AsyncCheckpointer {
   AsyncCheckpointer(SaveScope scope, Tracer* tracer, CheckpointIo io, Runtime::Strand executor,
                     AsyncCheckpointerOptions options)
       : scope_(std::move(scope)), tracer_(tracer), io_(io), executor_(std::move(executor)), options_(std::move(options)) {}
-  /// Allocates the snapshot memory for live_ (or checks that streaming can do without).
+  /// Allocates the snapshot memory for live_, or the staging budget's pool.
   Result<void> prepare_staging();
   /// Checks options_.step_order against the chunks' units (each once) or makes it ascending.
   Result<void> resolve_step_order();
@@ -218,7 +222,8 @@ class AsyncCheckpointer {
   std::optional<LocalChunks> live_;  ///< a Model's chunks, or the layout given at create
   bool own_inputs_ = false;          ///< created from chunks: each save brings SaveInputs
   std::vector<std::uint32_t> step_order_;  ///< every unit of the chunks, once
-  std::unique_ptr<Snapshot> snapshot_;
+  std::unique_ptr<Snapshot> snapshot_;      ///< the whole state's copy, when the budget holds it
+  std::unique_ptr<BufferPool> budget_pool_;  ///< else the buffers the save streams through
   std::shared_ptr<detail::SaveState> last_;
   mutable std::mutex mutex_;
   CheckpointerStats stats_;

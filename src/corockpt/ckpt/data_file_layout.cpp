@@ -1,5 +1,6 @@
 #include "corockpt/ckpt/data_file_layout.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -37,7 +38,8 @@ std::string data_file_name(int rank, std::size_t k) {
   return name;
 }
 
-std::vector<DataFileLayout> layout_data_files(std::span<const LocalChunk> chunks, int rank) {
+std::vector<DataFileLayout> layout_data_files(std::span<const LocalChunk> chunks, int rank,
+                                              std::span<const std::uint32_t> unit_order) {
   std::vector<DataFileLayout> files;
   std::map<std::string, std::size_t> count;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
@@ -46,6 +48,19 @@ std::vector<DataFileLayout> layout_data_files(std::span<const LocalChunk> chunks
     const std::size_t k = count[chunk.name]++;
     if (k == files.size()) files.push_back({.name = data_file_name(rank, k)});
     files[k].chunks.push_back(i);
+  }
+  if (!unit_order.empty()) {
+    // A unit's place in the order; units left out go after, in ascending order.
+    std::map<std::uint32_t, std::size_t> place;
+    for (std::size_t p = 0; p < unit_order.size(); ++p) place.emplace(unit_order[p], p);
+    auto place_of = [&](std::size_t i) {
+      auto it = place.find(chunks[i].unit);
+      return it != place.end() ? it->second : unit_order.size() + chunks[i].unit;
+    };
+    for (auto& file : files) {
+      std::stable_sort(file.chunks.begin(), file.chunks.end(),
+                       [&](std::size_t a, std::size_t b) { return place_of(a) < place_of(b); });
+    }
   }
   for (auto& file : files) {
     file.header = safetensors_header(chunks, file.chunks);

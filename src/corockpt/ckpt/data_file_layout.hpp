@@ -26,8 +26,13 @@ struct DataFileLayout {
   std::uint64_t size = 0;           ///< header and chunk bytes
 };
 
-/// The data files `rank` writes for `chunks`.
-std::vector<DataFileLayout> layout_data_files(std::span<const LocalChunk> chunks, int rank);
+/// The data files `rank` writes for `chunks`. With `unit_order` (units, LocalChunk::unit,
+/// each once), each file holds its chunks unit by unit in that order (a unit the order
+/// leaves out after the others), so a save streaming the file from its start is done
+/// reading one unit before it reads the next (AsyncCheckpointer within a staging budget);
+/// otherwise as listed. Readers find chunks by the header's offsets: any order reads.
+std::vector<DataFileLayout> layout_data_files(std::span<const LocalChunk> chunks, int rank,
+                                              std::span<const std::uint32_t> unit_order = {});
 
 /// "rank00003-001.safetensors".
 std::string data_file_name(int rank, std::size_t k);

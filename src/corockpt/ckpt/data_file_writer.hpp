@@ -9,6 +9,11 @@
 /// A file whose image is already in memory (a snapshot laid out by data_file_layout.hpp)
 /// is written from there, with no copy into the staging buffers: only the checksums are
 /// computed on the workers.
+///
+/// Chunks in device memory are copied through their device into the staging buffers
+/// (which should then come from the device's staging allocator); their checksums are
+/// computed from the staged bytes, a block that spans two buffers from its pieces'
+/// (crc32c_combine).
 
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +24,7 @@
 
 #include "corockpt/ckpt/checkpoint_io.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/plugins/device/device.hpp"
 
 namespace corockpt {
 
@@ -32,6 +38,9 @@ struct DataFileContent {
   /// bytes must be these), starting file_image_alignment-aligned and zero-padded to a
   /// multiple of it. Written from there instead of through the staging buffers.
   std::span<const std::byte> image;
+  /// The device whose memory holds the chunks that are not in host memory (their
+  /// LocalChunk::space); null when all are host memory.
+  Device* device = nullptr;
 };
 
 struct WrittenChunk {
@@ -40,11 +49,16 @@ struct WrittenChunk {
   std::vector<std::uint32_t> crc32c;  ///< per checksum block of [begin, end)
 };
 
-/// Writes `content` to a new file `path` and makes it durable.
+/// Writes `content` to a new file `path` and makes it durable. On the caller's executor:
+/// `on_written(bytes)` as bytes reach the file; streaming through the staging buffers (no
+/// image), `on_staged(end)` each time the file's prefix whose bytes are all staged grows
+/// (its new end): from then on the chunks' bytes before `end` are no longer read.
 /// @returns per chunk its range and checksums; storage errors naming the path
-///   (Errc::already_exists if the file exists).
+///   (Errc::already_exists if the file exists); Errc::invalid_argument for a chunk in
+///   device memory without `content.device` of its space; the device's copy errors.
 Task<std::vector<WrittenChunk>> write_data_file(CheckpointIo io, std::string path, const DataFileContent& content,
                                                 std::uint64_t checksum_block,
-                                                std::function<void(std::uint64_t)> on_written = {});
+                                                std::function<void(std::uint64_t)> on_written = {},
+                                                std::function<void(std::uint64_t)> on_staged = {});
 
 }  // namespace corockpt

@@ -67,9 +67,17 @@ struct SaveOptions {
   std::vector<std::span<const std::byte>> file_images;
   /// The device the model's memory lies on, for save_checkpoint: its state is first
   /// copied into a snapshot of the device's staging memory (allocated for this save),
-  /// then written. save_chunks never reads device memory: give it a snapshot.
-  /// Null: save_checkpoint uses the model's own (Model::device).
+  /// then written. Null: save_checkpoint uses the model's own (Model::device).
+  /// save_chunks streams chunks in this device's memory through it into the staging
+  /// buffers (best allocated by its staging_allocator); without it, it refuses them.
   std::shared_ptr<Device> device;
+  /// Streaming (no file_images): each data file holds its chunks unit by unit in this
+  /// order (LocalChunk::unit; layout_data_files), and `on_unit_staged(unit)` is called on
+  /// this rank's executor once every byte of that unit is in the staging buffers (at once
+  /// for a unit with no bytes to write): from then on its memory is no longer read.
+  /// AsyncCheckpointer within a staging budget opens the unit's fence there.
+  std::vector<std::uint32_t> unit_order;
+  std::function<void(std::uint32_t unit)> on_unit_staged;
   /// Values that are not tensors, written by this rank into its objects file; their
   /// bytes must stay valid until the save returns.
   std::vector<LocalObject> objects;

@@ -8,6 +8,7 @@
 #include "corockpt/ckpt/data_file_layout.hpp"
 #include "corockpt/ckpt/data_file_writer.hpp"
 #include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/detail/unit_staging.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
@@ -64,15 +65,18 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
     TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
     record.dtype = chunk.dtype;
     record.shape = chunk.shape;
-    if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host) {
+    const bool through_device = options.device && options.device->space() == chunk.space && options.file_images.empty();
+    if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host && !through_device) {
       co_return fail(Errc::invalid_argument,
                      chunk.name + " lies in " + std::string(to_string(chunk.space)) +
                          " memory: save it with SaveOptions::device, or from a snapshot",
                      {.fqn = chunk.name, .operation = "save"});
     }
   }
-  const std::vector<DataFileLayout> layout = layout_data_files(chunks, rank);
-  if (!options.file_images.empty() && options.file_images.size() != layout.size()) {
+  const bool streamed = options.file_images.empty();
+  const std::vector<DataFileLayout> layout =
+      layout_data_files(chunks, rank, streamed ? std::span<const std::uint32_t>(options.unit_order) : std::span<const std::uint32_t>());
+  if (!streamed && options.file_images.size() != layout.size()) {
     co_return fail(Errc::internal, "save: " + std::to_string(options.file_images.size()) + " file images for " +
                                        std::to_string(layout.size()) + " data files");
   }
@@ -81,7 +85,8 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
   for (std::size_t k = 0; k < layout.size(); ++k) {
     files[k].header = layout[k].header;
     for (std::size_t i : layout[k].chunks) files[k].chunks.push_back(&chunks[i]);
-    if (!options.file_images.empty()) files[k].image = options.file_images[k];
+    if (!streamed) files[k].image = options.file_images[k];
+    files[k].device = options.device.get();
     total += layout[k].size;
   }
   auto done = std::make_shared<std::uint64_t>(0);
@@ -89,9 +94,22 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
   if (options.progress) {
     on_written = [done, total, report = options.progress](std::uint64_t bytes) { report(*done += bytes, total); };
   }
+  // Units whose bytes are all staged, as each file's staged prefix grows.
+  std::shared_ptr<detail::UnitStaging> units;
+  if (streamed && options.on_unit_staged) {
+    units = std::make_shared<detail::UnitStaging>(chunks, layout);
+    for (std::uint32_t unit : units->without_bytes()) options.on_unit_staged(unit);
+  }
   std::vector<Task<std::vector<WrittenChunk>>> writes;
   for (std::size_t k = 0; k < files.size(); ++k) {
-    writes.push_back(write_data_file(io, tmp + "/" + layout[k].name, files[k], options.checksum_block, on_written));
+    std::function<void(std::uint64_t)> on_staged;
+    if (units) {
+      on_staged = [units, k, report = options.on_unit_staged](std::uint64_t end) {
+        for (std::uint32_t unit : units->staged(k, end)) report(unit);
+      };
+    }
+    writes.push_back(write_data_file(io, tmp + "/" + layout[k].name, files[k], options.checksum_block, on_written,
+                                     std::move(on_staged)));
   }
   auto written = all_ok(co_await when_all(std::move(writes)));
   if (!written) co_return fail(written.error());
