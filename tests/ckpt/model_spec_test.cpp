@@ -126,6 +126,48 @@ TEST_CASE("model_spec - a flat unit may hold buffers of another dtype, per_param
   CHECK(parse_model_spec(spec.dump()));
 }
 
+TEST_CASE("model_spec - forward_mutates: true for a buffer unless it says false, refused on a param") {
+  Json spec = seed_json();
+  Json counter = param("root", "counter", {1});
+  counter["buffer"] = true;
+  Json running_mean = param("root", "running_mean", {16});
+  running_mean["buffer"] = true;
+  running_mean["forward_mutates"] = true;
+  Json frozen_stats = param("second", "frozen_stats", {16});
+  frozen_stats["buffer"] = true;
+  frozen_stats["forward_mutates"] = false;
+  spec["params"].push_back(counter);
+  spec["params"].push_back(running_mean);
+  spec["params"].push_back(frozen_stats);
+  auto parsed = parse_model_spec(spec.dump());
+  REQUIRE(parsed);
+  const auto& params = parsed->params;
+  REQUIRE(params.size() == 11);
+  CHECK(params[8].forward_mutates);  // the default
+  CHECK(params[9].forward_mutates);
+  CHECK_FALSE(params[10].forward_mutates);
+
+  expect_error([](Json& s) { s["params"][0]["forward_mutates"] = false; },
+               {"params[0]", "net.0.weight", "\"forward_mutates\" is for buffers only"});
+  expect_error([](Json& s) { s["params"][0]["forward_mutates"] = true; }, {"\"forward_mutates\" is for buffers only"});
+  expect_error(
+      [](Json& s) {
+        Json stats = param("root", "stats", {4});
+        stats["buffer"] = true;
+        stats["forward_mutates"] = "yes";
+        s["params"].push_back(stats);
+      },
+      {"\"forward_mutates\"", "true or false"});
+
+  // A spec built in code: false on a param is refused the same way.
+  ModelSpec built = *parsed;
+  built.params[0].forward_mutates = false;
+  auto refused = validate(built);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == Errc::invalid_argument);
+  CHECK(refused.error().message.find("\"net.0.weight\": forward_mutates is for buffers only") != std::string::npos);
+}
+
 TEST_CASE("model_spec - malformed JSON and wrong types name the key") {
   auto garbage = parse_model_spec("{\"world_size\": 8,");
   REQUIRE_FALSE(garbage);

@@ -62,6 +62,7 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
       }();
       if (slot.spec->buffer) {
         add(slot.fqn, slot, slot.box, slot.value.data, slot.value.dtype, *holders, slot.value.space);
+        out.chunks_.back().at_request = slot.spec->forward_mutates;
         continue;
       }
       if (!inst.is_flat()) {

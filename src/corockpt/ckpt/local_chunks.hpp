@@ -43,6 +43,11 @@ struct LocalChunk {
   /// chunks a caller describes choose their own (0: one unit). Snapshots copy, and open
   /// per-unit fences, unit by unit (AsyncCheckpointerOptions::step_order).
   std::uint32_t unit = 0;
+  /// Captured when a save is requested (AsyncCheckpointer::async_save copies it before
+  /// returning), not behind its unit's snapshot fence: the training loop's forward changes
+  /// it (a buffer with ParamSpec::forward_mutates, set by LocalChunks::of; chunks a caller
+  /// describes say so themselves). Only the writer's chunks are captured.
+  bool at_request = false;
 };
 
 class LocalChunks {

@@ -196,7 +196,7 @@ ParamSpec read_param(Reader& in, std::size_t index, const Json& v) {
   ParamSpec param;
   std::string where = "params[" + std::to_string(index) + "]";
   if (!in.object(v, where)) return param;
-  in.only_keys(v, {"unit", "name", "shape", "dtype", "frozen", "buffer"}, where);
+  in.only_keys(v, {"unit", "name", "shape", "dtype", "frozen", "buffer", "forward_mutates"}, where);
   param.unit = in.string(v, "unit", where);
   param.name = in.string(v, "name", where);
   if (!in.error) where += " (" + in_quotes(param.name) + " of unit " + in_quotes(param.unit) + ")";
@@ -211,6 +211,10 @@ ParamSpec read_param(Reader& in, std::size_t index, const Json& v) {
   }
   param.frozen = in.boolean(v, "frozen", where, false);
   param.buffer = in.boolean(v, "buffer", where, false);
+  if (!in.error && v.contains("forward_mutates") && !param.buffer) {
+    in.reject(where, "\"forward_mutates\" is for buffers only, and this param is not one (\"buffer\": false)");
+  }
+  param.forward_mutates = in.boolean(v, "forward_mutates", where, true);
   return param;
 }
 
@@ -386,6 +390,9 @@ Result<void> validate_params(const ModelSpec& spec) {
     if (!unit) return invalid(where + " " + in_quotes(param.name) + ": unknown unit " + in_quotes(param.unit));
     if (param.name.empty()) return invalid(where + " of unit " + in_quotes(param.unit) + " has an empty name");
     const std::string name = fqn(*unit, param, -1);
+    if (!param.buffer && !param.forward_mutates) {
+      return invalid("param " + in_quotes(name) + ": forward_mutates is for buffers only", name);
+    }
     for (std::int64_t s : param.shape) {
       if (s < 0) {
         return invalid("param " + in_quotes(name) + ": negative size " + std::to_string(s) + " in shape " +

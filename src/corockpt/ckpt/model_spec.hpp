@@ -13,6 +13,8 @@
 ///  "optimizer": {"type": "adam", "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8,
 ///                "weight_decay": 0.0}}
 /// ```
+/// A buffer may say `"forward_mutates": false` (default true): forward does not change
+/// it (see ParamSpec::forward_mutates); the key is refused on a param that is not a buffer.
 /// Defaults: `prefix` "", `layout` "flat", `dtype` "float32", `frozen`/`buffer` false;
 /// Adam lr 1e-3, betas [0.9, 0.999], eps 1e-8, weight_decay 0; SGD lr 1e-3, momentum 0,
 /// weight_decay 0 (PyTorch's). `optimizer` may be absent (no optimizer). Unknown keys are
@@ -72,6 +74,12 @@ struct ParamSpec {
   DType dtype = DType::float32;
   bool frozen = false;  ///< requires_grad = False: in the model state, no optimizer state
   bool buffer = false;  ///< a plain unsharded tensor on every rank holding the unit
+  /// Buffers only: the training loop's forward changes it (BatchNorm's running
+  /// statistics, a counter), so an asynchronous save captures it when the save is
+  /// requested, before the next forward runs; the snapshot fences protect only what the
+  /// optimizer step changes. false: only the optimizer step (or nothing) changes it, and
+  /// it is copied with its unit behind that unit's fence. Must stay true on a non-buffer.
+  bool forward_mutates = true;
 
   bool has_optimizer_state() const { return !frozen && !buffer; }
 };
@@ -118,7 +126,8 @@ Result<ModelSpec> load_model_spec(const std::string& path);
 /// unit's with several experts); replicate_dim without shard_dim or on a mesh that is
 /// not 2-D; expert_dim together with replicate_dim; shard_dim alone on a mesh of more
 /// than one dim; a param of an unknown unit, with an empty name or a negative size;
-/// duplicate FQNs (every expert's); a `flat` unit whose non-buffer params mix dtypes;
+/// duplicate FQNs (every expert's); forward_mutates false on a param that is not a
+/// buffer; a `flat` unit whose non-buffer params mix dtypes;
 /// optimizer values PyTorch rejects (lr, eps, weight_decay, momentum < 0, betas
 /// outside [0, 1)).
 Result<void> validate(const ModelSpec& spec);
