@@ -270,6 +270,13 @@ Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveSta
   if (auto bounded = check_user_blob(user); !bounded) {
     return fail(std::move(bounded.error().with_rank(scope_.rank).with_operation("async_save")));
   }
+  // What forward changes is copied now, before the caller's next forward runs (async_save
+  // has ordered the device after its compute when the snapshot copies through it).
+  auto captured = detail::RequestCapture::take(
+      *io_.runtime, state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks()) : state->chunks,
+      options_.device.get(), options_.device && snapshot_);
+  if (!captured) return fail(std::move(captured.error().with_rank(scope_.rank).with_operation("async_save")));
+  state->captured = std::move(*captured);
   std::shared_ptr<detail::SaveState> previous;
   {
     std::lock_guard lock(mutex_);
@@ -311,9 +318,10 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
   options.user = std::move(user);
   for (const auto& [name, bytes] : state->objects) options.objects.push_back({name, std::as_bytes(std::span(bytes))});
   live_->load_steps();
-  // This save's chunks: its own (a checkpointer created from chunks), or the model's.
-  const std::span<const LocalChunk> live = state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks())
-                                                                 : std::span<const LocalChunk>(state->chunks);
+  // This save's chunks: its own (a checkpointer created from chunks), or the model's;
+  // those captured at request (RequestCapture) are read from their copies.
+  const std::span<const LocalChunk> live = state->captured.substitute(
+      state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks()) : state->chunks);
   Result<SaveReport> saved;
   auto persist_start = Clock::now();
   // Spans for the trace (when the model records one): the snapshot's copy, the persist.

@@ -181,9 +181,14 @@ class AsyncCheckpointer {
   ~AsyncCheckpointer();
 
   /// Starts a save of the state as it is now (the snapshot is taken before the fence
-  /// returns). Returns at once. `user` goes to the metadata (step, data-loader state...).
+  /// returns). Returns at once, but for the chunks forward changes (LocalChunk::at_request:
+  /// buffers with ParamSpec::forward_mutates), which it copies first, on the caller's
+  /// thread (from a device, through it, after the compute queued so far): the fences
+  /// protect only what the optimizer step changes. `user` goes to the metadata (step,
+  /// data-loader state...).
   /// @returns an error only when the checkpointer is broken, stopped, or
-  ///   stop_on_failure and the previous save failed.
+  ///   stop_on_failure and the previous save failed, or when that copy fails (the
+  ///   device's error; nothing is started then).
   Result<SaveHandle> async_save(std::int64_t step, nlohmann::json user = nlohmann::json::object());
   /// The same for a checkpointer created from chunks: this save's chunks and objects.
   /// @returns Errc::invalid_argument naming the first chunk whose layout differs from

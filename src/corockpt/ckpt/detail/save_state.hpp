@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "corockpt/ckpt/async_checkpointer.hpp"
+#include "corockpt/ckpt/detail/request_capture.hpp"
 #include "corockpt/runtime/latch.hpp"
 #include "corockpt/runtime/task_handle.hpp"
 
@@ -51,6 +52,8 @@ struct SaveState {
   /// A checkpointer created from chunks: this save's own (SaveInputs), read by the save.
   std::vector<LocalChunk> chunks;
   std::vector<std::pair<std::string, std::string>> objects;
+  /// What forward changes, copied when the save was requested (LocalChunk::at_request).
+  RequestCapture captured;
 };
 
 }  // namespace corockpt::detail
