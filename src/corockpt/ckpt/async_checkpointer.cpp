@@ -271,10 +271,10 @@ Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveSta
     return fail(std::move(bounded.error().with_rank(scope_.rank).with_operation("async_save")));
   }
   // What forward changes is copied now, before the caller's next forward runs (async_save
-  // has ordered the device after its compute when the snapshot copies through it).
+  // has ordered the device after its compute).
   auto captured = detail::RequestCapture::take(
       *io_.runtime, state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks()) : state->chunks,
-      options_.device.get(), options_.device && snapshot_);
+      options_.device.get(), /*ordered=*/options_.device != nullptr);
   if (!captured) return fail(std::move(captured.error().with_rank(scope_.rank).with_operation("async_save")));
   state->captured = std::move(*captured);
   std::shared_ptr<detail::SaveState> previous;
