@@ -91,11 +91,13 @@ def _host_contiguous(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.is_contiguous() else tensor.contiguous()
 
 
-def _chunk(name: str, tensor: torch.Tensor, shape, offsets, sizes) -> tuple:
+def _chunk(name: str, tensor: torch.Tensor, shape, offsets, sizes, unit: int = 0) -> tuple:
     """The engine's description of `tensor` (contiguous, in host or CUDA memory) as box
-    (offsets, sizes) of the tensor `name` of global `shape`."""
+    (offsets, sizes) of the tensor `name` of global `shape`, behind snapshot fence `unit`
+    (ct.AsyncCheckpointer's; saves and loads ignore it)."""
     return (name, _dtype_name(tensor, name), [int(s) for s in shape], [int(o) for o in offsets],
-            [int(s) for s in sizes], tensor.data_ptr(), tensor.numel() * tensor.element_size(), tensor.is_cuda)
+            [int(s) for s in sizes], tensor.data_ptr(), tensor.numel() * tensor.element_size(), tensor.is_cuda,
+            int(unit))
 
 
 def _first_corockpt_error(exception: BaseException) -> BaseException | None:

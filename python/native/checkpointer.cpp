@@ -31,7 +31,8 @@ Result<std::unique_ptr<Checkpointer>> Checkpointer::create(Runtime& runtime, Che
   AsyncCheckpointerOptions options{.root = settings.root,
                                    .when_busy = settings.when_busy == "skip" ? BusyPolicy::skip : BusyPolicy::wait,
                                    .staging_budget = settings.staging_budget,
-                                   .keep_last = settings.keep_last};
+                                   .keep_last = settings.keep_last,
+                                   .step_order = settings.step_order};
   if (settings.cuda_device >= 0) {
     // Snapshots copy on the device's own stream into pinned staging memory, after the
     // work queued on the loop's stream when async_save is called.

@@ -30,6 +30,9 @@ struct CheckpointerSettings {
   /// (a cudaStream_t; 0: the legacy default stream) the snapshot is ordered after.
   int cuda_device = -1;
   std::uintptr_t cuda_stream = 0;
+  /// AsyncCheckpointerOptions::step_order: the units (ChunkSpec::unit) in the order the
+  /// loop steps them, each once; empty: ascending.
+  std::vector<std::uint32_t> step_order;
 };
 
 class Checkpointer {

@@ -48,7 +48,8 @@ Result<std::vector<LocalChunk>> to_local_chunks(const std::vector<ChunkSpec>& sp
                                 .box = std::move(box),
                                 .bytes = std::span(reinterpret_cast<std::byte*>(spec.address), spec.bytes),
                                 .space = spec.on_cuda ? MemorySpace::cuda : MemorySpace::host,
-                                .writer = true});
+                                .writer = true,
+                                .unit = spec.unit});
   }
   return chunks;
 }

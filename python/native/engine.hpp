@@ -23,7 +23,8 @@
 namespace corockpt::python {
 
 /// A tensor's chunk as the caller describes it: `bytes` bytes at `address`, row-major,
-/// holding the box (`offsets`, `sizes`) of a tensor of `shape`.
+/// holding the box (`offsets`, `sizes`) of a tensor of `shape`; `unit` is the snapshot
+/// fence it sits behind (LocalChunk::unit; saves ignore it, loads too).
 struct ChunkSpec {
   std::string name;
   std::string dtype;  ///< PyTorch's name without "torch.": "float32", "bfloat16", ...
@@ -33,6 +34,7 @@ struct ChunkSpec {
   std::uintptr_t address = 0;
   std::uint64_t bytes = 0;
   bool on_cuda = false;  ///< the bytes lie in CUDA device memory
+  std::uint32_t unit = 0;
 };
 
 /// A value that is not a tensor, as bytes.

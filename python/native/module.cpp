@@ -42,16 +42,16 @@ T value_or_raise(Result<T> result) {
   if constexpr (!std::is_void_v<T>) return std::move(*result);
 }
 
-/// (name, dtype, shape, offsets, sizes, address, bytes, on_cuda), as corockpt.torch
+/// (name, dtype, shape, offsets, sizes, address, bytes, on_cuda, unit), as corockpt.torch
 /// builds them.
 using ChunkTuple = std::tuple<std::string, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>,
-                              std::vector<std::int64_t>, std::uintptr_t, std::uint64_t, bool>;
+                              std::vector<std::int64_t>, std::uintptr_t, std::uint64_t, bool, std::uint32_t>;
 
 std::vector<ChunkSpec> to_specs(const std::vector<ChunkTuple>& chunks) {
   std::vector<ChunkSpec> specs;
   specs.reserve(chunks.size());
-  for (const auto& [name, dtype, shape, offsets, sizes, address, bytes, on_cuda] : chunks) {
-    specs.push_back({name, dtype, shape, offsets, sizes, address, bytes, on_cuda});
+  for (const auto& [name, dtype, shape, offsets, sizes, address, bytes, on_cuda, unit] : chunks) {
+    specs.push_back({name, dtype, shape, offsets, sizes, address, bytes, on_cuda, unit});
   }
   return specs;
 }
@@ -89,6 +89,24 @@ NB_MODULE(_native, m) {
       .def(
           "wait_snapshot", [](SaveHandle& h) { value_or_raise(h.wait_snapshot()); },
           nb::call_guard<nb::gil_scoped_release>())
+      // The per-unit fences: a loop that steps some units waits for theirs only, in the
+      // order given (the checkpointer's step order); the time blocked adds to the stall.
+      .def_prop_ro("unit_count", &SaveHandle::unit_count)
+      .def(
+          "units_ready",
+          [](const SaveHandle& h, const std::vector<std::uint32_t>& units) {
+            for (std::uint32_t unit : units) {
+              if (!h.snapshot_ready(unit)) return false;
+            }
+            return true;
+          },
+          nb::arg("units"))
+      .def(
+          "wait_units",
+          [](SaveHandle& h, const std::vector<std::uint32_t>& units) {
+            for (std::uint32_t unit : units) value_or_raise(h.wait_snapshot(unit));
+          },
+          nb::arg("units"), nb::call_guard<nb::gil_scoped_release>())
       .def(
           "wait_for",
           [](const SaveHandle& h, double seconds) {
@@ -168,7 +186,8 @@ NB_MODULE(_native, m) {
           "async_checkpointer",
           [](Engine& e, const std::string& root, int rank, int world_size, nb::object channel,
              const std::vector<ChunkTuple>& chunks, int keep_last, const std::string& when_busy,
-             std::uint64_t staging_budget, std::int64_t deadline_ms, int cuda_device, std::uintptr_t cuda_stream) {
+             std::uint64_t staging_budget, std::int64_t deadline_ms, int cuda_device, std::uintptr_t cuda_stream,
+             const std::vector<std::uint32_t>& step_order) {
             CheckpointerSettings settings{.root = root,
                                           .rank = rank,
                                           .world_size = world_size,
@@ -177,13 +196,14 @@ NB_MODULE(_native, m) {
                                           .staging_budget = staging_budget,
                                           .deadline = std::chrono::milliseconds(deadline_ms),
                                           .cuda_device = cuda_device,
-                                          .cuda_stream = cuda_stream};
+                                          .cuda_stream = cuda_stream,
+                                          .step_order = step_order};
             return value_or_raise(Checkpointer::create(e.runtime(), e.io(), settings, std::move(channel),
                                                        to_specs(chunks)));
           },
           nb::arg("root"), nb::arg("rank"), nb::arg("world_size"), nb::arg("channel").none(), nb::arg("chunks"),
           nb::arg("keep_last"), nb::arg("when_busy"), nb::arg("staging_budget"), nb::arg("deadline_ms"),
-          nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0)
+          nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0, nb::arg("step_order") = std::vector<std::uint32_t>())
       .def(
           "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
           nb::arg("root"), nb::call_guard<nb::gil_scoped_release>());
