@@ -91,6 +91,7 @@ NB_MODULE(_native, m) {
           nb::call_guard<nb::gil_scoped_release>())
       // The per-unit fences: a loop that steps some units waits for theirs only, in the
       // order given (the checkpointer's step order); the time blocked adds to the stall.
+      .def("snapshot_ready", [](const SaveHandle& h) { return h.snapshot_ready(); })
       .def_prop_ro("unit_count", &SaveHandle::unit_count)
       .def(
           "units_ready",
