@@ -300,3 +300,125 @@ def _silent_peer(rank, world_size, root, deadline):
 def test_a_rank_that_stops_answering_fails_the_save_within_the_checkpointers_deadline(tmp_path):
     run_ranks(2, _silent_peer, str(tmp_path), 3.0)
     assert ct.latest(tmp_path) == str(tmp_path / "step-00000001")
+
+
+# --- per-unit snapshot fences --------------------------------------------------------------
+
+def test_wait_snapshot_of_some_params_takes_tensors_or_names_and_refuses_one_not_in_the_state(tmp_path):
+    weight, exp_avg = torch.arange(12.0).reshape(3, 4), torch.ones(3, 4)
+    buffer, step = torch.zeros(4), torch.tensor(5.0)
+    ckpt = ct.AsyncCheckpointer(tmp_path)  # no model: the state is one unit
+    assert ckpt.step_order == [0] and ckpt.unit_modules == [""]
+    handle = ckpt.async_save(5, state_of(weight, exp_avg, buffer, step))
+    with pytest.raises(ValueError, match=r"tensor of shape \(3, 4\).*not in the checkpointed state"):
+        handle.wait_snapshot([weight, torch.zeros(3, 4)])
+    with pytest.raises(ValueError, match="other.weight"):
+        handle.wait_snapshot(["other.weight"])
+    with pytest.raises(corockpt.InvalidArgument, match="tensors or FQNs"):
+        handle.wait_snapshot([3])
+    handle.wait_snapshot([weight])  # the param, by its memory
+    assert handle.snapshot_ready([weight]) and handle.snapshot_ready(["layer.weight"])
+    assert ckpt.unit_of(weight) == 0 and ckpt.unit_of("optim.state.layer.weight.exp_avg") == 0
+    weight.mul_(-1)  # its step: after its fence
+    exp_avg.add_(1)
+    handle.wait_snapshot(["layer.weight", "model.norm.running_mean"])  # an FQN, a key of the state
+    handle.wait_snapshot()
+    handle.result()
+    ckpt.stop()
+    loaded = state_of(torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(4), torch.tensor(0.0))
+    ct.load(loaded, ct.latest(tmp_path))
+    assert torch.equal(loaded["model"]["layer.weight"], torch.arange(12.0).reshape(3, 4))
+    assert torch.equal(loaded["optim"]["state"]["layer.weight"]["exp_avg"], torch.ones(3, 4))
+
+    with pytest.raises(corockpt.InvalidArgument, match="step_order"):
+        ct.AsyncCheckpointer(tmp_path, step_order=[1])
+    with pytest.raises(corockpt.InvalidArgument, match="step_order"):
+        ct.AsyncCheckpointer(tmp_path, model=torch.nn.Linear(2, 2), step_order=[0, 0])
+
+
+def _local_copies(model_sd, optim_sd) -> dict:
+    """Every tensor of the state as this rank holds it, copied."""
+    values = {f"model.{k}": v for k, v in model_sd.items()}
+    values.update({f"optim.{fqn}.{s}": v for fqn, states in optim_sd["state"].items() for s, v in states.items()})
+    return {k: (v.to_local() if hasattr(v, "to_local") else v).detach().clone() for k, v in values.items()}
+
+
+def _unit_by_unit(rank, world_size, root):
+    """FSDP2 with four units (the root's own Linear and buffer, and three fully_shard-ed
+    layers): after async_save the loop steps one unit at a time, each right after its
+    fence, in three orders (one the reverse), naming the unit's params three ways; every
+    checkpoint loads back bit for bit as the state was at the request."""
+    import torch.nn as nn
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.inp = nn.Linear(64, 512)
+            self.layers = nn.ModuleList(nn.Linear(512, 512) for _ in range(3))
+            self.register_buffer("seen", torch.zeros(4))
+
+    model = Net()
+    mesh = init_device_mesh("cpu", (world_size,))
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def step(params, round_):
+        for p in model.parameters():
+            p.grad = torch.sin(p.detach() * round_) + 0.01 if any(p is q for q in params) else None
+        optimizer.step()
+
+    step(list(model.parameters()), 1)  # the optimizer's state exists
+    orders = ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1])
+    for round_, order in enumerate(orders, start=2):
+        ckpt = ct.AsyncCheckpointer(os.path.join(root, f"order-{round_}"), model=model, step_order=order)
+        assert ckpt.unit_modules == ["", "layers.0", "layers.1", "layers.2"]
+        assert ckpt.step_order == order
+        assert ckpt.unit_of(model.inp.weight) == 0 and ckpt.unit_of("layers.1.weight") == 2
+        units = {u: [p for p in model.parameters() if ckpt.unit_of(p) == u] for u in order}
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        before = _local_copies(model_sd, optim_sd)
+        handle = ckpt.async_save(round_, {"model": model_sd, "optim": optim_sd})
+        assert handle._native.unit_count == 4  # the chunks reached the engine with their units
+        with pytest.raises(ValueError, match="not in the checkpointed state"):
+            handle.wait_snapshot([torch.ones(7)])
+        for unit in order:
+            params = units[unit]
+            if round_ == 2:
+                given = params  # the params (DTensors)
+            elif round_ == 3:
+                given = [fqn for fqn, p in model.named_parameters() if any(p is q for q in params)]
+            else:
+                given = [p.to_local() for p in params]  # their local shards, by memory
+            handle.wait_snapshot(given)
+            assert handle.snapshot_ready(given)
+            step(params, round_)  # this unit's params and optimizer states change in place
+            model.seen.add_(1)  # a buffer: captured at the request
+        handle.wait_snapshot()  # the whole state's fence, as before
+        handle.result()
+        assert handle.stall_seconds() >= 0
+        ckpt.stop()
+
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        ct.load(state, ct.latest(os.path.join(root, f"order-{round_}")))  # into the model: back to the request
+        after = _local_copies(state["model"], state["optim"])
+        assert set(after) == set(before)
+        for name in before:
+            assert torch.equal(after[name], before[name]), (order, name)
+
+    # An optimizer state keyed by the optimizer's indices (optimizer.state_dict()) belongs to
+    # no param of the model: no fence would guard it.
+    ckpt = ct.AsyncCheckpointer(os.path.join(root, "by-index"), model=model)
+    with pytest.raises(corockpt.InvalidArgument, match="no param of the model"):
+        ckpt.async_save(1, {"model": model.state_dict(), "optim": optimizer.state_dict()})
+    ckpt.stop()
+
+
+def test_an_fsdp2_loop_steps_unit_by_unit_behind_each_units_fence_in_any_order(tmp_path):
+    run_ranks(2, _unit_by_unit, str(tmp_path))
