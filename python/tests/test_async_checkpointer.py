@@ -1,6 +1,7 @@
 """ct.AsyncCheckpointer: snapshots behind a fence, values captured at the request, the
-C++ checkpointer's retention and failures, bad inputs refused by name, SIGTERM, and an
-FSDP2 training loop resumed on another world size bit-identical to an uninterrupted run."""
+C++ checkpointer's retention and failures, bad inputs refused by name, SIGTERM, an
+FSDP2 training loop resumed on another world size bit-identical to an uninterrupted run,
+and an FSDP2 loop stepping unit by unit behind per-unit fences."""
 
 from __future__ import annotations
 
