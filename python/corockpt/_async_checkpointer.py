@@ -228,7 +228,9 @@ class AsyncCheckpointer:
     ``<root>/step-<N>`` (``ct.latest(root)`` finds the newest), ``keep_last`` newest kept
     (0: all). ``when_busy``: "wait" (a request while a save runs starts when it ends) or
     "skip". ``staging_budget``: bytes of snapshot memory (None: the state's size; less
-    streams from the live state and the stall grows to the write). ``deadline``: seconds
+    streams the state through a pool of that many bytes, at least 8 KiB, unit by unit, and
+    a unit's fence opens once its bytes are in the pool: the stall grows by what the
+    budget cannot hold). ``deadline``: seconds
     one exchange between ranks may take before the save fails (and the channel with it).
 
     ``model``: the ``nn.Module`` whose state (and optimizer state, by the same FQNs, as
