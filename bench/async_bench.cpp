@@ -4,10 +4,17 @@
 // that run while the save persists, against a plain memcpy of the same state and a
 // synchronous save_checkpoint of it.
 //
-// The model: example::training_spec_json (the seed's shape: an embedding, 2 layers of a
-// dense `flat` unit on all 8 ranks and an expert unit of 8 experts on the dp x ep mesh),
-// float32, Adam; `hidden` is chosen so that params + exp_avg + exp_avg_sq total
-// --size-gib over all ranks.
+// The model: example::training_spec_json (the seed's shape: an embedding, --layers layers
+// (default 2) of a dense `flat` unit on all 8 ranks and an expert unit of 8 experts on the
+// dp x ep mesh), float32, Adam; `hidden` is chosen so that params + exp_avg + exp_avg_sq
+// total --size-gib over all ranks. More layers: more, smaller units, so the per-unit
+// fences let the optimizer start sooner.
+//
+// Staging: by default each rank's checkpointer holds a snapshot the size of its state;
+// with --staging-fraction F its staging budget is F x its state, and the save streams
+// through that (AsyncCheckpointerOptions::staging_budget). `staging/state` is the
+// checkpointers' staging memory over the state (the shared pool of 16 x 4 MiB, which the
+// sync save writes through and the async saves do not use, is printed apart).
 //
 // A step, on every rank's thread: forward/backward (a sleep of --forward-ms, standing in
 // for GPU compute that the snapshot copy can overlap), then the "optimizer step" unit by
@@ -100,7 +107,6 @@ using bench::take;
 constexpr int world_size = 8;
 constexpr int expert_groups = 4;  // mesh 2 x 4
 constexpr int num_experts = 8;
-constexpr int num_layers = 2;
 constexpr std::size_t staging_buffer_bytes = 4 * mib;
 constexpr std::size_t staging_buffer_count = 16;
 constexpr int quiet_steps = 3;
@@ -114,6 +120,8 @@ struct Options {
   std::string storage = "auto";
   std::string pass = "params";
   std::string device = "host";
+  int layers = 2;
+  double staging_fraction = 0;  // 0: a snapshot of the whole state
 };
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
@@ -122,20 +130,20 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 
 // ---------------------------------------------------------------- the model
 
-std::uint64_t state_bytes_of(std::int64_t h) {
+std::uint64_t state_bytes_of(std::int64_t h, int num_layers) {
   const std::int64_t params = h * h + num_layers * (h * h + h + num_experts * (2 * h * h + h));
   return static_cast<std::uint64_t>(params) * 4 * 3;  // float32: param, exp_avg, exp_avg_sq
 }
 
 /// The seed's shape with the largest hidden size whose state fits in `bytes`.
-example::TrainingShape shape_for(std::uint64_t bytes) {
+example::TrainingShape shape_for(std::uint64_t bytes, int num_layers) {
   example::TrainingShape shape{.world_size = world_size, .expert_groups = expert_groups, .hidden = 8,
                                .experts = num_experts, .layers = num_layers, .layout = "flat"};
   // state ~ 12 * (1 + L * (1 + 2E)) * h^2
   auto h = static_cast<std::int64_t>(
       std::sqrt(static_cast<double>(bytes) / (12.0 * (1 + num_layers * (1 + 2 * num_experts)))));
-  while (h > 8 && state_bytes_of(h) > bytes) --h;
-  while (state_bytes_of(h + 1) <= bytes) ++h;
+  while (h > 8 && state_bytes_of(h, num_layers) > bytes) --h;
+  while (state_bytes_of(h + 1, num_layers) <= bytes) ++h;
   shape.hidden = std::max<std::int64_t>(h, 8);
   return shape;
 }
@@ -458,7 +466,7 @@ int run(const Options& options) {
                 static_cast<double>(memory) / gib, static_cast<double>(size) / gib);
   }
   if (size < 64 * mib) die("too little room for a meaningful run (" + std::to_string(size) + " bytes)");
-  const example::TrainingShape shape = shape_for(size);
+  const example::TrainingShape shape = shape_for(size, options.layers);
   const ModelSpec spec = take(parse_model_spec(example::training_spec_json(shape)), "the model spec");
 
   Runtime runtime;
@@ -483,7 +491,7 @@ int run(const Options& options) {
               "%.3f GiB of %s state requested; %zu pairs; forward/backward %d ms (%s); optimizer pass over the %s; "
               "dir %s\n",
               world_size, world_size / expert_groups, expert_groups, static_cast<long long>(shape.hidden), num_experts,
-              num_layers, static_cast<double>(state_bytes_of(shape.hidden)) / gib, on_gpu ? "device" : "host",
+              options.layers, static_cast<double>(state_bytes_of(shape.hidden, options.layers)) / gib, on_gpu ? "device" : "host",
               options.pairs, options.forward_ms, on_gpu ? "a kernel on every SM" : "a sleep",
               whole_state ? "params and Adam moments" : "params", dir.c_str());
   if (on_gpu) std::printf("device: cuda, rank 0 on %s\n", ranks[0].gpu->description().c_str());
@@ -514,6 +522,10 @@ int run(const Options& options) {
   const std::string async_root = dir + "/async";
   for (auto& rank : ranks) {
     AsyncCheckpointerOptions checkpointer_options{.root = async_root, .keep_last = 0};
+    if (options.staging_fraction > 0) {
+      checkpointer_options.staging_budget = std::max<std::uint64_t>(
+          1, static_cast<std::uint64_t>(options.staging_fraction * static_cast<double>(rank.copied_bytes)));
+    }
     if (rank.gpu) checkpointer_options.device = rank.gpu->device();
     rank.checkpointer = take(AsyncCheckpointer::create(*rank.model, io, rank.strand, checkpointer_options),
                              "AsyncCheckpointer::create");
@@ -524,10 +536,11 @@ int run(const Options& options) {
     state += stats.state_bytes;
     snapshot_staging += stats.staging_bytes;
   }
-  const double staging_ratio =
-      static_cast<double>(snapshot_staging + staging->total_bytes()) / static_cast<double>(state);
-  std::printf("setup: %.3f GiB of state over %d ranks, snapshot staging %.3f GiB + pool %.0f MiB, in %.1f s\n",
+  const double staging_ratio = static_cast<double>(snapshot_staging) / static_cast<double>(state);
+  std::printf("setup: %.3f GiB of state over %d ranks, checkpointers' staging %.3f GiB (%s) + the sync save's pool "
+              "%.0f MiB, in %.1f s\n",
               static_cast<double>(state) / gib, world_size, static_cast<double>(snapshot_staging) / gib,
+              options.staging_fraction > 0 ? "a budget per rank" : "a snapshot per rank",
               static_cast<double>(staging->total_bytes()) / mib, bench::seconds_since(setup));
   std::fflush(stdout);
 
@@ -590,10 +603,16 @@ int run(const Options& options) {
   std::printf("median stall/memcpy %.2f (min %.2f, max %.2f)\n", stall_memcpy.median, stall_memcpy.min, stall_memcpy.max);
   std::printf("median step_during_persist/quiet %.2f (min %.2f, max %.2f)\n", steps.median, steps.min, steps.max);
   std::printf("median stall/sync_save %.3f (min %.3f, max %.3f)\n", stall_sync.median, stall_sync.min, stall_sync.max);
-  std::printf("targets: stall/sync_save <= 0.05 %s; stall/memcpy <= 1.0 %s; step during persist <= 1.15x quiet %s; "
-              "staging <= 1.05x state %s\n",
-              verdict(stall_sync.median <= 0.05), verdict(stall_memcpy.median <= 1.0), verdict(steps.median <= 1.15),
-              verdict(staging_ratio <= 1.05));
+  if (options.staging_fraction > 0) {
+    std::printf("targets (budget %.2f x state): stall/memcpy <= 1.0 %s; staging/state <= %.2f %s\n",
+                options.staging_fraction, verdict(stall_memcpy.median <= 1.0), options.staging_fraction + 0.02,
+                verdict(staging_ratio <= options.staging_fraction + 0.02));
+  } else {
+    std::printf("targets: stall/memcpy <= 0.25 %s; step_with_snapshot/quiet <= 1.15 %s; step during persist <= 1.15x "
+                "quiet %s; staging/state <= 1.05 %s\n",
+                verdict(stall_memcpy.median <= 0.25), verdict(fenced.median <= 1.15), verdict(steps.median <= 1.15),
+                verdict(staging_ratio <= 1.05));
+  }
   std::printf("stall/memcpy = %.2f\n", stall_memcpy.median);
   std::printf("step_with_snapshot/quiet = %.2f\n", fenced.median);
   std::printf("step_during_persist/quiet = %.2f\n", steps.median);
@@ -619,6 +638,11 @@ void add_options(CLI::App& app, Options& options) {
   app.add_option("--storage", options.storage, "auto, uring or posix")->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--pass", options.pass, "what the optimizer step's stand-in updates: params or state")
       ->check(CLI::IsMember({"params", "state"}));
+  app.add_option("--layers", options.layers, "layers of the model (a dense unit and an expert unit each)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--staging-fraction", options.staging_fraction,
+                 "each rank's staging budget as a fraction of its state (0: a snapshot of the whole state)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--device", options.device, "host, or cuda: the state in GPU memory (default --size-gib 8)")
       ->check(CLI::IsMember({"host", "cuda"}));
 }

@@ -109,7 +109,7 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
   std::vector<std::vector<std::size_t>> chunks_of(unit_count);
   for (std::size_t i = 0; i < live.size(); ++i) chunks_of[live[i].unit].push_back(i);
 
-  // Device chunks: one copy each, all issued now (the device's stream orders them).
+  // Device chunks: checked, and the device ordered after its compute, before any copy.
   for (std::size_t i = 0; i < live.size(); ++i) {
     if (chunks_[i].bytes.empty() || live[i].space == MemorySpace::host) continue;
     if (!device || device->space() != live[i].space) {
@@ -124,8 +124,9 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
     }
   }
   // Host chunks: each unit's pieces grouped into about one job per worker, so every core
-  // copies it; the units' jobs are issued in order, the workers take them first come.
-  std::vector<Task<void>> units_copied;
+  // copies it. One unit at a time: its fence opens as early as the cores allow, and ranks
+  // that share the workers (in-process ranks) interleave unit by unit instead of the
+  // first rank's whole state going before the last rank's first unit.
   for (std::uint32_t unit : units) {
     if (unit >= unit_count) continue;
     std::vector<Task<void>> jobs;
@@ -157,9 +158,9 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
       }
     }
     if (!job.empty()) jobs.push_back(copy_pieces(runtime, std::move(job)));
-    units_copied.push_back(copy_unit(std::move(jobs), unit, on_unit));
+    if (auto copied = co_await copy_unit(std::move(jobs), unit, on_unit); !copied) co_return fail(copied.error());
   }
-  co_return all_ok(co_await when_all(std::move(units_copied)));
+  co_return Result<void>{};
 }
 
 }  // namespace corockpt

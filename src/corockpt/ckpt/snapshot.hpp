@@ -39,10 +39,10 @@ class Snapshot {
   /// memory: host chunks in pieces of at most 16 MiB, in parallel on the runtime's
   /// workers; chunks in `device` memory through `device` (after the compute it has
   /// queued: Device::order_after_compute, unless `ordered` says the caller did so when
-  /// the state was current), all issued at once.
+  /// the state was current).
   /// Unit by unit (LocalChunk::unit) in `order` (every unit of `live` once; empty: as
-  /// listed): each unit's copies are issued before the next unit's, so they land roughly
-  /// in that order, and `on_unit(unit)` is called (on the awaiting coroutine's executor)
+  /// listed): a unit's copies are issued once the previous unit's have landed, and
+  /// `on_unit(unit)` is called (on the awaiting coroutine's executor)
   /// as soon as all of a unit's bytes are copied — at once for a unit with none.
   /// @returns Errc::invalid_argument when a chunk lies in device memory and `device` is
   ///   null or of another space; the device's copy errors.
