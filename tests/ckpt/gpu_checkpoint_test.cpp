@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "corockpt/ckpt/async_checkpointer.hpp"
 #include "corockpt/ckpt/collector.hpp"
 #include "corockpt/ckpt/load.hpp"
 #include "corockpt/ckpt/save.hpp"
@@ -145,4 +147,61 @@ TEST_CASE("GPU checkpoints: a save from GPU memory loads back into GPU memory an
   INFO((compared_set ? *compared_set : compared_set.error().to_string()));
   REQUIRE(compared_set);
   CHECK(compared_set->empty());
+}
+
+TEST_CASE("GPU checkpoints: async saves of GPU memory, each unit stepped right after its fence, with and without a staging budget", "[cuda]") {
+  // The seed with 128 x 128 weights: 32 KiB of staging is less than a unit.
+  std::string json = test::seed_spec_json("flat", 1, 1);
+  for (std::size_t at = json.find("[16, 16]"); at != std::string::npos; at = json.find("[16, 16]", at)) {
+    json.replace(at, 8, "[128, 128]");
+  }
+  auto parsed = parse_model_spec(json);
+  REQUIRE(parsed);
+  const ModelSpec spec = *parsed;
+  test::TempDir tmp;
+  test::TestIo io;
+  Runtime& rt = io.runtime();
+  auto world = nccl_world(rt);
+  auto gpu = make_cuda_device(rt, {.device = 0});
+  REQUIRE(gpu);
+  auto host_world = make_local_world(rt, 1).value();
+  StateDictOptions sharded;
+  for (std::uint64_t budget : {std::uint64_t{0}, std::uint64_t{32} << 10}) {
+    INFO("budget " << budget);
+    auto model = rt.spawn(gpu_model(spec, world, *gpu, true)).get();
+    REQUIRE(model);
+    REQUIRE(rt.spawn(get_state_dict(**model, sharded)).get());  // Adam's lazily initialised state, saved too
+    const std::string root = tmp.file("budget-" + std::to_string(budget));
+    auto checkpointer = AsyncCheckpointer::create(**model, io.io(), rt.make_strand(),
+                                                  {.root = root, .staging_budget = budget, .device = *gpu});
+    INFO((checkpointer ? std::string("ok") : checkpointer.error().to_string()));
+    REQUIRE(checkpointer);
+    auto handle = (*checkpointer)->async_save(1);
+    REQUIRE(handle);
+    // The optimizer step: each unit overwritten in GPU memory right after its fence.
+    auto chunks = LocalChunks::of(**model);
+    REQUIRE(chunks);
+    for (std::uint32_t unit : (*checkpointer)->step_order()) {
+      REQUIRE(handle->wait_snapshot(unit));
+      for (auto& chunk : chunks->chunks()) {
+        if (chunk.unit != unit || chunk.bytes.empty() || chunk.space != MemorySpace::cuda) continue;
+        std::vector<std::byte> scribble(chunk.bytes.size(), std::byte{0x3c});
+        REQUIRE(rt.spawn((*gpu)->copy_to_device(chunk.bytes, scribble)).get());
+      }
+    }
+    auto saved = handle->wait();
+    INFO((saved ? std::string("ok") : saved.error().to_string()));
+    REQUIRE(saved);
+    REQUIRE((*checkpointer)->stop(std::chrono::seconds(60)));
+
+    auto loaded_model = rt.spawn(gpu_model(spec, world, *gpu, false)).get();
+    REQUIRE(loaded_model);
+    auto loaded = rt.spawn(load_checkpoint(**loaded_model, io.io(), saved->dir)).get();
+    INFO((loaded ? std::string("ok") : loaded.error().to_string()));
+    REQUIRE(loaded);
+    auto compared = rt.spawn(compare_with_host(spec, host_world[0], **loaded_model, **gpu, sharded)).get();
+    INFO((compared ? *compared : compared.error().to_string()));
+    REQUIRE(compared);
+    CHECK(compared->empty());
+  }
 }
