@@ -70,11 +70,7 @@ Result<std::unique_ptr<Model>> build_known_model(TestIo& io, Runtime::Strand& st
 // The seed model with 128 x 128 weights (64 KiB each), so that a rank's units are larger
 // than the smallest staging budgets.
 ModelSpec larger_seed(const std::string& layout) {
-  std::string json = test::seed_spec_json(layout, 4, 2);
-  for (std::size_t at = json.find("[16, 16]"); at != std::string::npos; at = json.find("[16, 16]", at)) {
-    json.replace(at, 8, "[128, 128]");
-  }
-  auto spec = parse_model_spec(json);
+  auto spec = parse_model_spec(test::with_weights(test::seed_spec_json(layout, 4, 2), 128));
   if (!spec) throw std::runtime_error(spec.error().to_string());
   return *spec;
 }

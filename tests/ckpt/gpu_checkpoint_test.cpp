@@ -151,11 +151,7 @@ TEST_CASE("GPU checkpoints: a save from GPU memory loads back into GPU memory an
 
 TEST_CASE("GPU checkpoints: async saves of GPU memory, each unit stepped right after its fence, with and without a staging budget", "[cuda]") {
   // The seed with 128 x 128 weights: 32 KiB of staging is less than a unit.
-  std::string json = test::seed_spec_json("flat", 1, 1);
-  for (std::size_t at = json.find("[16, 16]"); at != std::string::npos; at = json.find("[16, 16]", at)) {
-    json.replace(at, 8, "[128, 128]");
-  }
-  auto parsed = parse_model_spec(json);
+  auto parsed = parse_model_spec(test::with_weights(test::seed_spec_json("flat", 1, 1), 128));
   REQUIRE(parsed);
   const ModelSpec spec = *parsed;
   test::TempDir tmp;

@@ -37,4 +37,14 @@ inline std::string seed_spec_json(const std::string& layout = "flat", int world 
 })";
 }
 
+/// `json` (a seed spec) with `n` x `n` weights instead of 16 x 16: units larger than a
+/// few KiB, for tests of staging budgets.
+inline std::string with_weights(std::string json, int n) {
+  const std::string from = "[16, 16]", to = "[" + std::to_string(n) + ", " + std::to_string(n) + "]";
+  for (std::size_t at = json.find(from); at != std::string::npos; at = json.find(from, at + to.size())) {
+    json.replace(at, from.size(), to);
+  }
+  return json;
+}
+
 }  // namespace corockpt::test

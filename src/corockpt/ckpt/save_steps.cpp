@@ -65,7 +65,8 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
     TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
     record.dtype = chunk.dtype;
     record.shape = chunk.shape;
-    const bool through_device = options.device && options.device->space() == chunk.space && options.file_images.empty();
+    const bool through_device =
+        options.device && options.device->space() == chunk.space && options.file_images.empty();
     if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host && !through_device) {
       co_return fail(Errc::invalid_argument,
                      chunk.name + " lies in " + std::string(to_string(chunk.space)) +
@@ -74,8 +75,10 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
     }
   }
   const bool streamed = options.file_images.empty();
-  const std::vector<DataFileLayout> layout =
-      layout_data_files(chunks, rank, streamed ? std::span<const std::uint32_t>(options.unit_order) : std::span<const std::uint32_t>());
+  // Streamed, the files hold their chunks in the unit order (file images have their own layout).
+  std::span<const std::uint32_t> unit_order;
+  if (streamed) unit_order = options.unit_order;
+  const std::vector<DataFileLayout> layout = layout_data_files(chunks, rank, unit_order);
   if (!streamed && options.file_images.size() != layout.size()) {
     co_return fail(Errc::internal, "save: " + std::to_string(options.file_images.size()) + " file images for " +
                                        std::to_string(layout.size()) + " data files");

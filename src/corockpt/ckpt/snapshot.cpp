@@ -123,8 +123,8 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
       ordered = true;
     }
   }
-  // Host chunks: each unit's pieces grouped into about one job per worker, so every core
-  // copies it. One unit at a time: its fence opens as early as the cores allow, and ranks
+  // Each unit's copies: its host pieces grouped into about one job per worker, so every
+  // core copies it, and its device chunks through the device. One unit at a time: its fence opens as early as the cores allow, and ranks
   // that share the workers (in-process ranks) interleave unit by unit instead of the
   // first rank's whole state going before the last rank's first unit.
   for (std::uint32_t unit : units) {
@@ -158,7 +158,8 @@ Task<void> Snapshot::take(Runtime& runtime, std::span<const LocalChunk> live, De
       }
     }
     if (!job.empty()) jobs.push_back(copy_pieces(runtime, std::move(job)));
-    if (auto copied = co_await copy_unit(std::move(jobs), unit, on_unit); !copied) co_return fail(copied.error());
+    Task<void> copying = copy_unit(std::move(jobs), unit, on_unit);  // named: GCC 12 and temporaries in co_await
+    if (auto copied = co_await std::move(copying); !copied) co_return fail(copied.error());
   }
   co_return Result<void>{};
 }
