@@ -1,5 +1,6 @@
 #include "tools/corockpt/cli_support.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <unistd.h>
 
@@ -9,13 +10,17 @@
 
 namespace corockpt::cli {
 
-Result<std::unique_ptr<Engines>> Engines::make(StorageKind kind) {
+Result<std::unique_ptr<Engines>> Engines::make(StorageKind kind, std::size_t staging_mib) {
   std::unique_ptr<Engines> engines(new Engines());
   auto storage = make_storage(engines->runtime_, kind);
   if (!storage) return fail(storage.error());
   engines->storage_ = std::move(*storage);
-  // 32 writes of 4 MiB in flight: enough to keep an NVMe queue busy, 128 MiB in all.
-  auto staging = BufferPool::create({.buffer_bytes = 4 << 20, .buffer_count = 32}, make_host_allocator());
+  // By default 32 writes of 4 MiB in flight: enough to keep an NVMe queue busy, 128 MiB in
+  // all. A smaller pool keeps at least 4 buffers (of a quarter of it each, page multiples).
+  const std::size_t pool_bytes = std::max<std::size_t>(staging_mib, 1) << 20;
+  const std::size_t buffer_bytes = std::min<std::size_t>(4 << 20, pool_bytes / 4);
+  auto staging = BufferPool::create({.buffer_bytes = buffer_bytes, .buffer_count = pool_bytes / buffer_bytes},
+                                    make_host_allocator());
   if (!staging) return fail(staging.error());
   engines->staging_ = std::move(*staging);
   engines->storage_->register_buffers(engines->staging_->regions());
@@ -43,6 +48,11 @@ void add_rank_options(CLI::App& cmd, RankOptions& options) {
       ->check(CLI::IsMember({"local", "mpi"}));
   cmd.add_option("--storage", options.storage, "auto (io_uring, else posix), uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
+  cmd.add_option("--staging-mib", options.staging_mib,
+                 "MiB of staging buffers in this process, shared by its ranks (4 MiB each, at least 4 buffers; many "
+                 "processes on one host each hold their own pool)")
+      ->default_val(options.staging_mib)
+      ->check(CLI::Range(1, 65536));
   add_deadline_option(cmd, options.deadline_s);
 }
 

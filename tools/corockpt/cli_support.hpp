@@ -5,6 +5,7 @@
 /// a progress line for the terminal, and byte/size formatting.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,8 +24,12 @@ namespace corockpt::cli {
 /// The runtime, storage plugin and staging buffers of one command.
 class Engines {
  public:
+  /// The staging pool by default: 32 buffers of 4 MiB.
+  static constexpr std::size_t kDefaultStagingMib = 128;
+  /// `staging_mib` MiB of staging buffers: 4 MiB each, or a quarter of the pool each
+  /// when that is smaller, so that a small pool still has 4 buffers in flight.
   /// @returns make_storage's and BufferPool::create's errors.
-  static Result<std::unique_ptr<Engines>> make(StorageKind kind);
+  static Result<std::unique_ptr<Engines>> make(StorageKind kind, std::size_t staging_mib = kDefaultStagingMib);
   CheckpointIo io() { return {&runtime_, storage_.get(), staging_.get()}; }
   Runtime& runtime() { return runtime_; }
 
@@ -35,10 +40,13 @@ class Engines {
   std::unique_ptr<BufferPool> staging_;
 };
 
-/// Options every multi-rank subcommand takes: --backend, --storage and --deadline.
+/// Options every multi-rank subcommand takes: --backend, --storage, --staging-mib and
+/// --deadline.
 struct RankOptions {
   std::string backend = "local";
   std::string storage = "auto";
+  /// The process's staging pool (Engines::make); every rank in the process shares it.
+  std::size_t staging_mib = Engines::kDefaultStagingMib;
   /// Bounds every wait on the other ranks (CommOptions::deadline), MPI's start included.
   double deadline_s = 60;
   CommOptions comm() const;

@@ -79,7 +79,7 @@ int run(const LoadArgs& args) {
   if (!spec) return report_error("load", spec.error());
   auto kind = parse_storage_kind(args.ranks.storage);
   if (!kind) return report_error("load", kind.error());
-  auto engines = Engines::make(*kind);
+  auto engines = Engines::make(*kind, args.ranks.staging_mib);
   if (!engines) return report_error("load", engines.error());
   ProgressLine progress("loading");
   const auto start = std::chrono::steady_clock::now();

@@ -59,7 +59,7 @@ int run(const SaveArgs& args) {
   if (!spec) return report_error("save", spec.error());
   auto kind = parse_storage_kind(args.ranks.storage);
   if (!kind) return report_error("save", kind.error());
-  auto engines = Engines::make(*kind);
+  auto engines = Engines::make(*kind, args.ranks.staging_mib);
   if (!engines) return report_error("save", engines.error());
   ProgressLine progress("saving");
   auto results = run_ranks(**engines, args.ranks, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
