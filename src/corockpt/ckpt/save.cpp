@@ -86,7 +86,8 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   }
   // Named, not temporaries in the co_await calls: GCC 12 destroys those twice.
   std::string my_plan = plan_text(plan);
-  auto plans = co_await detail::gather_texts(world, my_plan);
+  bool plan_posted = false;
+  auto plans = co_await detail::gather_texts(world, my_plan, &plan_posted);
   Result<std::string> committed = std::string{};
   if (rank == 0) {
     if (plans) {
@@ -109,6 +110,22 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   }
   auto total = co_await detail::broadcast_outcome(world, committed);
   if (!plan) co_return fail(plan.error().with_rank(rank));  // this rank's own failure first
+  // Then a failed exchange of the plans, as seen here (the broadcast after it fails only
+  // because the communicator broke, which would hide the cause). Rank 0 then abandoned the
+  // save; a rank that never posted its plan knows rank 0 cannot have committed without it.
+  if (!plans && rank == 0) {
+    plans.error().message += "; the plans did not all reach rank 0, nothing was committed";
+    co_return fail(plans.error().with_rank(rank));
+  }
+  if (!plans) {
+    if (plan_posted) {
+      plans.error().message += " (the save's outcome is unknown here: rank 0 may have received this rank's plan and "
+                               "committed " + dir + "; `corockpt verify` tells)";
+    } else {
+      plans.error().message += "; this rank's plan was never sent, so rank 0 committed nothing";
+    }
+    co_return fail(plans.error().with_rank(rank));
+  }
   // A peer that dies after rank 0 committed fails the broadcast of the outcome, not the
   // checkpoint: rank 0 knows it is complete, the others cannot know.
   if (!total && rank == 0 && committed) total = std::move(committed);

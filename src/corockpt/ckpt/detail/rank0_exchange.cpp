@@ -5,7 +5,8 @@
 
 namespace corockpt::detail {
 
-Task<std::vector<std::string>> gather_texts(Communicator& world, const std::string& text) {
+Task<std::vector<std::string>> gather_texts(Communicator& world, const std::string& text, bool* text_posted) {
+  if (text_posted) *text_posted = false;
   const std::uint64_t mine = text.size();
   std::vector<std::uint64_t> sizes(world.size());
   if (auto ok = co_await world.all_gather(std::as_bytes(std::span(&mine, 1)), std::as_writable_bytes(std::span(sizes)));
@@ -16,6 +17,7 @@ Task<std::vector<std::string>> gather_texts(Communicator& world, const std::stri
   std::size_t total = 0;
   for (auto c : counts) total += c;
   std::string all(world.rank() == 0 ? total : 0, '\0');
+  if (text_posted) *text_posted = true;
   if (auto ok = co_await world.gather_v(std::as_bytes(std::span(text)), std::as_writable_bytes(std::span(all)), counts, 0);
       !ok) {
     co_return fail(ok.error());
