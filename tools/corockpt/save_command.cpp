@@ -2,8 +2,15 @@
 // every element of every param, buffer and optimizer state set to its known value, saved;
 // it prints the fill's time and the save's apart, and the leftovers of killed saves of D
 // (D.tmp-* nobody owned) it removed first, with the space each held.
+//
+// Test hook: with COROCKPT_TEST_STOP_BEFORE_PLAN=R in the environment, rank R stops its
+// own process (SIGSTOP) once its data files are written, before it sends its plan to
+// rank 0: a rank that never sends its plan (tests/tools/mpi64_save_test.sh).
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "corockpt/ckpt/resource_bounds.hpp"
@@ -22,10 +29,20 @@ struct SaveArgs {
   RankOptions ranks;
 };
 
+// The rank COROCKPT_TEST_STOP_BEFORE_PLAN names, or -1.
+int rank_to_stop_before_plan() {
+  const char* value = std::getenv("COROCKPT_TEST_STOP_BEFORE_PLAN");
+  if (value == nullptr || *value == '\0') return -1;
+  char* end = nullptr;
+  const long rank = std::strtol(value, &end, 10);
+  return *end == '\0' && rank >= 0 ? static_cast<int>(rank) : -1;
+}
+
 // Rank 0's timings (fill: building and filling the model, every rank's done; save: the
 // collective save alone) and the bytes every rank wrote, as "fill save bytes".
 Task<std::string> save_rank(const ModelSpec& spec, int rank, std::shared_ptr<Communicator> world, CheckpointIo io,
-                            std::string dir, std::function<void(std::uint64_t, std::uint64_t)> progress) {
+                            std::string dir, std::function<void(std::uint64_t, std::uint64_t)> progress,
+                            int stop_before_plan) {
   const auto start = std::chrono::steady_clock::now();
   auto model = co_await Model::build(spec, rank, world);
   if (!model) co_return fail(model.error().with_rank(rank));
@@ -38,6 +55,7 @@ Task<std::string> save_rank(const ModelSpec& spec, int rank, std::shared_ptr<Com
   const auto filled = std::chrono::steady_clock::now();
   SaveOptions options;  // named: GCC 12 mishandles temporaries with non-trivial members in co_await calls
   options.progress = std::move(progress);
+  if (rank == stop_before_plan) options.on_data_written = [] { ::raise(SIGSTOP); };  // the test hook above
   auto saved = co_await save_checkpoint(**model, io, std::move(dir), std::move(options));
   if (!saved) co_return fail(saved.error());
   const auto end = std::chrono::steady_clock::now();
@@ -62,8 +80,10 @@ int run(const SaveArgs& args) {
   auto engines = Engines::make(*kind, args.ranks.staging_mib);
   if (!engines) return report_error("save", engines.error());
   ProgressLine progress("saving");
+  const int stop_before_plan = rank_to_stop_before_plan();
   auto results = run_ranks(**engines, args.ranks, spec->world_size, [&](int rank, std::shared_ptr<Communicator> world) {
-    return save_rank(*spec, rank, std::move(world), (*engines)->io(), args.dir, progress.rank_callback());
+    return save_rank(*spec, rank, std::move(world), (*engines)->io(), args.dir, progress.rank_callback(),
+                     stop_before_plan);
   });
   progress.finish();
   if (!results) return report_error("save", results.error());
