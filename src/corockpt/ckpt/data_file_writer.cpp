@@ -27,11 +27,7 @@ class FileImage {
       at += chunk->bytes.size();
     }
     size_ = at;
-    written_.resize(content.chunks.size());
-    for (std::size_t c = 0; c < content.chunks.size(); ++c) {
-      const Segment& s = segments_[c + 1];
-      written_[c] = {s.at, s.at + s.bytes.size(), std::vector<std::uint32_t>(checksum_blocks(s.bytes.size(), block_))};
-    }
+    written_ = chunk_placement(content, checksum_block);
   }
 
   std::uint64_t size() const { return size_; }
@@ -230,6 +226,18 @@ bool writable_in_place(const DataFileContent& content, const File& file, std::ui
 }
 
 }  // namespace
+
+std::vector<WrittenChunk> chunk_placement(const DataFileContent& content, std::uint64_t checksum_block) {
+  std::vector<WrittenChunk> written;
+  written.reserve(content.chunks.size());
+  std::uint64_t at = content.header.size();
+  for (const LocalChunk* chunk : content.chunks) {
+    const std::uint64_t size = chunk->bytes.size();
+    written.push_back({at, at + size, std::vector<std::uint32_t>(checksum_blocks(size, checksum_block))});
+    at += size;
+  }
+  return written;
+}
 
 Task<std::vector<WrittenChunk>> write_data_file(CheckpointIo io, std::string path, const DataFileContent& content,
                                                 std::uint64_t checksum_block,

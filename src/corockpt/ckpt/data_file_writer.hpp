@@ -49,6 +49,11 @@ struct WrittenChunk {
   std::vector<std::uint32_t> crc32c;  ///< per checksum block of [begin, end)
 };
 
+/// Where write_data_file puts `content`'s chunks (after the header, packed in order) and
+/// checksum lists of the length it fills (zeros until it does): what it returns, known
+/// before a byte is written. The planning benchmark builds rank plans from it.
+std::vector<WrittenChunk> chunk_placement(const DataFileContent& content, std::uint64_t checksum_block);
+
 /// Writes `content` to a new file `path` and makes it durable. On the caller's executor:
 /// `on_written(bytes)` as bytes reach the file; streaming through the staging buffers (no
 /// image), `on_staged(end)` each time the file's prefix whose bytes are all staged grows

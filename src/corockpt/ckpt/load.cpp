@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <set>
 
 #include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "corockpt/ckpt/detail/read_plan.hpp"
@@ -13,8 +14,6 @@
 namespace corockpt {
 
 namespace {
-
-using detail::shape_text;
 
 // Device chunks are loaded through host memory in rounds of at most this many bytes
 // (the constant a device load adds to the staging budget).
@@ -199,41 +198,13 @@ Task<LoadReport> load_from(CheckpointReader& reader, std::span<LocalChunk> chunk
     co_return fail(Errc::invalid_argument, "a load reads through staging buffers: CheckpointIo::staging is null",
                    {.path = reader.dir(), .operation = "load"});
   }
-  std::vector<detail::ReadNeed> needs;
-  std::set<std::string> files;
-  std::set<std::string> checked;  // tensors whose tiling is known good
-  for (auto& target : chunks) {
-    auto it = metadata.tensors.find(target.name);
-    if (it == metadata.tensors.end()) {
-      if (options.strict) {
-        co_return fail(Errc::not_found, "the checkpoint has no " + target.name,
-                       {.fqn = target.name, .path = reader.dir(), .operation = "load"});
-      }
-      if (report.missing.empty() || report.missing.back() != target.name) report.missing.push_back(target.name);
-      continue;
-    }
-    const TensorRecord& record = it->second;
-    if (record.shape != target.shape) {
-      if (options.strict) {
-        co_return fail(Errc::invalid_argument,
-                       target.name + " has shape " + shape_text(record.shape) + " in the checkpoint but " +
-                           shape_text(target.shape) + " in the model",
-                       {.fqn = target.name, .path = reader.dir(), .operation = "load"});
-      }
-      if (report.mismatched.empty() || report.mismatched.back() != target.name) report.mismatched.push_back(target.name);
-      continue;
-    }
-    // A gap would leave model values silently stale: the chunks must tile the tensor.
-    if (checked.insert(target.name).second) {
-      if (auto ok = check_tiling(target.name, record); !ok) co_return fail(ok.error().with_path(reader.dir()));
-    }
-    for (const auto& saved : record.chunks) {
-      if (intersect(target.box, saved.box).empty()) continue;
-      needs.push_back({&it->first, &record, &saved, &target});
-      files.insert(saved.file);
-    }
-    report.elements += target.box.numel();
-  }
+  auto found = detail::find_read_needs(metadata, chunks, options.strict, reader.dir());
+  if (!found) co_return fail(found.error());
+  report.missing = std::move(found->missing);
+  report.mismatched = std::move(found->mismatched);
+  report.elements = found->elements;
+  std::vector<detail::ReadNeed> needs = std::move(found->needs);
+  std::set<std::string> files = std::move(found->files);
   if (auto ok = co_await reader.open_files(std::move(files)); !ok) co_return fail(ok.error());
   const std::vector<detail::PlannedRead> reads = detail::plan_reads(needs, detail::read_limits(reader, *io.staging));
   detail::StagedReadOptions staged{.concurrency = options.concurrency, .progress = options.progress};

@@ -8,6 +8,7 @@
 #include "corockpt/ckpt/data_file_layout.hpp"
 #include "corockpt/ckpt/data_file_writer.hpp"
 #include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/detail/rank_plan.hpp"
 #include "corockpt/ckpt/detail/unit_staging.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/runtime/when_all.hpp"
@@ -58,13 +59,7 @@ Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir) {
 
 Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
                                          std::span<const LocalChunk> chunks, const SaveOptions& options) {
-  CheckpointMetadata plan;
-  plan.world_size = world_size;
-  plan.block_size = options.checksum_block;
   for (const LocalChunk& chunk : chunks) {
-    TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
-    record.dtype = chunk.dtype;
-    record.shape = chunk.shape;
     const bool through_device =
         options.device && options.device->space() == chunk.space && options.file_images.empty();
     if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host && !through_device) {
@@ -116,16 +111,8 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
   }
   auto written = all_ok(co_await when_all(std::move(writes)));
   if (!written) co_return fail(written.error());
-  for (std::size_t k = 0; k < files.size(); ++k) {
-    const std::string& name = layout[k].name;
-    const auto& ranges = (*written)[k];
-    plan.files[name] = ranges.empty() ? files[k].header.size() : ranges.back().end;
-    for (std::size_t c = 0; c < files[k].chunks.size(); ++c) {
-      const LocalChunk& chunk = *files[k].chunks[c];
-      plan.tensors[chunk.name].chunks.push_back(
-          {chunk.box, name, ranges[c].begin, ranges[c].end, std::move((*written)[k][c].crc32c)});
-    }
-  }
+  CheckpointMetadata plan =
+      detail::rank_plan(chunks, world_size, options.checksum_block, layout, std::move(*written));
   if (auto ok = co_await write_objects(io, tmp, rank, options.objects, options.checksum_block, plan); !ok) {
     co_return fail(ok.error());
   }
@@ -136,52 +123,11 @@ std::string plan_text(const Result<CheckpointMetadata>& plan) {
   return plan ? to_json_text(*plan) : "!" + plan.error().to_string();
 }
 
-namespace {
-
-Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, CheckpointMetadata merged) {
-  for (std::size_t r = 0; r < plans.size(); ++r) {
-    const std::string who = "rank " + std::to_string(r);
-    if (!plans[r].empty() && plans[r][0] == '!') {
-      return fail(Errc::io, who + " could not write its data: " + plans[r].substr(1), {.operation = "save"});
-    }
-    auto plan = parse_checkpoint_metadata(plans[r]);
-    if (!plan) {
-      return fail(Errc::internal, who + "'s plan does not parse: " + plan.error().message, {.operation = "save"});
-    }
-    for (auto& [file, size] : plan->files) merged.files[file] = size;
-    for (auto& [name, record] : plan->tensors) {
-      auto [it, fresh] = merged.tensors.try_emplace(name, record);
-      if (fresh) continue;
-      if (it->second.dtype != record.dtype || it->second.shape != record.shape) {
-        return fail(Errc::invalid_argument, who + " holds " + name + " with another dtype or shape than rank 0",
-                    {.fqn = name, .operation = "save"});
-      }
-      for (auto& chunk : record.chunks) it->second.chunks.push_back(std::move(chunk));
-    }
-    for (auto& [name, object] : plan->objects) {
-      if (!merged.objects.try_emplace(name, std::move(object)).second) {
-        return fail(Errc::invalid_argument, who + " wrote object " + name + ", which another rank wrote too",
-                    {.fqn = name, .operation = "save"});
-      }
-    }
-  }
-  for (const auto& [name, record] : merged.tensors) {
-    if (auto ok = check_tiling(name, record); !ok) return fail(ok.error());
-    if (merged.objects.contains(name)) {
-      return fail(Errc::invalid_argument, name + " is saved both as a tensor and as an object",
-                  {.fqn = name, .operation = "save"});
-    }
-  }
-  return merged;
-}
-
-}  // namespace
-
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
                                 std::string tmp, std::string dir) {
   dir = detail::strip_trailing_slashes(std::move(dir));
   if (auto bounded = check_user_blob(base.user); !bounded) co_return fail(bounded.error().with_path(dir));
-  auto merged = merge_plans(plans, std::move(base));
+  auto merged = detail::merge_plans(plans, std::move(base));
   if (!merged) co_return fail(merged.error().with_path(dir));
   if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(checkpoint_metadata_file),
                                                     to_json_text(*merged));

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "corockpt/ckpt/box.hpp"
+#include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/ckpt/dtype.hpp"
 
 namespace corockpt::detail {
@@ -128,6 +129,45 @@ void pack_file(std::vector<Range>& ranges, const ReadPlanLimits& limits, std::ve
 }
 
 }  // namespace
+
+Result<LoadNeeds> find_read_needs(const CheckpointMetadata& metadata, std::span<LocalChunk> targets, bool strict,
+                                  const std::string& dir) {
+  LoadNeeds out;
+  std::set<std::string> checked;  // tensors whose tiling is known good
+  for (auto& target : targets) {
+    auto it = metadata.tensors.find(target.name);
+    if (it == metadata.tensors.end()) {
+      if (strict) {
+        return fail(Errc::not_found, "the checkpoint has no " + target.name,
+                    {.fqn = target.name, .path = dir, .operation = "load"});
+      }
+      if (out.missing.empty() || out.missing.back() != target.name) out.missing.push_back(target.name);
+      continue;
+    }
+    const TensorRecord& record = it->second;
+    if (record.shape != target.shape) {
+      if (strict) {
+        return fail(Errc::invalid_argument,
+                    target.name + " has shape " + shape_text(record.shape) + " in the checkpoint but " +
+                        shape_text(target.shape) + " in the model",
+                    {.fqn = target.name, .path = dir, .operation = "load"});
+      }
+      if (out.mismatched.empty() || out.mismatched.back() != target.name) out.mismatched.push_back(target.name);
+      continue;
+    }
+    // A gap would leave model values silently stale: the chunks must tile the tensor.
+    if (checked.insert(target.name).second) {
+      if (auto ok = check_tiling(target.name, record); !ok) return fail(ok.error().with_path(dir));
+    }
+    for (const auto& saved : record.chunks) {
+      if (intersect(target.box, saved.box).empty()) continue;
+      out.needs.push_back({&it->first, &record, &saved, &target});
+      out.files.insert(saved.file);
+    }
+    out.elements += target.box.numel();
+  }
+  return out;
+}
 
 std::vector<PlannedRead> plan_reads(std::span<const ReadNeed> needs, const ReadPlanLimits& limits) {
   std::map<std::string_view, std::vector<Range>> by_file;

@@ -12,6 +12,7 @@
 /// A checksum block larger than `max_read` makes a read of its own, marked `oversized`.
 
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -54,6 +55,24 @@ struct ReadPlanLimits {
   std::uint64_t max_read;    ///< bytes one read may cover (> 0)
   std::uint64_t max_gap = 128 << 10;
 };
+
+/// What a load of `targets` takes from a checkpoint, before any byte is read.
+struct LoadNeeds {
+  std::vector<ReadNeed> needs;  ///< every (target, saved chunk) pair that overlap
+  std::set<std::string> files;  ///< the data files those chunks lie in
+  std::vector<std::string> missing;     ///< targets' tensors the checkpoint lacks (not strict)
+  std::vector<std::string> mismatched;  ///< ... or holds with another global shape (not strict)
+  std::int64_t elements = 0;            ///< elements of the targets that will be filled
+};
+
+/// Finds, for each target, the saved chunks of its tensor in `metadata` it overlaps
+/// (a scan of the tensor's chunks), after checking once per tensor that its chunks tile
+/// it. The pointers in the result point into `metadata` and `targets`.
+/// @returns with `strict`, Errc::not_found for a tensor the checkpoint lacks and
+///   Errc::invalid_argument for one of another shape; check_tiling's Errc::corrupt; each
+///   naming the tensor and `dir`.
+Result<LoadNeeds> find_read_needs(const CheckpointMetadata& metadata, std::span<LocalChunk> targets, bool strict,
+                                  const std::string& dir);
 
 /// The reads that fill `needs`, files interleaved (read i of each file, then read i + 1)
 /// so that reads in flight spread over the files.
