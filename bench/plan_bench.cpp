@@ -1,0 +1,440 @@
+// corockpt_bench_plan: what today's planning costs at thousands of ranks, measured in one
+// process without any data (issue 18). Every stage runs the library's own code:
+//
+// 1. rank plans: for each of the N ranks, Model::build (over a communicator that only
+//    says who the rank is: the groups it would split are not needed to plan),
+//    LocalChunks::of (views of null memory of the right sizes), layout_data_files,
+//    chunk_placement (each chunk's byte range and a checksum list of the length the
+//    save fills; filled here with pseudo-random 32-bit values, so the text is as long
+//    as a real one), detail::rank_plan and plan_text: the text rank 0 receives. Ranks
+//    are planned one after another; only their texts are kept, back to back, as
+//    gather_texts lands them (and then split per rank, as it does).
+// 2. merge: detail::merge_plans, as commit_save on rank 0 (every plan parsed, every
+//    tensor's tiling checked).
+// 3. metadata write: to_json_text and detail::write_durable_file (fsynced) into a
+//    scratch directory under --dir.
+// 4. re-read: read_checkpoint_metadata, the read and parse every loading rank does.
+// 5. load plans: for each of the M load ranks, Model::build and LocalChunks::of on the
+//    spec scaled to M, then detail::find_read_needs and detail::plan_reads (the limits
+//    read_limits gives for the CLI's 4 MiB staging buffers and O_DIRECT): load_from
+//    without its reads.
+//
+// Each stage prints its time, the bytes it sends to rank 0 or reads, and the process's
+// peak memory (VmHWM, reset before the stage). Stages that would take the process past
+// --max-memory-gib are skipped, saying why and what they would need. The last lines are
+// `name = value`: plan_s (merge + metadata write), metadata_mib, load_plan_ms (one
+// rank: the re-read plus its planning, the slowest rank's), bytes_to_rank0_mib, chunks.
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "bench/bench_support.hpp"
+#include "corockpt/ckpt/checkpoint_reader.hpp"
+#include "corockpt/ckpt/data_file_layout.hpp"
+#include "corockpt/ckpt/data_file_writer.hpp"
+#include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/detail/rank_plan.hpp"
+#include "corockpt/ckpt/detail/read_plan.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
+#include "corockpt/ckpt/model.hpp"
+#include "corockpt/ckpt/model_spec.hpp"
+#include "corockpt/ckpt/save.hpp"
+#include "corockpt/ckpt/save_steps.hpp"
+#include "corockpt/plugins/storage/make_storage.hpp"
+#include "corockpt/runtime/buffer_pool.hpp"
+#include "corockpt/runtime/runtime.hpp"
+
+namespace corockpt {
+namespace {
+
+using bench::Clock;
+using bench::die;
+using bench::mib;
+using bench::seconds_since;
+using bench::take;
+
+struct Options {
+  int ranks = 64;
+  std::string spec = COROCKPT_DEFAULT_PLAN_SPEC;
+  int load_ranks = 0;  // 0: ranks / 2
+  std::string dir = "/tmp";
+  double max_memory_gib = 16;
+  double load_budget_s = 300;
+};
+
+// A rank of a world that exists only on paper: Model::build needs a world of the spec's
+// size to split its groups from, but planning never communicates. Every operation fails;
+// `split` gives another such communicator (its size unknown, 0: Model::build takes a
+// group's ranks from the mesh, never from the communicator).
+class PlanningCommunicator final : public Communicator {
+ public:
+  PlanningCommunicator(int rank, int size, std::string name) : rank_(rank), size_(size), name_(std::move(name)) {}
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string_view backend() const override { return "planning"; }
+  MemorySpace memory_space() const override { return MemorySpace::host; }
+  const std::string& name() const override { return name_; }
+
+  Task<void> all_gather(std::span<const std::byte>, std::span<std::byte>) override { co_return refuse(); }
+  Task<void> all_gather_v(std::span<const std::byte>, std::span<std::byte>, std::span<const std::size_t>) override {
+    co_return refuse();
+  }
+  Task<void> gather_v(std::span<const std::byte>, std::span<std::byte>, std::span<const std::size_t>, int) override {
+    co_return refuse();
+  }
+  Task<void> broadcast(std::span<std::byte>, int) override { co_return refuse(); }
+  Task<void> barrier() override { co_return refuse(); }
+  Task<void> send(std::span<const std::byte>, int, int) override { co_return refuse(); }
+  Task<void> recv(std::span<std::byte>, int, int) override { co_return refuse(); }
+  Task<std::shared_ptr<Communicator>> split(int color, int key) override {
+    co_return std::shared_ptr<Communicator>(
+        std::make_shared<PlanningCommunicator>(key, 0, name_ + "/split(" + std::to_string(color) + ")"));
+  }
+
+ private:
+  Result<void> refuse() const {
+    return fail(Errc::unavailable, name_ + ": a planning-only communicator moves no bytes");
+  }
+  int rank_;
+  int size_;
+  std::string name_;
+};
+
+// The spec on `ranks` ranks: each mesh keeps its inner dims and its leading one becomes
+// ranks / (the product of the others).
+Result<ModelSpec> scale_spec(ModelSpec spec, int ranks) {
+  for (MeshSpec& mesh : spec.meshes) {
+    std::int64_t inner = 1;
+    for (std::size_t d = 1; d < mesh.shape.size(); ++d) inner *= mesh.shape[d];
+    if (ranks % inner != 0) {
+      return fail(Errc::invalid_argument, std::to_string(ranks) + " ranks do not divide by the " +
+                                              std::to_string(inner) + " of mesh " + mesh.name +
+                                              "'s inner dims, which stay as they are");
+    }
+    mesh.shape[0] = ranks / inner;
+  }
+  spec.world_size = ranks;
+  if (auto ok = validate(spec); !ok) return fail(ok.error());
+  return spec;
+}
+
+// Params of the model (every expert's), and bytes of its state (params + optimizer states).
+std::pair<double, double> model_size(const ModelSpec& spec) {
+  const std::size_t states = spec.optimizer ? optimizer_state_names(*spec.optimizer).size() : 0;
+  double params = 0, bytes = 0;
+  for (const ParamSpec& param : spec.params) {
+    const UnitSpec* unit = spec.find_unit(param.unit);
+    const double n = static_cast<double>(numel(param.shape)) * (unit->has_experts() ? unit->num_experts : 1);
+    params += n;
+    bytes += n * size_of(param.dtype) * (1 + (param.has_optimizer_state() ? states : 0));
+  }
+  return {params, bytes};
+}
+
+std::uint64_t status_bytes(std::string_view field) {
+  const std::string status = bench::read_text("/proc/self/status");
+  const auto at = status.find(std::string(field) + ":");
+  if (at == std::string::npos) die("no " + std::string(field) + " in /proc/self/status");
+  return std::stoull(status.substr(at + field.size() + 1)) * 1024;
+}
+
+// VmHWM back to the resident memory now (Linux 4.0+).
+void reset_peak_memory() {
+  FILE* clear = std::fopen("/proc/self/clear_refs", "w");
+  if (!clear || std::fputs("5", clear) < 0 || std::fclose(clear) != 0) {
+    die("cannot reset the peak memory through /proc/self/clear_refs");
+  }
+}
+
+double in_mib(double bytes) { return bytes / static_cast<double>(mib); }
+double peak_mib() { return in_mib(static_cast<double>(status_bytes("VmHWM"))); }
+
+Task<std::unique_ptr<Model>> build_model(const ModelSpec& spec, int rank) {
+  auto world = std::make_shared<PlanningCommunicator>(rank, spec.world_size, "world");
+  co_return co_await Model::build(spec, rank, std::move(world));
+}
+
+// Where a rank's planning time goes, summed over ranks.
+struct RankPlanTimes {
+  double build = 0, chunks = 0, layout = 0, plan = 0, text = 0;
+  std::vector<double> per_rank;
+};
+
+struct RankPlan {
+  std::string text;
+  std::uint64_t chunks = 0;  // chunk records: what the rank writes
+};
+
+// The text `rank` sends to rank 0 after writing its data, built without data.
+RankPlan plan_rank(Runtime& runtime, const ModelSpec& spec, int rank, RankPlanTimes& times) {
+  const auto start = Clock::now();
+  auto model = take(runtime.spawn(build_model(spec, rank)).get(), "Model::build");
+  const auto built = Clock::now();
+  LocalChunks chunks = take(LocalChunks::of(*model), "LocalChunks::of");
+  const auto listed = Clock::now();
+  const std::vector<DataFileLayout> layout = layout_data_files(chunks.chunks(), rank);
+  const auto laid_out = Clock::now();
+  std::vector<std::vector<WrittenChunk>> written;
+  std::uint64_t records = 0;
+  std::uint32_t crc = 0x9e3779b9u ^ static_cast<std::uint32_t>(rank);
+  for (const DataFileLayout& file : layout) {
+    DataFileContent content{.header = file.header};
+    for (std::size_t i : file.chunks) content.chunks.push_back(&chunks.chunks()[i]);
+    auto& ranges = written.emplace_back(chunk_placement(content, default_checksum_block));
+    for (auto& range : ranges) {
+      for (auto& sum : range.crc32c) sum = crc = crc * 1664525u + 1013904223u;  // as long in text as real ones
+    }
+    records += ranges.size();
+  }
+  CheckpointMetadata plan =
+      detail::rank_plan(chunks.chunks(), spec.world_size, default_checksum_block, layout, std::move(written));
+  const auto planned = Clock::now();
+  RankPlan out{plan_text(plan), records};
+  const auto end = Clock::now();
+  auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  times.build += s(start, built);
+  times.chunks += s(built, listed);
+  times.layout += s(listed, laid_out);
+  times.plan += s(laid_out, planned);
+  times.text += s(planned, end);
+  times.per_rank.push_back(s(start, end));
+  return out;
+}
+
+// Ranks in an order that spreads any prefix of it over the whole world.
+std::vector<int> spread_order(int n) {
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  const int step = std::gcd(7919, n) == 1 ? 7919 : 1;
+  for (int i = 0; i < n; ++i) order[i] = static_cast<int>((static_cast<std::int64_t>(i) * step) % n);
+  return order;
+}
+
+void print_stage(const char* name, double seconds, const std::string& what) {
+  std::printf("%-15s %9.3f s   peak %8.1f MiB   %s\n", name, seconds, peak_mib(), what.c_str());
+  std::fflush(stdout);
+}
+
+// The figures, `name = value` a line; a figure below 0 was not measured.
+int finish(double params, double plan_s, double metadata_bytes, double load_plan_ms, std::uint64_t to_rank0,
+           std::uint64_t chunks) {
+  std::printf("params = %.4g\n", params);
+  auto figure = [](const char* name, double value, double scale, const char* format) {
+    std::printf("%s = ", name);
+    if (value < 0) {
+      std::printf("skipped\n");
+    } else {
+      std::printf(format, value * scale);
+      std::printf("\n");
+    }
+  };
+  figure("plan_s", plan_s, 1, "%.3f");
+  figure("metadata_mib", metadata_bytes, 1.0 / static_cast<double>(mib), "%.1f");
+  figure("load_plan_ms", load_plan_ms, 1, "%.1f");
+  std::printf("bytes_to_rank0_mib = %.1f\n", in_mib(static_cast<double>(to_rank0)));
+  std::printf("chunks = %llu\n", (unsigned long long)chunks);
+  return 0;
+}
+
+int run(const Options& options) {
+  const double cap = options.max_memory_gib * static_cast<double>(bench::gib);
+  const ModelSpec original = take(load_model_spec(options.spec), "the spec");
+  const ModelSpec spec = take(scale_spec(original, options.ranks), "--ranks");
+  int load_ranks = options.load_ranks > 0 ? options.load_ranks : std::max(1, options.ranks / 2);
+  if (options.load_ranks == 0 && !scale_spec(original, load_ranks)) {
+    std::printf("the spec does not scale to %d ranks: the load runs on %d\n", load_ranks, options.ranks);
+    load_ranks = options.ranks;
+  }
+  const ModelSpec load_spec = take(scale_spec(original, load_ranks), "--load-ranks");
+  const auto [params, state_bytes] = model_size(spec);
+  std::printf("spec %s on %d ranks (load on %d): %.4g params, %.2f TiB with the optimizer's states; meshes",
+              options.spec.c_str(), options.ranks, load_ranks, params, state_bytes / (1024.0 * bench::gib));
+  for (const MeshSpec& mesh : spec.meshes) {
+    std::printf(" %s [", mesh.name.c_str());
+    for (std::size_t d = 0; d < mesh.shape.size(); ++d) std::printf("%s%lld", d ? ", " : "", (long long)mesh.shape[d]);
+    std::printf("]");
+  }
+  std::printf("\n");
+
+  Runtime runtime;
+  auto storage = take(make_storage(runtime, StorageKind::automatic), "make_storage");
+  auto staging =
+      take(BufferPool::create({.buffer_bytes = 4 << 20, .buffer_count = 4}, make_host_allocator()), "BufferPool");
+  CheckpointIo io{&runtime, storage.get(), staging.get()};
+  const std::string dir = bench::make_scratch_dir(options.dir, "corockpt-bench-plan");
+
+  // 1. Every rank's plan, landed back to back as gather_v delivers them to rank 0.
+  reset_peak_memory();
+  RankPlanTimes times;
+  std::string all;
+  std::vector<std::size_t> counts;
+  std::uint64_t to_rank0 = 0, chunks = 0;
+  bool keep = true;
+  std::string skipped;
+  auto start = Clock::now();
+  for (int rank = 0; rank < options.ranks; ++rank) {
+    RankPlan plan = plan_rank(runtime, spec, rank, times);
+    to_rank0 += plan.text.size() + sizeof(std::uint64_t);  // its text and its size (all_gather)
+    chunks += plan.chunks;
+    counts.push_back(plan.text.size());
+    // gather_texts holds the landed texts and their per-rank copies at once.
+    if (keep && 2.0 * static_cast<double>(all.size() + plan.text.size()) > cap / 2) {
+      keep = false;
+      skipped = "after " + std::to_string(rank) + " ranks the plans were " + std::to_string(all.size() >> 20) +
+                " MiB; rank 0 holds them twice during the gather, then merges them: past half the " +
+                std::to_string(static_cast<int>(options.max_memory_gib)) + " GiB cap";
+      std::string().swap(all);
+    }
+    if (keep) all += plan.text;
+  }
+  const double plans_s = seconds_since(start);
+  const auto per_rank = bench::spread_of(times.per_rank);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "%.1f MiB to rank 0 (%.1f KiB a rank), %llu chunks; a rank: median %.1f ms, max %.1f ms "
+                "(build %.0f%%, chunks %.0f%%, layout %.0f%%, plan %.0f%%, text %.0f%%)",
+                in_mib(static_cast<double>(to_rank0)), static_cast<double>(to_rank0) / options.ranks / 1024,
+                (unsigned long long)chunks, per_rank.median * 1e3, per_rank.max * 1e3, 100 * times.build / plans_s,
+                100 * times.chunks / plans_s, 100 * times.layout / plans_s, 100 * times.plan / plans_s,
+                100 * times.text / plans_s);
+  print_stage("rank plans", plans_s, line);
+
+  double plan_s = -1, metadata_bytes = -1, load_plan_ms = -1;
+  if (keep) {
+    // gather_texts' split into one text per rank.
+    reset_peak_memory();
+    start = Clock::now();
+    std::vector<std::string> texts;
+    std::size_t at = 0;
+    for (std::size_t c : counts) {
+      texts.push_back(all.substr(at, c));
+      at += c;
+    }
+    std::string().swap(all);
+    print_stage("gather split", seconds_since(start), "gather_texts' copy of each rank's text out of the landed bytes");
+
+    // 2. and 3., as commit_save runs them.
+    std::unique_ptr<Model> rank0 = take(runtime.spawn(build_model(spec, 0)).get(), "Model::build");
+    const SaveScope scope = save_scope(*rank0);
+    CheckpointMetadata base;
+    base.world_size = scope.world_size;
+    base.meshes = scope.meshes;
+    base.block_size = default_checksum_block;
+    base.param_groups = scope.param_groups;
+    reset_peak_memory();
+    start = Clock::now();
+    CheckpointMetadata merged = take(detail::merge_plans(texts, std::move(base)), "merge_plans");
+    const double merge_s = seconds_since(start);
+    print_stage("merge", merge_s,
+                std::to_string(merged.tensors.size()) + " tensors, " + std::to_string(merged.files.size()) + " files");
+    reset_peak_memory();
+    start = Clock::now();
+    std::string text = to_json_text(merged);
+    const double text_s = seconds_since(start);
+    metadata_bytes = static_cast<double>(text.size());
+    std::snprintf(line, sizeof line, "%.1f MiB of JSON", in_mib(metadata_bytes));
+    print_stage("metadata text", text_s, line);
+    const std::string path = dir + "/" + std::string(checkpoint_metadata_file);
+    reset_peak_memory();
+    start = Clock::now();
+    take(runtime.spawn(detail::write_durable_file(io, path, std::move(text))).get(), "write_durable_file");
+    const double write_s = seconds_since(start);
+    print_stage("metadata write", write_s, "written and fsynced");
+    plan_s = merge_s + text_s + write_s;
+    texts = {};
+    merged = {};
+    rank0.reset();
+
+    // 4. The read and parse every loading rank does. Parsing builds nlohmann's document of
+    // the whole text first: its peak was 8.6 times the text at 64 ranks of moe_1t.json.
+    const double parse_peak = 9 * metadata_bytes;
+    if (parse_peak > cap) {
+      std::printf(
+          "re-read, load plans: skipped: parsing %.0f MiB of metadata would take about %.1f GiB (9 times the "
+          "text), past the %.0f GiB cap\n",
+          in_mib(metadata_bytes), parse_peak / static_cast<double>(bench::gib), options.max_memory_gib);
+      std::filesystem::remove_all(dir);
+      return finish(params, plan_s, metadata_bytes, -1, to_rank0, chunks);
+    }
+    reset_peak_memory();
+    start = Clock::now();
+    CheckpointMetadata metadata =
+        take(runtime.spawn(read_checkpoint_metadata(io, dir)).get(), "read_checkpoint_metadata");
+    const double parse_s = seconds_since(start);
+    print_stage("re-read", parse_s, "read_checkpoint_metadata: every loading rank reads and parses it all");
+
+    // 5. Every load rank's plan, within the budget.
+    reset_peak_memory();
+    const detail::ReadPlanLimits limits{.block_size = metadata.block_size, .max_read = (4u << 20) - 2 * 4096};
+    std::vector<double> planning;
+    double model_s = 0;
+    start = Clock::now();
+    std::size_t reads = 0;
+    for (int rank : spread_order(load_ranks)) {
+      if (!planning.empty() && seconds_since(start) > options.load_budget_s) break;
+      const auto rank_start = Clock::now();
+      auto model = take(runtime.spawn(build_model(load_spec, rank)).get(), "Model::build");
+      LocalChunks targets = take(LocalChunks::of(*model), "LocalChunks::of");
+      const auto planned_from = Clock::now();
+      model_s += std::chrono::duration<double>(planned_from - rank_start).count();
+      auto needs = take(detail::find_read_needs(metadata, targets.chunks(), true, dir), "find_read_needs");
+      reads += detail::plan_reads(needs.needs, limits).size();
+      planning.push_back(seconds_since(planned_from));
+    }
+    const auto load = bench::spread_of(planning);
+    load_plan_ms = (parse_s + load.max) * 1e3;
+    std::snprintf(line, sizeof line,
+                  "%zu of %d ranks%s; a rank's planning (find_read_needs + plan_reads): median %.1f ms, max %.1f ms; "
+                  "%.1f reads a rank; Model::build + LocalChunks::of %.1f ms a rank",
+                  planning.size(), load_ranks,
+                  planning.size() < static_cast<std::size_t>(load_ranks) ? " (budget)" : "", load.median * 1e3,
+                  load.max * 1e3, static_cast<double>(reads) / planning.size(), model_s / planning.size() * 1e3);
+    print_stage("load plans", seconds_since(start), line);
+  } else {
+    std::printf("merge, metadata write, re-read, load plans: skipped: %s\n", skipped.c_str());
+  }
+  std::filesystem::remove_all(dir);
+  return finish(params, plan_s, metadata_bytes, load_plan_ms, to_rank0, chunks);
+}
+
+}  // namespace
+}  // namespace corockpt
+
+int main(int argc, char** argv) {
+  corockpt::bench::set_program_name("corockpt_bench_plan");
+  corockpt::Options options;
+  CLI::App app{
+      "Today's save and load planning at N simulated ranks, without data: every rank's plan as the save builds it, "
+      "rank 0's merge and metadata write, the metadata re-read, and every load rank's read plan. --ranks scales the "
+      "spec: each mesh keeps its inner dims (EP 64, say) and its leading (data-parallel / FSDP) dim becomes N divided "
+      "by their product; N must divide by it."};
+  app.add_option("--ranks", options.ranks, "simulated ranks of the save")
+      ->default_val(options.ranks)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--spec", options.spec, "the model spec (model_spec.hpp), scaled to --ranks")
+      ->default_val(options.spec);
+  app.add_option("--load-ranks", options.load_ranks,
+                 "simulated ranks of the load (default: --ranks / 2, or --ranks where the spec does not scale to that)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dir", options.dir, "where the metadata is written (a scratch directory, removed)")
+      ->default_val(options.dir);
+  app.add_option("--max-memory-gib", options.max_memory_gib,
+                 "stages that would take the process past this are skipped, saying why")
+      ->default_val(options.max_memory_gib);
+  app.add_option("--load-budget-s", options.load_budget_s,
+                 "load plans are built for ranks spread over the load world until this many seconds have passed")
+      ->default_val(options.load_budget_s);
+  CLI11_PARSE(app, argc, argv);
+  return corockpt::run(options);
+}
