@@ -8,7 +8,9 @@
 //    save fills; filled here with pseudo-random 32-bit values, so the text is as long
 //    as a real one), detail::rank_plan and plan_text: the text rank 0 receives. Ranks
 //    are planned one after another; only their texts are kept, back to back, as
-//    gather_texts lands them (and then split per rank, as it does).
+//    gather_texts lands them (and then split per rank, as it does). --sample-ranks K
+//    plans K ranks spread over the world instead, scales their bytes and chunks to it
+//    and skips the later stages (for worlds whose every plan would take too long).
 // 2. merge: detail::merge_plans, as commit_save on rank 0 (every plan parsed, every
 //    tensor's tiling checked).
 // 3. metadata write: to_json_text and detail::write_durable_file (fsynced) into a
@@ -19,7 +21,7 @@
 //    read_limits gives for the CLI's 4 MiB staging buffers and O_DIRECT): load_from
 //    without its reads.
 //
-// Each stage prints its time, the bytes it sends to rank 0 or reads, and the process's
+// Each stage prints its wall and CPU time, the bytes it sends to rank 0 or reads, and the process's
 // peak memory (VmHWM, reset before the stage). Stages that would take the process past
 // --max-memory-gib are skipped, saying why and what they would need. The last lines are
 // `name = value`: plan_s (merge + metadata write), metadata_mib, load_plan_ms (one
@@ -70,6 +72,7 @@ struct Options {
   std::string dir = "/tmp";
   double max_memory_gib = 16;
   double load_budget_s = 300;
+  int sample_ranks = 0;  // 0: every rank
 };
 
 // A rank of a world that exists only on paper: Model::build needs a world of the spec's
@@ -221,8 +224,20 @@ std::vector<int> spread_order(int n) {
   return order;
 }
 
+// The process's CPU seconds when the current stage began (begin_stage).
+double stage_cpu = 0;
+
+// A stage begins: its peak memory and CPU time count from here.
+void begin_stage() {
+  reset_peak_memory();
+  stage_cpu = bench::cpu_seconds(RUSAGE_SELF);
+}
+
+// The CPU time beside the wall time: on a machine shared with builds, the wall time of
+// this one-thread program stretches, its CPU time much less.
 void print_stage(const char* name, double seconds, const std::string& what) {
-  std::printf("%-15s %9.3f s   peak %8.1f MiB   %s\n", name, seconds, peak_mib(), what.c_str());
+  std::printf("%-15s %9.3f s (cpu %9.3f s)   peak %8.1f MiB   %s\n", name, seconds,
+              bench::cpu_seconds(RUSAGE_SELF) - stage_cpu, peak_mib(), what.c_str());
   std::fflush(stdout);
 }
 
@@ -275,7 +290,7 @@ int run(const Options& options) {
   const std::string dir = bench::make_scratch_dir(options.dir, "corockpt-bench-plan");
 
   // 1. Every rank's plan, landed back to back as gather_v delivers them to rank 0.
-  reset_peak_memory();
+  begin_stage();
   RankPlanTimes times;
   std::string all;
   std::vector<std::size_t> counts;
@@ -283,7 +298,15 @@ int run(const Options& options) {
   bool keep = true;
   std::string skipped;
   auto start = Clock::now();
-  for (int rank = 0; rank < options.ranks; ++rank) {
+  const int planned = options.sample_ranks > 0 ? std::min(options.sample_ranks, options.ranks) : options.ranks;
+  if (planned < options.ranks) {
+    keep = false;
+    skipped = "only " + std::to_string(planned) + " of the " + std::to_string(options.ranks) +
+              " ranks were planned (--sample-ranks)";
+  }
+  const std::vector<int> order = spread_order(options.ranks);
+  for (int i = 0; i < planned; ++i) {
+    const int rank = order[i];
     RankPlan plan = plan_rank(runtime, spec, rank, times);
     to_rank0 += plan.text.size() + sizeof(std::uint64_t);  // its text and its size (all_gather)
     chunks += plan.chunks;
@@ -291,7 +314,7 @@ int run(const Options& options) {
     // gather_texts holds the landed texts and their per-rank copies at once.
     if (keep && 2.0 * static_cast<double>(all.size() + plan.text.size()) > cap / 2) {
       keep = false;
-      skipped = "after " + std::to_string(rank) + " ranks the plans were " + std::to_string(all.size() >> 20) +
+      skipped = "after " + std::to_string(i) + " ranks the plans were " + std::to_string(all.size() >> 20) +
                 " MiB; rank 0 holds them twice during the gather, then merges them: past half the " +
                 std::to_string(static_cast<int>(options.max_memory_gib)) + " GiB cap";
       std::string().swap(all);
@@ -299,21 +322,27 @@ int run(const Options& options) {
     if (keep) all += plan.text;
   }
   const double plans_s = seconds_since(start);
+  // A sample stands for the whole world: bytes and chunks scaled by ranks / planned.
+  const double scale = static_cast<double>(options.ranks) / planned;
+  to_rank0 = static_cast<std::uint64_t>(static_cast<double>(to_rank0) * scale);
+  chunks = static_cast<std::uint64_t>(static_cast<double>(chunks) * scale);
+  const std::string estimated =
+      planned < options.ranks ? " (estimated from " + std::to_string(planned) + " ranks spread over the world)" : "";
   const auto per_rank = bench::spread_of(times.per_rank);
   char line[512];
   std::snprintf(line, sizeof line,
-                "%.1f MiB to rank 0 (%.1f KiB a rank), %llu chunks; a rank: median %.1f ms, max %.1f ms "
+                "%.1f MiB to rank 0 (%.1f KiB a rank), %llu chunks%s; a rank: median %.1f ms, max %.1f ms "
                 "(build %.0f%%, chunks %.0f%%, layout %.0f%%, plan %.0f%%, text %.0f%%)",
                 in_mib(static_cast<double>(to_rank0)), static_cast<double>(to_rank0) / options.ranks / 1024,
-                (unsigned long long)chunks, per_rank.median * 1e3, per_rank.max * 1e3, 100 * times.build / plans_s,
-                100 * times.chunks / plans_s, 100 * times.layout / plans_s, 100 * times.plan / plans_s,
-                100 * times.text / plans_s);
+                (unsigned long long)chunks, estimated.c_str(), per_rank.median * 1e3, per_rank.max * 1e3,
+                100 * times.build / plans_s, 100 * times.chunks / plans_s, 100 * times.layout / plans_s,
+                100 * times.plan / plans_s, 100 * times.text / plans_s);
   print_stage("rank plans", plans_s, line);
 
   double plan_s = -1, metadata_bytes = -1, load_plan_ms = -1;
   if (keep) {
     // gather_texts' split into one text per rank.
-    reset_peak_memory();
+    begin_stage();
     start = Clock::now();
     std::vector<std::string> texts;
     std::size_t at = 0;
@@ -332,13 +361,13 @@ int run(const Options& options) {
     base.meshes = scope.meshes;
     base.block_size = default_checksum_block;
     base.param_groups = scope.param_groups;
-    reset_peak_memory();
+    begin_stage();
     start = Clock::now();
     CheckpointMetadata merged = take(detail::merge_plans(texts, std::move(base)), "merge_plans");
     const double merge_s = seconds_since(start);
     print_stage("merge", merge_s,
                 std::to_string(merged.tensors.size()) + " tensors, " + std::to_string(merged.files.size()) + " files");
-    reset_peak_memory();
+    begin_stage();
     start = Clock::now();
     std::string text = to_json_text(merged);
     const double text_s = seconds_since(start);
@@ -346,7 +375,7 @@ int run(const Options& options) {
     std::snprintf(line, sizeof line, "%.1f MiB of JSON", in_mib(metadata_bytes));
     print_stage("metadata text", text_s, line);
     const std::string path = dir + "/" + std::string(checkpoint_metadata_file);
-    reset_peak_memory();
+    begin_stage();
     start = Clock::now();
     take(runtime.spawn(detail::write_durable_file(io, path, std::move(text))).get(), "write_durable_file");
     const double write_s = seconds_since(start);
@@ -367,7 +396,7 @@ int run(const Options& options) {
       std::filesystem::remove_all(dir);
       return finish(params, plan_s, metadata_bytes, -1, to_rank0, chunks);
     }
-    reset_peak_memory();
+    begin_stage();
     start = Clock::now();
     CheckpointMetadata metadata =
         take(runtime.spawn(read_checkpoint_metadata(io, dir)).get(), "read_checkpoint_metadata");
@@ -375,7 +404,7 @@ int run(const Options& options) {
     print_stage("re-read", parse_s, "read_checkpoint_metadata: every loading rank reads and parses it all");
 
     // 5. Every load rank's plan, within the budget.
-    reset_peak_memory();
+    begin_stage();
     const detail::ReadPlanLimits limits{.block_size = metadata.block_size, .max_read = (4u << 20) - 2 * 4096};
     std::vector<double> planning;
     double model_s = 0;
@@ -435,6 +464,10 @@ int main(int argc, char** argv) {
   app.add_option("--load-budget-s", options.load_budget_s,
                  "load plans are built for ranks spread over the load world until this many seconds have passed")
       ->default_val(options.load_budget_s);
+  app.add_option("--sample-ranks", options.sample_ranks,
+                 "plan only this many of the ranks, spread over the world, and scale their bytes and chunks to it "
+                 "(the later stages are skipped)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   return corockpt::run(options);
 }
