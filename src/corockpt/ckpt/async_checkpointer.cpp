@@ -214,15 +214,6 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
     return fail(Errc::invalid_argument, "this checkpointer was created from chunks: give each save its SaveInputs",
                 {.rank = scope_.rank, .operation = "async_save"});
   }
-  // The snapshot copies the state as it is now: on a device, after the compute queued so
-  // far (the optimizer step being saved), not after what the loop queues next (the next
-  // forward/backward, which the copies overlap). So the order is taken here, on the
-  // caller's thread, not when the snapshot starts on the strand.
-  if (options_.device) {
-    if (auto ok = options_.device->order_after_compute(); !ok) {
-      return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
-    }
-  }
   auto state = std::make_shared<detail::SaveState>(step_order_.size());
   state->step = step;
   return start_save(std::move(state), std::move(user));
@@ -251,12 +242,6 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
                   {.rank = scope_.rank, .fqn = a.name, .operation = "async_save"});
     }
   }
-  // As for a model's save: the snapshot's device copies go after the compute queued now.
-  if (options_.device) {
-    if (auto ok = options_.device->order_after_compute(); !ok) {
-      return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
-    }
-  }
   auto state = std::make_shared<detail::SaveState>(step_order_.size());
   state->step = step;
   state->chunks = std::move(inputs.chunks);
@@ -265,16 +250,24 @@ Result<SaveHandle> AsyncCheckpointer::async_save(std::int64_t step, nlohmann::js
 }
 
 Result<SaveHandle> AsyncCheckpointer::start_save(std::shared_ptr<detail::SaveState> state, nlohmann::json user) {
+  // The save copies the state as it is now: on a device, after the compute queued so far
+  // (the optimizer step being saved), not after what the loop queues next (the next
+  // forward/backward, which the copies overlap). So the order is taken here, on the
+  // caller's thread, not when the copies start on the strand.
+  if (options_.device) {
+    if (auto ok = options_.device->order_after_compute(); !ok) {
+      return fail(std::move(ok.error().with_rank(scope_.rank).with_operation("async_save")));
+    }
+  }
   // Refused now, not when the save commits; every rank passes the same blob, so all
   // refuse alike.
   if (auto bounded = check_user_blob(user); !bounded) {
     return fail(std::move(bounded.error().with_rank(scope_.rank).with_operation("async_save")));
   }
-  // What forward changes is copied now, before the caller's next forward runs (async_save
-  // has ordered the device after its compute).
+  // What forward changes is copied now, before the caller's next forward runs.
   auto captured = detail::RequestCapture::take(
       *io_.runtime, state->chunks.empty() ? std::span<const LocalChunk>(live_->chunks()) : state->chunks,
-      options_.device.get(), /*ordered=*/options_.device != nullptr);
+      options_.device.get());
   if (!captured) return fail(std::move(captured.error().with_rank(scope_.rank).with_operation("async_save")));
   state->captured = std::move(*captured);
   std::shared_ptr<detail::SaveState> previous;

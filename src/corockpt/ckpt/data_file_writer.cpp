@@ -249,7 +249,7 @@ Task<std::vector<WrittenChunk>> write_data_file(CheckpointIo io, std::string pat
     if (!content.device || content.device->space() != chunk->space || !content.image.empty()) {
       co_return fail(Errc::invalid_argument,
                      chunk->name + " lies in " + std::string(to_string(chunk->space)) +
-                         " memory: the save streams it through that device (SaveOptions::device)",
+                         " memory: give the save that device (SaveOptions::device), or save from a snapshot",
                      {.fqn = chunk->name, .operation = "save"});
     }
   }

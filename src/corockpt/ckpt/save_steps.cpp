@@ -59,16 +59,6 @@ Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir) {
 
 Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
                                          std::span<const LocalChunk> chunks, const SaveOptions& options) {
-  for (const LocalChunk& chunk : chunks) {
-    const bool through_device =
-        options.device && options.device->space() == chunk.space && options.file_images.empty();
-    if (chunk.writer && !chunk.box.empty() && chunk.space != MemorySpace::host && !through_device) {
-      co_return fail(Errc::invalid_argument,
-                     chunk.name + " lies in " + std::string(to_string(chunk.space)) +
-                         " memory: save it with SaveOptions::device, or from a snapshot",
-                     {.fqn = chunk.name, .operation = "save"});
-    }
-  }
   const bool streamed = options.file_images.empty();
   // Streamed, the files hold their chunks in the unit order (file images have their own layout).
   std::span<const std::uint32_t> unit_order;

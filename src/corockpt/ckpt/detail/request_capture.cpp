@@ -15,8 +15,7 @@ std::size_t aligned(std::size_t at) { return (at + copy_alignment - 1) / copy_al
 
 }  // namespace
 
-Result<RequestCapture> RequestCapture::take(Runtime& runtime, std::span<const LocalChunk> chunks, Device* device,
-                                            bool ordered) {
+Result<RequestCapture> RequestCapture::take(Runtime& runtime, std::span<const LocalChunk> chunks, Device* device) {
   RequestCapture out;
   std::size_t size = 0;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
@@ -48,11 +47,6 @@ Result<RequestCapture> RequestCapture::take(Runtime& runtime, std::span<const Lo
     }
   }
   if (from_device.empty()) return out;
-  // The state as of this request: after the compute queued so far (the optimizer step
-  // being saved), before the forward the caller queues next.
-  if (!ordered) {
-    if (auto ok = device->order_after_compute(); !ok) return fail(std::move(ok.error()));
-  }
   // Small (buffers), so waited for here: the caller may change the memory once we return.
   auto copied = runtime.spawn(device->copy(CopyDirection::to_host, from_device)).get();
   if (!copied) {

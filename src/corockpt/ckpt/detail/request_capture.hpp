@@ -26,15 +26,13 @@ class RequestCapture {
 
   /// Copies every chunk of `chunks` that is `at_request`, written by this rank and not
   /// empty into host memory of its own: host memory by memcpy on the caller's thread;
-  /// device memory through `device`, after the compute it has queued so far
-  /// (Device::order_after_compute, unless `ordered` says the caller did that already),
-  /// the copy finished before this returns. Blocks the caller: never call it on the
+  /// device memory through `device`, which the caller has ordered after its compute
+  /// (Device::order_after_compute), the copy finished before this returns. Blocks the caller: never call it on the
   /// runtime's io thread (Errc::invalid_argument there, when a device copy is needed).
   /// Deadline: the device's copy deadline.
   /// @returns Errc::invalid_argument naming a chunk in device memory when `device` is
   ///   null or of another space; the device's errors.
-  static Result<RequestCapture> take(Runtime& runtime, std::span<const LocalChunk> chunks, Device* device,
-                                     bool ordered);
+  static Result<RequestCapture> take(Runtime& runtime, std::span<const LocalChunk> chunks, Device* device);
 
   /// `chunks` — the list given to `take`, as it is now — with each captured chunk's bytes
   /// in the capture's copy (space host), everything else as listed; `chunks` itself when
