@@ -88,7 +88,16 @@ Result<DeviceMesh> DeviceMesh::create(std::vector<std::int64_t> shape,
   mesh.shape_ = std::move(shape);
   mesh.dim_names_ = std::move(dim_names);
   mesh.ranks_ = std::move(ranks);
+  mesh.index_ranks();
   return mesh;
+}
+
+void DeviceMesh::index_ranks() {
+  first_ = ranks_.empty() ? 0 : ranks_[0];
+  step_ = ranks_.size() < 2 ? 1 : ranks_[1] - ranks_[0];
+  for (std::size_t i = 1; i < ranks_.size() && step_ > 0; ++i) {
+    if (ranks_[i] - ranks_[i - 1] != step_) step_ = 0;
+  }
 }
 
 Result<DeviceMesh> DeviceMesh::create(std::vector<std::int64_t> shape,
@@ -116,16 +125,20 @@ Result<int> DeviceMesh::dim_index(std::string_view name) const {
   return static_cast<int>(it - dim_names_.begin());
 }
 
-bool DeviceMesh::contains(int rank) const {
-  return std::find(ranks_.begin(), ranks_.end(), rank) != ranks_.end();
-}
+bool DeviceMesh::contains(int rank) const { return index_of(rank).has_value(); }
 
 Result<int> DeviceMesh::index_of(int rank) const {
-  auto it = std::find(ranks_.begin(), ranks_.end(), rank);
-  if (it == ranks_.end()) {
-    return fail(Errc::not_found, "rank " + std::to_string(rank) + " is not in " + to_string());
+  std::int64_t index = -1;
+  if (step_ > 0) {
+    const std::int64_t from_first = std::int64_t{rank} - first_;
+    if (from_first >= 0 && from_first % step_ == 0 && from_first / step_ < std::ssize(ranks_)) {
+      index = from_first / step_;
+    }
+  } else if (auto it = std::find(ranks_.begin(), ranks_.end(), rank); it != ranks_.end()) {
+    index = it - ranks_.begin();
   }
-  return static_cast<int>(it - ranks_.begin());
+  if (index < 0) return fail(Errc::not_found, "rank " + std::to_string(rank) + " is not in " + to_string());
+  return static_cast<int>(index);
 }
 
 Result<std::vector<std::int64_t>> DeviceMesh::coordinate(int rank) const {
@@ -158,6 +171,7 @@ Result<DeviceMesh> DeviceMesh::submesh(std::string_view dim, int through_rank) c
   sub.shape_ = {length};
   sub.dim_names_ = {std::string(dim)};
   sub.ranks_ = std::move(ranks);
+  sub.index_ranks();
   return sub;
 }
 
@@ -168,6 +182,8 @@ DeviceMesh DeviceMesh::flatten() const {
   for (const auto& n : dim_names_) name += (name.empty() ? "" : "_") + n;
   flat.dim_names_ = {name};
   flat.ranks_ = ranks_;
+  flat.first_ = first_;
+  flat.step_ = step_;
   return flat;
 }
 

@@ -71,23 +71,37 @@ Result<DeviceMesh> shard_group(const UnitSpec& unit, const DeviceMesh& mesh, int
 
 Result<std::vector<int>> instance_holders(const UnitSpec& unit, const DeviceMesh& mesh, int expert, int rank,
                                           bool all_holders) {
-  auto my_group = shard_group(unit, mesh, rank);
-  if (!my_group) return fail(my_group.error());
-  auto my_index = my_group->index_of(rank);
-  if (!my_index) return fail(my_index.error());
+  // From coordinates, in one pass over the mesh: planning asks this for every unit of
+  // meshes of thousands of ranks.
+  auto held = experts_held(unit, mesh, rank);  // checks the rank, the expert dim and num_experts
+  if (!held) return fail(held.error());
+  auto mine = mesh.coordinate(rank);
+  if (!mine) return fail(about_unit(unit, mine.error()));
+  int expert_dim = -1;
+  std::int64_t expert_coord = 0;
+  if (unit.has_experts()) {
+    expert_dim = *mesh.dim_index(unit.expert_dim);  // experts_held checked it
+    expert_coord = expert / (unit.num_experts / mesh.shape()[static_cast<std::size_t>(expert_dim)]);
+  }
+  int shard_dim = -1;  // none: the shard group is the whole mesh, and only `rank` has its index
+  if (!unit.shard_dim.empty()) {
+    auto dim = mesh.dim_index(unit.shard_dim);
+    if (!dim) return fail(about_unit(unit, dim.error()));
+    shard_dim = *dim;
+  }
+
   std::vector<int> holders;
+  std::vector<std::int64_t> coord(mesh.shape().size(), 0);  // of mesh.ranks()[i], counted row-major
   for (int r : mesh.ranks()) {
-    auto experts = experts_held(unit, mesh, r);
-    if (!experts) return fail(experts.error());
-    if (std::find(experts->begin(), experts->end(), expert) == experts->end()) continue;
-    if (!all_holders) {
-      auto group = shard_group(unit, mesh, r);
-      if (!group) return fail(group.error());
-      auto index = group->index_of(r);
-      if (!index) return fail(index.error());
-      if (*index != *my_index) continue;
+    const bool holds = expert_dim < 0 || coord[static_cast<std::size_t>(expert_dim)] == expert_coord;
+    const bool same_shard = shard_dim < 0 ? r == rank
+                                          : coord[static_cast<std::size_t>(shard_dim)] ==
+                                                (*mine)[static_cast<std::size_t>(shard_dim)];
+    if (holds && (all_holders || same_shard)) holders.push_back(r);
+    for (std::size_t d = coord.size(); d-- > 0;) {
+      if (++coord[d] < mesh.shape()[d]) break;
+      coord[d] = 0;
     }
-    holders.push_back(r);
   }
   std::sort(holders.begin(), holders.end());
   return holders;
