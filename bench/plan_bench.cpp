@@ -1,31 +1,33 @@
-// corockpt_bench_plan: what today's planning costs at thousands of ranks, measured in one
-// process without any data (issue 18). Every stage runs the library's own code:
+// corockpt_bench_plan: what a save's and a load's planning cost at thousands of ranks,
+// measured in one process without any data (issue 18). Every stage runs the library's
+// own code:
 //
 // 1. rank plans: for each of the N ranks, Model::build (over a communicator that only
 //    says who the rank is: the groups it would split are not needed to plan),
 //    LocalChunks::of (views of null memory of the right sizes), layout_data_files,
 //    chunk_placement (each chunk's byte range and a checksum list of the length the
-//    save fills; filled here with pseudo-random 32-bit values, so the text is as long
-//    as a real one), detail::rank_plan and plan_text: the text rank 0 receives. Ranks
-//    are planned one after another; only their texts are kept, back to back, as
-//    gather_texts lands them (and then split per rank, as it does). --sample-ranks K
-//    plans K ranks spread over the world instead, scales their bytes and chunks to it
-//    and skips the later stages (for worlds whose every plan would take too long).
-// 2. merge: detail::merge_plans, as commit_save on rank 0 (every plan parsed, every
-//    tensor's tiling checked).
-// 3. metadata write: to_json_text and detail::write_durable_file (fsynced) into a
-//    scratch directory under --dir.
-// 4. re-read: read_checkpoint_metadata, the read and parse every loading rank does.
-// 5. load plans: for each of the M load ranks, Model::build and LocalChunks::of on the
-//    spec scaled to M, then detail::find_read_needs and detail::plan_reads (the limits
-//    read_limits gives for the CLI's 4 MiB staging buffers and O_DIRECT): load_from
-//    without its reads.
+//    save fills), detail::rank_plan: the plan rank 0 receives, and the rank's index,
+//    written (not fsynced: each rank writes its own, in parallel, beside its data) into a
+//    scratch directory under --dir. Only the plans are kept, back to back, as
+//    gather_texts lands them (and then split per rank, as it does). --sample-ranks K plans
+//    K ranks spread over the world instead, scales their bytes and chunks to it and skips
+//    the later stages (for worlds whose every plan would take too long).
+// 2. merge: detail::merge_plans, as commit_save on rank 0 (every plan decoded, every
+//    tensor's runs extended and its tiling checked).
+// 3. index and header: encode_tensor_index, the header's to_json_text, each written and
+//    fsynced with detail::write_durable_file, as commit_save does.
+// 4. load plans: for each of the M load ranks, Model::build and LocalChunks::of on the
+//    spec scaled to M (not timed: the model exists before a load), then, timed,
+//    CheckpointReader::open_for (the header, the tensor index, and the indexes of the
+//    ranks whose chunks it overlaps), detail::find_read_needs and detail::plan_reads (the
+//    limits read_limits gives for the CLI's 4 MiB staging buffers and O_DIRECT): load_from
+//    without its reads. The files are in the page cache, as they are after the save.
 //
-// Each stage prints its wall and CPU time, the bytes it sends to rank 0 or reads, and the process's
-// peak memory (VmHWM, reset before the stage). Stages that would take the process past
-// --max-memory-gib are skipped, saying why and what they would need. The last lines are
-// `name = value`: plan_s (merge + metadata write), metadata_mib, load_plan_ms (one
-// rank: the re-read plus its planning, the slowest rank's), bytes_to_rank0_mib, chunks.
+// Each stage prints its wall and CPU time, the bytes it sends to rank 0 or reads, and the
+// process's peak memory (VmHWM, reset before the stage). The last lines are
+// `name = value`: plan_s (merge + index and header writes), metadata_mib (the most one
+// load rank reads to plan: header, tensor index, rank indexes), load_plan_ms (the slowest
+// load rank's stage 4), bytes_to_rank0_mib, chunks.
 
 #include <unistd.h>
 
@@ -47,6 +49,8 @@
 #include "corockpt/ckpt/detail/directory_commit.hpp"
 #include "corockpt/ckpt/detail/rank_plan.hpp"
 #include "corockpt/ckpt/detail/read_plan.hpp"
+#include "corockpt/ckpt/format/chunk_index.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/model.hpp"
 #include "corockpt/ckpt/model_spec.hpp"
@@ -174,13 +178,59 @@ struct RankPlanTimes {
   std::vector<double> per_rank;
 };
 
-struct RankPlan {
-  std::string text;
+// The storage a load reads through, counting what it reads: the bytes and the rank
+// indexes opened.
+class CountingStorage final : public Storage {
+ public:
+  explicit CountingStorage(Storage& inner) : inner_(inner) {}
+  std::string_view name() const override { return inner_.name(); }
+  Task<File> open(std::string path, OpenOptions options) override {
+    if (path.ends_with("-index.bin")) ++rank_indexes;
+    return inner_.open(std::move(path), options);
+  }
+  Task<void> write_at(File& file, std::uint64_t offset, std::span<const std::byte> data) override {
+    return inner_.write_at(file, offset, data);
+  }
+  Task<std::size_t> read_at(File& file, std::uint64_t offset, std::span<std::byte> data) override {
+    auto got = co_await inner_.read_at(file, offset, data);
+    if (got) bytes_read += *got;
+    co_return got;
+  }
+  Task<void> fsync(File& file) override { return inner_.fsync(file); }
+  Task<void> truncate(File& file, std::uint64_t size) override { return inner_.truncate(file, size); }
+  Task<void> allocate(File& file, std::uint64_t size) override { return inner_.allocate(file, size); }
+  Task<void> make_dir(std::string path) override { return inner_.make_dir(std::move(path)); }
+  Task<void> rename(std::string from, std::string to) override { return inner_.rename(std::move(from), std::move(to)); }
+  Task<void> remove(std::string path) override { return inner_.remove(std::move(path)); }
+  Task<std::vector<DirEntry>> list(std::string dir) override { return inner_.list(std::move(dir)); }
+  Task<void> fsync_dir(std::string path) override { return inner_.fsync_dir(std::move(path)); }
+
+  std::uint64_t bytes_read = 0;
+  std::size_t rank_indexes = 0;
+
+ private:
+  Storage& inner_;
+};
+
+// The save id every simulated rank's index carries (the header's).
+const std::string bench_save_id = "plan-bench";
+
+void write_text(const std::string& path, const std::string& text) {
+  FILE* file = std::fopen(path.c_str(), "wb");
+  if (!file || std::fwrite(text.data(), 1, text.size(), file) != text.size() || std::fclose(file) != 0) {
+    die("cannot write " + path);
+  }
+}
+
+struct PlannedRank {
+  std::string plan;
   std::uint64_t chunks = 0;  // chunk records: what the rank writes
 };
 
-// The text `rank` sends to rank 0 after writing its data, built without data.
-RankPlan plan_rank(Runtime& runtime, const ModelSpec& spec, int rank, RankPlanTimes& times) {
+// The plan `rank` sends to rank 0 after writing its data, built without data; its index
+// is written into `dir`.
+PlannedRank plan_rank(Runtime& runtime, const std::string& dir, const ModelSpec& spec, int rank,
+                      RankPlanTimes& times) {
   const auto start = Clock::now();
   auto model = take(runtime.spawn(build_model(spec, rank)).get(), "Model::build");
   const auto built = Clock::now();
@@ -196,14 +246,14 @@ RankPlan plan_rank(Runtime& runtime, const ModelSpec& spec, int rank, RankPlanTi
     for (std::size_t i : file.chunks) content.chunks.push_back(&chunks.chunks()[i]);
     auto& ranges = written.emplace_back(chunk_placement(content, default_checksum_block));
     for (auto& range : ranges) {
-      for (auto& sum : range.crc32c) sum = crc = crc * 1664525u + 1013904223u;  // as long in text as real ones
+      for (auto& sum : range.crc32c) sum = crc = crc * 1664525u + 1013904223u;
     }
     records += ranges.size();
   }
-  CheckpointMetadata plan =
-      detail::rank_plan(chunks.chunks(), spec.world_size, default_checksum_block, layout, std::move(written));
+  detail::RankPlan plan = detail::rank_plan(chunks.chunks(), rank, bench_save_id, layout, std::move(written), {});
   const auto planned = Clock::now();
-  RankPlan out{plan_text(plan), records};
+  std::string index = encode_rank_index(std::move(plan.index));
+  write_text(dir + "/" + rank_index_file_name(rank), index);
   const auto end = Clock::now();
   auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   times.build += s(start, built);
@@ -212,7 +262,7 @@ RankPlan plan_rank(Runtime& runtime, const ModelSpec& spec, int rank, RankPlanTi
   times.plan += s(laid_out, planned);
   times.text += s(planned, end);
   times.per_rank.push_back(s(start, end));
-  return out;
+  return {std::move(plan.plan), records};
 }
 
 // Ranks in an order that spreads any prefix of it over the whole world.
@@ -294,6 +344,7 @@ int run(const Options& options) {
   RankPlanTimes times;
   std::string all;
   std::vector<std::size_t> counts;
+  std::vector<int> planned_ranks;  // in the order planned
   std::uint64_t to_rank0 = 0, chunks = 0;
   bool keep = true;
   std::string skipped;
@@ -307,19 +358,20 @@ int run(const Options& options) {
   const std::vector<int> order = spread_order(options.ranks);
   for (int i = 0; i < planned; ++i) {
     const int rank = order[i];
-    RankPlan plan = plan_rank(runtime, spec, rank, times);
-    to_rank0 += plan.text.size() + sizeof(std::uint64_t);  // its text and its size (all_gather)
+    PlannedRank plan = plan_rank(runtime, dir, spec, rank, times);
+    to_rank0 += plan.plan.size() + sizeof(std::uint64_t);  // its plan and its size (all_gather)
     chunks += plan.chunks;
-    counts.push_back(plan.text.size());
-    // gather_texts holds the landed texts and their per-rank copies at once.
-    if (keep && 2.0 * static_cast<double>(all.size() + plan.text.size()) > cap / 2) {
+    counts.push_back(plan.plan.size());
+    planned_ranks.push_back(rank);
+    // gather_texts holds the landed plans and their per-rank copies at once.
+    if (keep && 2.0 * static_cast<double>(all.size() + plan.plan.size()) > cap / 2) {
       keep = false;
       skipped = "after " + std::to_string(i) + " ranks the plans were " + std::to_string(all.size() >> 20) +
                 " MiB; rank 0 holds them twice during the gather, then merges them: past half the " +
                 std::to_string(static_cast<int>(options.max_memory_gib)) + " GiB cap";
       std::string().swap(all);
     }
-    if (keep) all += plan.text;
+    if (keep) all += plan.plan;
   }
   const double plans_s = seconds_since(start);
   // A sample stands for the whole world: bytes and chunks scaled by ranks / planned.
@@ -332,7 +384,7 @@ int run(const Options& options) {
   char line[512];
   std::snprintf(line, sizeof line,
                 "%.1f MiB to rank 0 (%.1f KiB a rank), %llu chunks%s; a rank: median %.1f ms, max %.1f ms "
-                "(build %.0f%%, chunks %.0f%%, layout %.0f%%, plan %.0f%%, text %.0f%%)",
+                "(build %.0f%%, chunks %.0f%%, layout %.0f%%, plan %.0f%%, index %.0f%%)",
                 in_mib(static_cast<double>(to_rank0)), static_cast<double>(to_rank0) / options.ranks / 1024,
                 (unsigned long long)chunks, estimated.c_str(), per_rank.median * 1e3, per_rank.max * 1e3,
                 100 * times.build / plans_s, 100 * times.chunks / plans_s, 100 * times.layout / plans_s,
@@ -344,11 +396,11 @@ int run(const Options& options) {
     // gather_texts' split into one text per rank.
     begin_stage();
     start = Clock::now();
-    std::vector<std::string> texts;
+    std::vector<std::string> texts(static_cast<std::size_t>(options.ranks));  // in rank order, as gathered
     std::size_t at = 0;
-    for (std::size_t c : counts) {
-      texts.push_back(all.substr(at, c));
-      at += c;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      texts[static_cast<std::size_t>(planned_ranks[i])] = all.substr(at, counts[i]);
+      at += counts[i];
     }
     std::string().swap(all);
     print_stage("gather split", seconds_since(start), "gather_texts' copy of each rank's text out of the landed bytes");
@@ -356,61 +408,47 @@ int run(const Options& options) {
     // 2. and 3., as commit_save runs them.
     std::unique_ptr<Model> rank0 = take(runtime.spawn(build_model(spec, 0)).get(), "Model::build");
     const SaveScope scope = save_scope(*rank0);
-    CheckpointMetadata base;
-    base.world_size = scope.world_size;
-    base.meshes = scope.meshes;
-    base.block_size = default_checksum_block;
-    base.param_groups = scope.param_groups;
-    begin_stage();
-    start = Clock::now();
-    CheckpointMetadata merged = take(detail::merge_plans(texts, std::move(base)), "merge_plans");
-    const double merge_s = seconds_since(start);
-    print_stage("merge", merge_s,
-                std::to_string(merged.tensors.size()) + " tensors, " + std::to_string(merged.files.size()) + " files");
-    begin_stage();
-    start = Clock::now();
-    std::string text = to_json_text(merged);
-    const double text_s = seconds_since(start);
-    metadata_bytes = static_cast<double>(text.size());
-    std::snprintf(line, sizeof line, "%.1f MiB of JSON", in_mib(metadata_bytes));
-    print_stage("metadata text", text_s, line);
-    const std::string path = dir + "/" + std::string(checkpoint_metadata_file);
-    begin_stage();
-    start = Clock::now();
-    take(runtime.spawn(detail::write_durable_file(io, path, std::move(text))).get(), "write_durable_file");
-    const double write_s = seconds_since(start);
-    print_stage("metadata write", write_s, "written and fsynced");
-    plan_s = merge_s + text_s + write_s;
-    texts = {};
-    merged = {};
     rank0.reset();
-
-    // 4. The read and parse every loading rank does. Parsing builds nlohmann's document of
-    // the whole text first: the process's peak was 8.6 times the text at 64 ranks of
-    // moe_1t.json, 13 times at 1024 (with what the earlier stages left in the allocator).
-    const double parse_peak = 13 * metadata_bytes;
-    if (parse_peak > cap) {
-      std::printf(
-          "re-read, load plans: skipped: parsing %.0f MiB of metadata would take about %.1f GiB (13 times the "
-          "text), past the %.0f GiB cap\n",
-          in_mib(metadata_bytes), parse_peak / static_cast<double>(bench::gib), options.max_memory_gib);
-      std::filesystem::remove_all(dir);
-      return finish(params, plan_s, metadata_bytes, -1, to_rank0, chunks);
-    }
     begin_stage();
     start = Clock::now();
-    CheckpointMetadata metadata =
-        take(runtime.spawn(read_checkpoint_metadata(io, dir)).get(), "read_checkpoint_metadata");
-    const double parse_s = seconds_since(start);
-    print_stage("re-read", parse_s, "read_checkpoint_metadata: every loading rank reads and parses it all");
-
-    // 5. Every load rank's plan, within the budget.
+    detail::MergedPlan merged = take(detail::merge_plans(texts, options.ranks), "merge_plans");
+    const double merge_s = seconds_since(start);
+    std::size_t runs = 0;
+    for (const TensorEntry& tensor : merged.tensors) runs += tensor.runs.size();
+    print_stage("merge", merge_s,
+                std::to_string(merged.tensors.size()) + " tensors in " + std::to_string(runs) + " runs");
+    texts = {};
     begin_stage();
-    const detail::ReadPlanLimits limits{.block_size = metadata.block_size, .max_read = (4u << 20) - 2 * 4096};
+    start = Clock::now();
+    std::string index = encode_tensor_index(merged.tensors, scope.param_groups.dump());
+    CheckpointMetadata header;
+    header.world_size = scope.world_size;
+    header.meshes = scope.meshes;
+    header.block_size = default_checksum_block;
+    header.index = IndexRecord{std::string(tensor_index_file), index.size(), crc32c(std::as_bytes(std::span(index))),
+                               bench_save_id};
+    const std::string header_text = to_json_text(header);
+    const double index_bytes = static_cast<double>(index.size());
+    take(runtime.spawn(detail::write_durable_file(io, dir + "/" + std::string(tensor_index_file), std::move(index)))
+             .get(),
+         "write_durable_file");
+    take(runtime.spawn(detail::write_durable_file(io, dir + "/" + std::string(checkpoint_metadata_file), header_text))
+             .get(),
+         "write_durable_file");
+    const double write_s = seconds_since(start);
+    std::snprintf(line, sizeof line, "%.1f MiB of tensor index, %zu bytes of header; written and fsynced",
+                  in_mib(index_bytes), header_text.size());
+    print_stage("index write", write_s, line);
+    plan_s = merge_s + write_s;
+    merged = {};
+
+    // 4. Every load rank's plan, within the budget.
+    begin_stage();
+    const detail::ReadPlanLimits limits{.block_size = default_checksum_block, .max_read = (4u << 20) - 2 * 4096};
     std::vector<double> planning;
-    double model_s = 0;
+    double model_s = 0, most_read = 0;
     start = Clock::now();
-    std::size_t reads = 0;
+    std::size_t reads = 0, rank_indexes = 0;
     for (int rank : spread_order(load_ranks)) {
       if (!planning.empty() && seconds_since(start) > options.load_budget_s) break;
       const auto rank_start = Clock::now();
@@ -418,21 +456,29 @@ int run(const Options& options) {
       LocalChunks targets = take(LocalChunks::of(*model), "LocalChunks::of");
       const auto planned_from = Clock::now();
       model_s += std::chrono::duration<double>(planned_from - rank_start).count();
-      auto needs = take(detail::find_read_needs(metadata, targets.chunks(), true, dir), "find_read_needs");
+      CountingStorage counting(*storage);
+      const CheckpointIo counted{&runtime, &counting, staging.get()};
+      auto reader = take(runtime.spawn(CheckpointReader::open_for(counted, dir, targets.chunks())).get(), "open_for");
+      auto needs = take(detail::find_read_needs(reader->metadata(), targets.chunks(), true, dir), "find_read_needs");
       reads += detail::plan_reads(needs.needs, limits).size();
       planning.push_back(seconds_since(planned_from));
+      rank_indexes += counting.rank_indexes;
+      most_read = std::max(most_read, static_cast<double>(counting.bytes_read));
     }
     const auto load = bench::spread_of(planning);
-    load_plan_ms = (parse_s + load.max) * 1e3;
+    load_plan_ms = load.max * 1e3;
+    metadata_bytes = most_read;
     std::snprintf(line, sizeof line,
-                  "%zu of %d ranks%s; a rank's planning (find_read_needs + plan_reads): median %.1f ms, max %.1f ms; "
-                  "%.1f reads a rank; Model::build + LocalChunks::of %.1f ms a rank",
+                  "%zu of %d ranks%s; a rank (open_for + find_read_needs + plan_reads): median %.1f ms, max %.1f ms; "
+                  "%.1f rank indexes and %.1f reads a rank, at most %.1f MiB read; Model::build + LocalChunks::of "
+                  "%.1f ms a rank",
                   planning.size(), load_ranks,
                   planning.size() < static_cast<std::size_t>(load_ranks) ? " (budget)" : "", load.median * 1e3,
-                  load.max * 1e3, static_cast<double>(reads) / planning.size(), model_s / planning.size() * 1e3);
+                  load.max * 1e3, static_cast<double>(rank_indexes) / planning.size(),
+                  static_cast<double>(reads) / planning.size(), in_mib(most_read), model_s / planning.size() * 1e3);
     print_stage("load plans", seconds_since(start), line);
   } else {
-    std::printf("merge, metadata write, re-read, load plans: skipped: %s\n", skipped.c_str());
+    std::printf("merge, index write, load plans: skipped: %s\n", skipped.c_str());
   }
   std::filesystem::remove_all(dir);
   return finish(params, plan_s, metadata_bytes, load_plan_ms, to_rank0, chunks);
@@ -445,8 +491,8 @@ int main(int argc, char** argv) {
   corockpt::bench::set_program_name("corockpt_bench_plan");
   corockpt::Options options;
   CLI::App app{
-      "Today's save and load planning at N simulated ranks, without data: every rank's plan as the save builds it, "
-      "rank 0's merge and metadata write, the metadata re-read, and every load rank's read plan. --ranks scales the "
+      "Save and load planning at N simulated ranks, without data: every rank's plan and index as the save builds "
+      "them, rank 0's merge and index and header writes, and every load rank's read plan from the indexes. --ranks scales the "
       "spec: each mesh keeps its inner dims (EP 64, say) and its leading (data-parallel / FSDP) dim becomes N divided "
       "by their product; N must divide by it."};
   app.add_option("--ranks", options.ranks, "simulated ranks of the save")
@@ -457,7 +503,7 @@ int main(int argc, char** argv) {
   app.add_option("--load-ranks", options.load_ranks,
                  "simulated ranks of the load (default: --ranks / 2, or --ranks where the spec does not scale to that)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--dir", options.dir, "where the metadata is written (a scratch directory, removed)")
+  app.add_option("--dir", options.dir, "where the indexes and the header are written (a scratch directory, removed)")
       ->default_val(options.dir);
   app.add_option("--max-memory-gib", options.max_memory_gib,
                  "stages that would take the process past this are skipped, saying why")

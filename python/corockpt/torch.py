@@ -40,7 +40,7 @@ from torch.futures import Future
 
 from corockpt import errors
 
-__all__ = ["StorageWriter", "StorageReader", "load", "latest"]
+__all__ = ["StorageWriter", "StorageReader", "load", "latest", "metadata"]
 
 # The dtypes a corockpt checkpoint holds, by PyTorch's name without "torch.".
 _DTYPE_NAMES = {
@@ -173,8 +173,7 @@ class StorageWriter(_DcpStorageWriter):
             sizes.append(tensor.numel() * tensor.element_size())
             chunk = item.tensor_data.chunk
             chunks.append(_chunk(name, tensor, item.tensor_data.size, chunk.offsets, chunk.sizes))
-        rank_plan = _get_engine().write_rank_data(share["tmp"], self.rank, share["world_size"], chunks, objects,
-                                                  self.checksum_block)
+        rank_plan = _get_engine().write_rank_data(share["tmp"], self.rank, chunks, objects, self.checksum_block)
         # The rank's plan travels to the coordinator's finish() with its first result.
         results = [WriteResult(index=item.index, size_in_bytes=size, storage_data=None)
                    for item, size in zip(plan.items, sizes)]
@@ -213,7 +212,7 @@ class StorageReader(_DcpStorageReader):
     StorageWriter, by ``corockpt save`` or by the C++ AsyncCheckpointer.
 
     ``dcp.load(state, storage_reader=StorageReader(path))`` on any world size and mesh:
-    DCP's planner reshards from the chunks listed in ``corockpt.metadata.json``; the engine
+    DCP's planner reshards from the chunks the checkpoint's metadata lists (its indexes); the engine
     reads the byte ranges (every checksum block they touch verified) and converts dtypes
     as ``copy_`` does. Partial checkpoints (``*.tmp-*``) are refused.
     """
@@ -329,6 +328,15 @@ def latest(root: str | os.PathLike) -> str | None:
     none. Partial saves are never the latest."""
     found = _get_engine().latest(os.fspath(root))
     return found or None
+
+
+def metadata(path: str | os.PathLike) -> dict:
+    """All of a committed checkpoint's metadata as one document (what ``corockpt inspect
+    --json`` prints): world size, meshes, every tensor with its dtype, shape and chunks,
+    objects, files, param groups, the user blob. The checkpoint keeps its tensors in
+    binary indexes (format version 3); this reads them all, so it is for tools and
+    tests, not for every rank of a large load."""
+    return json.loads(_get_engine().open(os.fspath(path)).metadata_json())
 
 
 from corockpt._async_checkpointer import AsyncCheckpointer, SaveHandle  # noqa: E402  (it uses this module)

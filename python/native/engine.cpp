@@ -79,8 +79,7 @@ Result<std::string> Engine::begin_save(const std::string& dir) {
   return path;
 }
 
-Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, int world_size,
-                                            const std::vector<ChunkSpec>& chunks,
+Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, const std::vector<ChunkSpec>& chunks,
                                             const std::vector<ObjectSpec>& objects, std::uint64_t checksum_block) {
   auto local = to_local_chunks(chunks);
   if (!local) return fail(local.error().with_rank(rank));
@@ -89,9 +88,9 @@ Result<std::string> Engine::write_rank_data(const std::string& tmp, int rank, in
   SaveOptions options;
   options.checksum_block = checksum_block;
   options.objects = std::move(held);
-  auto plan = run(*runtime_, corockpt::write_rank_data(io(), tmp, rank, world_size, *local, options));
-  if (!plan) return fail(plan.error().with_rank(rank));
-  return to_json_text(*plan);
+  auto written = run(*runtime_, corockpt::write_rank_data(io(), tmp, rank, *local, options));
+  if (!written) return fail(written.error().with_rank(rank));
+  return std::move(written->plan);
 }
 
 Result<std::uint64_t> Engine::commit_save(const std::vector<std::string>& plans, int world_size,

@@ -58,10 +58,9 @@ class Engine {
   /// calls, and no cleaner may remove the directory in between.
   /// @returns the temporary directory's path.
   Result<std::string> begin_save(const std::string& dir);
-  /// @returns the plan's text (metadata of what this rank wrote).
-  Result<std::string> write_rank_data(const std::string& tmp, int rank, int world_size,
-                                      const std::vector<ChunkSpec>& chunks, const std::vector<ObjectSpec>& objects,
-                                      std::uint64_t checksum_block);
+  /// @returns the plan for the coordinator (binary: detail/rank_plan.hpp).
+  Result<std::string> write_rank_data(const std::string& tmp, int rank, const std::vector<ChunkSpec>& chunks,
+                                      const std::vector<ObjectSpec>& objects, std::uint64_t checksum_block);
   /// @param user_json the metadata's "user" object, as JSON text.
   Result<std::uint64_t> commit_save(const std::vector<std::string>& plans, int world_size, const std::string& user_json,
                                     std::uint64_t checksum_block, const std::string& tmp, const std::string& dir);

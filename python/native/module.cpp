@@ -159,24 +159,31 @@ NB_MODULE(_native, m) {
           nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
       .def(
           "write_rank_data",
-          [](Engine& e, const std::string& tmp, int rank, int world_size, const std::vector<ChunkTuple>& chunks,
+          [](Engine& e, const std::string& tmp, int rank, const std::vector<ChunkTuple>& chunks,
              const std::vector<std::pair<std::string, nb::bytes>>& objects, std::uint64_t checksum_block) {
             std::vector<ChunkSpec> specs = to_specs(chunks);
             std::vector<ObjectSpec> held;
             for (const auto& [name, bytes] : objects) held.push_back({name, std::string(bytes.c_str(), bytes.size())});
-            nb::gil_scoped_release unlocked;
-            return value_or_raise(e.write_rank_data(tmp, rank, world_size, specs, held, checksum_block));
+            Result<std::string> plan;
+            {
+              nb::gil_scoped_release unlocked;
+              plan = e.write_rank_data(tmp, rank, specs, held, checksum_block);
+            }
+            const std::string bytes = value_or_raise(std::move(plan));  // binary: bytes, not str
+            return nb::bytes(bytes.data(), bytes.size());
           },
-          nb::arg("tmp"), nb::arg("rank"), nb::arg("world_size"), nb::arg("chunks"), nb::arg("objects"),
-          nb::arg("checksum_block"))
+          nb::arg("tmp"), nb::arg("rank"), nb::arg("chunks"), nb::arg("objects"), nb::arg("checksum_block"))
       .def(
           "commit_save",
-          [](Engine& e, const std::vector<std::string>& plans, int world_size, const std::string& user_json,
+          [](Engine& e, const std::vector<nb::bytes>& plans, int world_size, const std::string& user_json,
              std::uint64_t checksum_block, const std::string& tmp, const std::string& dir) {
-            return value_or_raise(e.commit_save(plans, world_size, user_json, checksum_block, tmp, dir));
+            std::vector<std::string> texts;
+            for (const nb::bytes& plan : plans) texts.emplace_back(plan.c_str(), plan.size());
+            nb::gil_scoped_release unlocked;
+            return value_or_raise(e.commit_save(texts, world_size, user_json, checksum_block, tmp, dir));
           },
           nb::arg("plans"), nb::arg("world_size"), nb::arg("user_json"), nb::arg("checksum_block"), nb::arg("tmp"),
-          nb::arg("dir"), nb::call_guard<nb::gil_scoped_release>())
+          nb::arg("dir"))
       .def(
           "abandon_save", [](Engine& e, const std::string& tmp) { value_or_raise(e.abandon_save(tmp)); },
           nb::arg("tmp"), nb::call_guard<nb::gil_scoped_release>())

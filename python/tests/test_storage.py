@@ -79,7 +79,7 @@ def test_save_and_load_in_one_process_every_value_comes_back(tmp_path):
     assert (path / "corockpt.metadata.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # committed, nothing left over
 
-    document = json.loads((path / "corockpt.metadata.json").read_text())
+    document = ct.metadata(path)
     assert "model.layer.weight" in document["tensors"]  # DCP's flattened names, unchanged
     assert "optim.state.layer.weight.exp_avg" in document["tensors"]
     assert "optim.param_groups.0.lr" in document["objects"]
@@ -239,7 +239,7 @@ def test_the_tool_verifies_what_the_writer_wrote_and_the_reader_loads_what_the_t
     from torch_hf_load import known_values, poison_
     with open(spec, encoding="utf-8") as f:
         expect = expected_tensors(json.load(f))
-    document = json.loads((cpp / "corockpt.metadata.json").read_text())
+    document = ct.metadata(cpp)
     assert set(document["tensors"]) == set(expect)
     known = {name: known_values(torch, name, getattr(torch, e["dtype"]), e["shape"]) for name, e in expect.items()}
     flat = {name: poison_(torch, torch.empty_like(k), k) for name, k in known.items()}
@@ -303,7 +303,7 @@ def _load_ranks(rank, world_size, path):
 def test_dtensors_saved_on_4_ranks_load_resharded_on_2(tmp_path):
     path = str(tmp_path / "ckpt")
     run_ranks(4, _save_ranks, path)
-    document = json.loads((tmp_path / "ckpt" / "corockpt.metadata.json").read_text())
+    document = ct.metadata(tmp_path / "ckpt")
     assert document["world_size"] == 4
     assert len(document["tensors"]["model.w"]["chunks"]) == 2  # replicas written once
     run_ranks(2, _load_ranks, path)
@@ -320,5 +320,5 @@ def test_a_rank_with_nothing_to_write_takes_part_and_the_checkpoint_commits(tmp_
     loaded = {"w": torch.zeros(6), "step": 0}
     ct.load(loaded, path)
     assert torch.equal(loaded["w"], torch.arange(6.0)) and loaded["step"] == 4
-    document = json.loads((tmp_path / "ckpt" / "corockpt.metadata.json").read_text())
+    document = ct.metadata(tmp_path / "ckpt")
     assert document["world_size"] == 2

@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "corockpt/ckpt/checkpoint_reader.hpp"
+#include "corockpt/ckpt/format/chunk_index.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/hang_watchdog.hpp"
@@ -68,11 +70,26 @@ class Damaged {
   const std::string& dir() const { return dir_; }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
 
-  Json metadata() const { return Json::parse(read_file(path(metadata_name))); }
+  // The metadata as a format version 1/2 document: every tensor with every chunk (read
+  // from the indexes of the version 3 checkpoint a save writes).
+  Json metadata() {
+    auto read = test::run_sync(io_.runtime(), read_checkpoint_metadata(io_.io(), dir_));
+    REQUIRE(read);
+    return Json::parse(to_json_text(*read));
+  }
+  // Replaces the checkpoint's metadata by `metadata`, a version 1/2 document (the indexes
+  // stay, unread): damage to it is damage every reader of such checkpoints must catch.
   void set_metadata(const Json& metadata) const { write_file(path(metadata_name), metadata.dump()); }
+  // The version 3 header alone, as written.
+  CheckpointMetadata metadata_header() const {
+    auto header = parse_checkpoint_metadata(read_file(path(metadata_name)));
+    REQUIRE(header);
+    REQUIRE(header->index);
+    return *header;
+  }
 
   // `name`'s chunk at rows offset `row` (from the metadata).
-  ChunkAt chunk(const std::string& name, std::int64_t row) const {
+  ChunkAt chunk(const std::string& name, std::int64_t row) {
     const Json all = metadata();  // named: a range-for over a temporary's member would dangle
     for (const auto& c : all["tensors"][name]["chunks"]) {
       if (c["offsets"][0] == row) return at(c);
@@ -82,7 +99,7 @@ class Damaged {
   }
 
   // The chunk that ends last in `file`, and its tensor.
-  std::pair<std::string, ChunkAt> last_chunk_in(const std::string& file) const {
+  std::pair<std::string, ChunkAt> last_chunk_in(const std::string& file) {
     std::pair<std::string, ChunkAt> last;
     const Json all = metadata();
     for (const auto& [name, record] : all["tensors"].items()) {
@@ -604,4 +621,94 @@ TEST_CASE("Checkpoint corruption: metadata with a user blob over its bound is re
   CHECK(error.code == Errc::corrupt);
   check_names(error, {metadata_name, "\"user\" holds more than 16777216 bytes of text"});
   check_problem(ckpt.verify(), metadata_name, "", "\"user\" holds more than 16777216 bytes of text");
+}
+
+// --- format version 3: the tensor index and the rank indexes ----------------------------
+
+TEST_CASE("Checkpoint corruption: a damaged, missing or foreign index is refused by load and verify, naming it") {
+  Damaged ckpt;
+  const std::string rank1 = rank_index_file_name(1);
+  SECTION("a flipped byte in a rank's index") {
+    const std::string path = ckpt.path(rank1);
+    overwrite(path, std::filesystem::file_size(path) / 2, std::string(1, read_file(path)[std::filesystem::file_size(path) / 2] ^ 0x20));
+    check_names(ckpt.load_error(), {rank1, "checksum mismatch"});
+    check_problem(ckpt.verify(), rank1, "", "checksum mismatch");
+  }
+  SECTION("a rank's index missing") {
+    std::filesystem::remove(ckpt.path(rank1));
+    const Error error = ckpt.load_error();
+    CHECK(error.code == Errc::not_found);
+    check_names(error, {rank1});
+    check_problem(ckpt.verify(), rank1, "", "");
+  }
+  SECTION("a rank's index from another save of the same model") {
+    TempDir other;
+    TestIo io;
+    const std::string second = other.file("ckpt");
+    test::save_on(io, test::spec_of(test::seed_spec_json("per_param", 2, 2)), second);
+    std::filesystem::copy_file(second + "/" + rank1, ckpt.path(rank1), std::filesystem::copy_options::overwrite_existing);
+    check_names(ckpt.load_error(), {rank1, "of this checkpoint's save"});
+    check_problem(ckpt.verify(), rank1, "", "of this checkpoint's save");
+  }
+  SECTION("a flipped byte in the tensor index") {
+    const std::string path = ckpt.path(std::string(tensor_index_file));
+    overwrite(path, 30, std::string(1, read_file(path)[30] ^ 0x01));
+    check_names(ckpt.load_error(), {std::string(tensor_index_file), "checksum mismatch"});
+    check_problem(ckpt.verify(), std::string(tensor_index_file), "", "checksum mismatch");
+  }
+  SECTION("the tensor index cut short") {
+    const std::string path = ckpt.path(std::string(tensor_index_file));
+    std::filesystem::resize_file(path, std::filesystem::file_size(path) - 3);
+    check_names(ckpt.load_error(), {std::string(tensor_index_file), "the metadata says"});
+  }
+  SECTION("a chunk the tensor index says a rank wrote, missing from that rank's index") {
+    const std::string path = ckpt.path(rank1);
+    auto index = decode_rank_index(read_file(path), 1, ckpt.metadata_header().index->save_id,
+                                   ckpt.metadata_header().block_size, path);
+    REQUIRE(index);
+    auto lost = std::ranges::find(index->chunks, name_hash(tensor), &RankIndex::Chunk::name_hash);
+    REQUIRE(lost != index->chunks.end());
+    index->chunks.erase(lost);
+    write_file(path, encode_rank_index(std::move(*index)));
+    check_names(ckpt.load_error(), {rank1, tensor, "does not list it"});
+    check_problem(ckpt.verify(), rank1, tensor, "does not list it");
+  }
+}
+
+TEST_CASE("Checkpoint corruption: a load reads the tensor index and only the indexes of the ranks it reads from") {
+  Damaged ckpt;
+  // Rows 0..7 of the tensor lie in rank 0's chunk: with rank 1's index gone, a load of
+  // only those rows still succeeds, and a load of rows 8.. fails naming the index.
+  std::filesystem::remove(ckpt.path(rank_index_file_name(1)));
+  TestIo io;
+  std::vector<float> values(8 * 16);
+  auto target = [&](std::int64_t row) {
+    return LocalChunk{.name = tensor, .dtype = DType::float32, .shape = {16, 16}, .box = Box{{row, 0}, {8, 16}},
+                      .bytes = std::as_writable_bytes(std::span(values)), .writer = true};
+  };
+  std::vector<LocalChunk> top{target(0)}, bottom{target(8)};
+  auto read = test::run_sync(io.runtime(), load_chunks(top, io.io(), ckpt.dir()));
+  INFO((read ? std::string() : read.error().to_string()));
+  CHECK(read);
+  auto reader = test::run_sync(io.runtime(), CheckpointReader::open_for(io.io(), ckpt.dir(), top));
+  REQUIRE(reader);
+  CHECK((*reader)->metadata().partial);
+  CHECK((*reader)->metadata().tensors.size() == 1);
+  auto missing = test::run_sync(io.runtime(), load_chunks(bottom, io.io(), ckpt.dir()));
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().to_string().find(rank_index_file_name(1)) != std::string::npos);
+}
+
+TEST_CASE("Checkpoint corruption: a checkpoint of format version 2 (all of its metadata in JSON) loads and verifies") {
+  Damaged ckpt;
+  ckpt.set_metadata(ckpt.metadata());  // every tensor and chunk written into the JSON
+  for (const auto& entry : std::filesystem::directory_iterator(ckpt.dir())) {
+    if (entry.path().filename().string().ends_with(".bin") && !entry.path().filename().string().ends_with("objects.bin")) {
+      std::filesystem::remove(entry.path());  // the indexes: a version 2 checkpoint has none
+    }
+  }
+  ckpt.check_loads_clean();
+  const VerifyReport report = ckpt.verify();
+  INFO(test::problems_text(report));
+  CHECK(report.ok());
 }

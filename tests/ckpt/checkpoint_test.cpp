@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "corockpt/ckpt/checkpoint_reader.hpp"
 #include "tests/ckpt/checkpoint_test_support.hpp"
 #include "tests/ckpt/seed_spec.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -135,11 +136,7 @@ TEST_CASE("Checkpoint: replicated chunks are written once and every rank writes"
     }
   }
   // The metadata lists every chunk once: HSDP's two replicas of a shard are one chunk.
-  auto text = [&] {
-    std::ifstream in(dir + "/corockpt.metadata.json");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }();
-  auto metadata = parse_checkpoint_metadata(text);
+  auto metadata = test::run_sync(io.runtime(), read_checkpoint_metadata(io.io(), dir));
   REQUIRE(metadata.has_value());
   CHECK(metadata->tensors.at("h.w").chunks.size() == 3);  // 5 rows in 4 shards (2, 2, 1, 0), 2 replicas each
   CHECK(metadata->tensors.at("a.stats").chunks.size() == 1);      // a buffer on every rank

@@ -100,7 +100,7 @@ void save_two_ranks(TestIo& io, const std::string& dir, std::vector<Tensor>& ten
           LocalChunk{.name = t.name, .dtype = t.dtype, .shape = t.shape, .box = box, .bytes = bytes, .writer = true});
     }
     plans.push_back(
-        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, 2, chunks, options))));
+        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, chunks, options))));
   }
   CheckpointMetadata base;
   base.world_size = 2;

@@ -111,7 +111,7 @@ std::string save_boxes(TestIo& io, const std::string& dir, std::int64_t rows, st
     }
     std::vector<LocalChunk> chunks{chunk_of(held, dtype, {rows, cols}, true)};
     plans.push_back(
-        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, world, chunks, options))));
+        plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, rank, chunks, options))));
   }
   CheckpointMetadata base;
   base.world_size = world;

@@ -48,9 +48,9 @@ std::string save_two_ranks(TestIo& io, const std::string& dir, const std::vector
   SaveOptions options;
   options.checksum_block = 4;  // objects longer than a block get several checksums
   std::vector<LocalChunk> rank0{rows_of_w(top, 0, 2)}, rank1{rows_of_w(bottom, 2, 2)};
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 0, 2, rank0, options))));
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 0, rank0, options))));
   options.objects = held;  // rank 1 holds the objects
-  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 1, 2, rank1, options))));
+  plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), tmp->path, 1, rank1, options))));
   CheckpointMetadata base;
   base.world_size = 2;
   base.block_size = options.checksum_block;
@@ -80,7 +80,7 @@ TEST_CASE("save steps - chunks and objects written by two ranks commit, load res
 
   auto reader = test::run_sync(io.runtime(), CheckpointReader::open(io.io(), dir));
   REQUIRE(reader);
-  CHECK((*reader)->metadata().version == 2);
+  CHECK((*reader)->metadata().version == 3);
   for (std::size_t i = 0; i < objects.size(); ++i) {
     auto back = test::run_sync(io.runtime(), (*reader)->read_object("optim.param_groups.0." + std::to_string(i)));
     INFO((back ? std::string() : back.error().to_string()));
@@ -130,7 +130,7 @@ TEST_CASE("save steps - an object two ranks both wrote, or a name that is a tens
   same.objects = {{"lr", bytes_of(lr)}};
   std::vector<std::string> plans;
   for (int r = 0; r < 2; ++r) {
-    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), staging->path, r, 2, {}, same))));
+    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), staging->path, r, {}, same))));
   }
   CheckpointMetadata base;
   base.world_size = 2;

@@ -52,7 +52,7 @@ LocalChunk whole_w(std::vector<float>& values) {
     std::vector<float> values(elements, 1.5f);
     std::vector<LocalChunk> chunks{whole_w(values)};
     SaveOptions options;
-    auto plan = test::run_sync(io.runtime(), write_rank_data(io.io(), begun->path, 0, 1, chunks, options));
+    auto plan = test::run_sync(io.runtime(), write_rank_data(io.io(), begun->path, 0, chunks, options));
     if (!plan) throw std::runtime_error(plan.error().to_string());
     if (::write(to_parent, begun->path.data(), begun->path.size()) != static_cast<ssize_t>(begun->path.size())) {
       throw std::runtime_error("write to the parent failed");

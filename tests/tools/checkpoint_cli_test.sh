@@ -45,11 +45,13 @@ else
   exit 1
 fi
 [[ -f "$ckpt/corockpt.metadata.json" ]] || { echo "FAILED: no corockpt.metadata.json in $ckpt"; exit 1; }
+# All of its metadata as one document (the checkpoint's own keeps the tensors in binary indexes).
+"$corockpt" inspect --json "$ckpt" >"$work/meta.json" || { echo "FAILED: inspect --json"; exit 1; }
 if compgen -G "$work/ckpt.tmp-*" >/dev/null; then fail "a temporary directory is left beside the committed checkpoint"; fi
 
 # 2. inspect lists every tensor the metadata holds, and the world it was saved on.
 if run_quiet "$work/inspect.log" "$corockpt" inspect "$ckpt"; then
-  if "$python" - "$ckpt/corockpt.metadata.json" "$work/inspect.log" <<'EOF'
+  if "$python" - "$work/meta.json" "$work/inspect.log" <<'EOF'
 import json, re, sys
 meta = json.load(open(sys.argv[1]))
 out = open(sys.argv[2]).read()
@@ -117,7 +119,7 @@ if compgen -G "$work/ckpt.tmp-*" >/dev/null; then fail "the refused save left a 
 out="$work/consolidated"
 if run_quiet "$work/consolidate.log" "$corockpt" consolidate "$ckpt" "$out" --optimizer-states; then
   echo "ok: consolidate --optimizer-states: $(tail -n 1 "$work/consolidate.log")"
-  if "$python" "$reader" "$out" --metadata "$ckpt/corockpt.metadata.json" --optimizer-states; then :; else
+  if "$python" "$reader" "$out" --metadata "$work/meta.json" --optimizer-states; then :; else
     fail "the consolidated safetensors files do not read back right"
   fi
 else
@@ -125,7 +127,7 @@ else
 fi
 # ...and without optimizer states: the model's tensors only.
 if run_quiet "$work/consolidate2.log" "$corockpt" consolidate "$ckpt" "$work/model-only"; then
-  if "$python" "$reader" "$work/model-only" --metadata "$ckpt/corockpt.metadata.json" >"$work/reader2.log" 2>&1; then
+  if "$python" "$reader" "$work/model-only" --metadata "$work/meta.json" >"$work/reader2.log" 2>&1; then
     echo "ok: consolidate without --optimizer-states: $(tail -n 1 "$work/reader2.log" | sed 's/^ok: //')"
   else
     fail "consolidate without optimizer states"; sed 's/^/    | /' "$work/reader2.log"
@@ -136,7 +138,7 @@ fi
 
 # ...and split into files of at most 4 KiB: many files, the weight_map spread over them.
 if run_quiet "$work/consolidate3.log" "$corockpt" consolidate "$ckpt" "$work/split" --optimizer-states --max-file-size 4096; then
-  if "$python" "$reader" "$work/split" --metadata "$ckpt/corockpt.metadata.json" --optimizer-states >"$work/reader3.log" 2>&1; then
+  if "$python" "$reader" "$work/split" --metadata "$work/meta.json" --optimizer-states >"$work/reader3.log" 2>&1; then
     echo "ok: consolidate --max-file-size 4096: $(head -n 1 "$work/reader3.log" | sed 's/^ok: //')"
   else
     fail "consolidate --max-file-size 4096"; sed 's/^/    | /' "$work/reader3.log"
@@ -155,7 +157,8 @@ if run_quiet "$work/dsave.log" "$corockpt" save --spec "$dspec" "$dckpt" &&
   run_quiet "$work/dload8.log" "$corockpt" load --spec "$dspec" "$dckpt" --check &&
   run_quiet "$work/dload3.log" "$corockpt" load --spec "$work/dtypes3.json" "$dckpt" --check &&
   run_quiet "$work/dcons.log" "$corockpt" consolidate "$dckpt" "$work/dtypes-out" --optimizer-states &&
-  run_quiet "$work/dread.log" "$python" "$reader" "$work/dtypes-out" --metadata "$dckpt/corockpt.metadata.json" --optimizer-states; then
+  "$corockpt" inspect --json "$dckpt" >"$work/dmeta.json" &&
+  run_quiet "$work/dread.log" "$python" "$reader" "$work/dtypes-out" --metadata "$work/dmeta.json" --optimizer-states; then
   echo "ok: every dtype: save, verify, load --check on 8 ranks ($(grep -o 'checked [0-9]* elements' "$work/dload8.log"))" \
     "and on 3 ($(grep -o 'checked [0-9]* elements' "$work/dload3.log")), consolidate, read back: $(sed -n 2p "$work/dread.log" | sed 's/^ok: //')"
 else
@@ -165,10 +168,10 @@ fi
 # 7. a flipped byte in a data file: verify fails naming the file; load --check fails.
 bad="$work/corrupt"
 cp -r "$ckpt" "$bad"
-victim=$("$python" - "$bad" <<'EOF'
+victim=$("$python" - "$bad" "$work/meta.json" <<'EOF'
 import json, os, struct, sys
 d = sys.argv[1]
-meta = json.load(open(os.path.join(d, "corockpt.metadata.json")))
+meta = json.load(open(sys.argv[2]))
 # the largest data file; flip a byte in the middle of its tensor data
 name = max(meta["files"], key=lambda f: (meta["files"][f], f))
 path = os.path.join(d, name)
@@ -205,15 +208,16 @@ fi
 # (giving its true size beside the recorded one).
 odd="$work/odd"
 cp -r "$ckpt" "$odd"
-expect=$("$python" - "$odd" <<'EOF'
+expect=$("$python" - "$odd" "$work/meta.json" <<'EOF'
 import json, os, shutil, sys
 d = sys.argv[1]
-path = os.path.join(d, "corockpt.metadata.json")
-meta = json.load(open(path))
-first = sorted(meta["files"])[0]
+meta = json.load(open(sys.argv[2]))  # every file, from inspect --json
+first = sorted(f for f in meta["files"] if f.endswith(".safetensors"))[0]
 shutil.copy(os.path.join(d, first), os.path.join(d, "stray.safetensors"))
-meta["meshes"][0]["shape"] = [meta["world_size"] + 1]
-json.dump(meta, open(path, "w"))
+path = os.path.join(d, "corockpt.metadata.json")  # the header, which holds the meshes
+header = json.load(open(path))
+header["meshes"][0]["shape"] = [header["world_size"] + 1]
+json.dump(header, open(path, "w"))
 last = sorted(meta["files"])[-1]
 cut = meta["files"][last] // 2
 os.truncate(os.path.join(d, last), cut)

@@ -1,6 +1,8 @@
 // `corockpt inspect D`: what a checkpoint holds — a table of tensors (name, dtype,
 // global shape, chunks, bytes), then the meshes and world size it was saved with, its
-// files and sizes, and the user blob.
+// files and sizes, and the user blob. `--json`: all of its metadata as one JSON document
+// (format version 1 or 2: every tensor with every chunk, read from the indexes of a
+// version 3 checkpoint), for scripts.
 #include <algorithm>
 #include <cstdio>
 
@@ -16,11 +18,15 @@ namespace {
 
 using detail::shape_text;
 
-int run(const std::string& dir) {
+int run(const std::string& dir, bool json) {
   auto engines = Engines::make(StorageKind::automatic);
   if (!engines) return report_error("inspect", engines.error());
   auto metadata = (*engines)->runtime().spawn(read_checkpoint_metadata((*engines)->io(), dir)).get();
   if (!metadata) return report_error("inspect", metadata.error());
+  if (json) {
+    std::fputs(to_json_text(*metadata).c_str(), stdout);
+    return 0;
+  }
   if (is_partial_checkpoint_name(dir)) std::printf("warning: %s is a partial checkpoint (its save did not commit)\n\n", dir.c_str());
 
   std::size_t width = 4;
@@ -57,9 +63,12 @@ int run(const std::string& dir) {
 
 void add_inspect_command(CLI::App& app, int& exit_code) {
   auto dir = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("inspect", "show a checkpoint's tensors, meshes, sizes and user data");
   cmd->add_option("dir", *dir, "the checkpoint directory")->required();
-  cmd->callback([dir, &exit_code] { exit_code = run(*dir); });
+  cmd->add_flag("--json", *json,
+                "print all of its metadata as one JSON document: every tensor with every chunk (format version 1 or 2)");
+  cmd->callback([dir, json, &exit_code] { exit_code = run(*dir, *json); });
 }
 
 }  // namespace corockpt::cli

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "corockpt/ckpt/detail/directory_commit.hpp"
+#include "corockpt/ckpt/detail/index_reads.hpp"
 #include "corockpt/plugins/storage/read_unaligned.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/runtime/when_all.hpp"
@@ -26,35 +27,33 @@ bool is_partial_checkpoint_name(std::string_view path) {
   return dir.find(".tmp-", slash == std::string::npos ? 0 : slash + 1) != std::string::npos;
 }
 
-Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string dir) {
-  const std::string path = detail::strip_trailing_slashes(std::move(dir)) + "/" + std::string(checkpoint_metadata_file);
-  auto file = co_await io.storage->open(path, {.mode = OpenMode::read, .direct = DirectIo::never, .regular_only = true});
-  if (!file) {
-    if (file.error().code == Errc::not_found) {
+namespace {
+
+// The header alone (a version 3 checkpoint's tensors are still in its indexes).
+Task<CheckpointMetadata> read_header(CheckpointIo io, const std::string& dir) {
+  const std::string path = dir + "/" + std::string(checkpoint_metadata_file);
+  auto text = co_await detail::read_whole_file(io, path, max_metadata_bytes, "the metadata file");
+  if (!text) {
+    if (text.error().code == Errc::not_found) {
       co_return fail(Errc::not_found,
                      "no " + std::string(checkpoint_metadata_file) +
                          ": not a complete checkpoint (its save did not commit, or this is not a checkpoint)",
                      {.path = path, .operation = "open checkpoint"});
     }
-    co_return fail(file.error());
+    co_return fail(text.error());
   }
-  std::string text;
-  const std::size_t piece = 1 << 20;
-  while (true) {
-    const std::size_t at = text.size();
-    text.resize(at + piece);
-    auto got = co_await io.storage->read_at(*file, at, std::as_writable_bytes(std::span(text)).subspan(at, piece));
-    if (!got) co_return fail(got.error());
-    text.resize(at + *got);
-    if (*got < piece) break;
-    if (text.size() > max_metadata_bytes) {
-      co_return fail(Errc::corrupt, "the metadata file is larger than 1 GiB, the most a checkpoint's may be",
-                     {.path = path, .operation = "read metadata"});
-    }
-  }
-  auto metadata = parse_checkpoint_metadata(text);
+  auto metadata = parse_checkpoint_metadata(*text);
   if (!metadata) co_return fail(metadata.error().with_path(path));
   co_return std::move(*metadata);
+}
+
+}  // namespace
+
+Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string dir) {
+  dir = detail::strip_trailing_slashes(std::move(dir));
+  auto header = co_await read_header(io, dir);
+  if (!header || !header->index) co_return header;
+  co_return co_await detail::read_all_indexes(io, dir, std::move(*header));
 }
 
 Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open(CheckpointIo io, std::string dir) {
@@ -64,6 +63,19 @@ Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open(CheckpointIo io, 
                    {.path = dir, .operation = "open checkpoint"});
   }
   auto metadata = co_await read_checkpoint_metadata(io, dir);
+  if (!metadata) co_return fail(metadata.error());
+  co_return std::unique_ptr<CheckpointReader>(new CheckpointReader(io, std::move(dir), std::move(*metadata)));
+}
+
+Task<std::unique_ptr<CheckpointReader>> CheckpointReader::open_for(CheckpointIo io, std::string dir,
+                                                                   std::span<const LocalChunk> targets) {
+  dir = detail::strip_trailing_slashes(std::move(dir));
+  if (is_partial_checkpoint_name(dir)) {
+    co_return fail(Errc::invalid_argument, "a partial checkpoint (a save that has not committed) is never loaded",
+                   {.path = dir, .operation = "open checkpoint"});
+  }
+  auto metadata = co_await read_header(io, dir);
+  if (metadata && metadata->index) metadata = co_await detail::read_indexes_for(io, dir, std::move(*metadata), targets);
   if (!metadata) co_return fail(metadata.error());
   co_return std::unique_ptr<CheckpointReader>(new CheckpointReader(io, std::move(dir), std::move(*metadata)));
 }

@@ -16,21 +16,28 @@
 
 #include "corockpt/ckpt/checkpoint_io.hpp"
 #include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/local_chunks.hpp"
 
 namespace corockpt {
 
 /// Whether a directory name is a save in progress or interrupted (`<dir>.tmp-<id>`).
 bool is_partial_checkpoint_name(std::string_view path);
 
-/// Reads and parses `dir`'s metadata file (no other check).
+/// Reads and parses `dir`'s metadata file, and for format version 3 its indexes: every
+/// tensor and chunk (detail/index_reads.hpp; no other check).
 /// @returns Errc::not_found when there is none, parse_checkpoint_metadata's errors with
-///   the metadata file's path.
+///   the metadata file's path, the indexes' errors.
 Task<CheckpointMetadata> read_checkpoint_metadata(CheckpointIo io, std::string dir);
 
 class CheckpointReader {
  public:
   /// Refuses partial checkpoints (Errc::invalid_argument) and reads the metadata.
   static Task<std::unique_ptr<CheckpointReader>> open(CheckpointIo io, std::string dir);
+  /// The same for a load of `targets`: of a version 3 checkpoint only their tensors and
+  /// the chunks they overlap, read from the tensor index and the indexes of the ranks
+  /// that wrote those (metadata().partial; a few MiB where all would be GiB).
+  static Task<std::unique_ptr<CheckpointReader>> open_for(CheckpointIo io, std::string dir,
+                                                          std::span<const LocalChunk> targets);
 
   /// A reader of `dir` described by `metadata`, with no check of the directory's name
   /// (verify inspects partial checkpoints too).

@@ -175,7 +175,7 @@ Task<LoadReport> load_with_replicas(CheckpointReader& reader, std::span<LocalChu
 }  // namespace
 
 Task<LoadReport> load_chunks(std::span<LocalChunk> chunks, CheckpointIo io, std::string dir, LoadOptions options) {
-  auto reader = co_await CheckpointReader::open(io, std::move(dir));
+  auto reader = co_await CheckpointReader::open_for(io, std::move(dir), chunks);
   if (!reader) co_return fail(reader.error());
   if (options.replicas) co_return co_await load_with_replicas(**reader, chunks, io, std::move(options));
   co_return co_await load_here(**reader, chunks, io, std::move(options));

@@ -75,14 +75,12 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   auto tmp = co_await detail::broadcast_outcome(world, prepared);
   if (!tmp) co_return fail(tmp.error().with_rank(rank).with_operation("save"));
 
-  auto plan = co_await write_rank_data(io, *tmp, rank, scope.world_size, chunks, options);
+  auto plan = co_await write_rank_data(io, *tmp, rank, chunks, options);
   if (options.on_data_written) options.on_data_written();
   SaveReport report{.dir = dir};
   if (plan) {
-    for (const auto& [file, size] : plan->files) {
-      report.rank_bytes += size;
-      ++report.rank_files;
-    }
+    report.rank_bytes = plan->bytes;
+    report.rank_files = plan->files;
   }
   // Named, not temporaries in the co_await calls: GCC 12 destroys those twice.
   std::string my_plan = plan_text(plan);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "corockpt/ckpt/data_file_layout.hpp"
@@ -10,6 +11,7 @@
 #include "corockpt/ckpt/detail/directory_commit.hpp"
 #include "corockpt/ckpt/detail/rank_plan.hpp"
 #include "corockpt/ckpt/detail/unit_staging.hpp"
+#include "corockpt/ckpt/format/chunk_index.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
 #include "corockpt/runtime/when_all.hpp"
 
@@ -27,22 +29,29 @@ std::vector<std::uint32_t> block_checksums(std::span<const std::byte> bytes, std
 }
 
 /// This rank's objects, one after the other, in objects_file_name(rank), made durable.
-Task<void> write_objects(CheckpointIo io, const std::string& tmp, int rank, std::span<const LocalObject> objects,
-                         std::uint64_t block, CheckpointMetadata& plan) {
-  if (objects.empty()) co_return Result<void>{};
-  const std::string name = objects_file_name(rank);
+Task<detail::RankObjects> write_objects(CheckpointIo io, const std::string& tmp, int rank,
+                                        std::span<const LocalObject> objects, std::span<const LocalChunk> chunks,
+                                        std::uint64_t block) {
+  detail::RankObjects out;
+  if (objects.empty()) co_return out;
+  out.file = objects_file_name(rank);
+  std::set<std::string_view> tensors;
+  for (const LocalChunk& chunk : chunks) tensors.insert(chunk.name);
   std::string content;
   for (const LocalObject& object : objects) {
-    if (plan.tensors.contains(object.name) || plan.objects.contains(object.name)) {
+    if (tensors.contains(object.name) || out.objects.contains(object.name)) {
       co_return fail(Errc::invalid_argument, "save: " + object.name + " is given twice on rank " + std::to_string(rank),
                      {.fqn = object.name, .operation = "save"});
     }
     const std::uint64_t begin = content.size();
     content.append(reinterpret_cast<const char*>(object.bytes.data()), object.bytes.size());
-    plan.objects[object.name] = {name, begin, content.size(), block_checksums(object.bytes, block)};
+    out.objects[object.name] = {out.file, begin, content.size(), block_checksums(object.bytes, block)};
   }
-  plan.files[name] = content.size();
-  co_return co_await detail::write_durable_file(io, tmp + "/" + name, std::move(content));
+  out.file_size = content.size();
+  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + out.file, std::move(content)); !ok) {
+    co_return fail(ok.error());
+  }
+  co_return out;
 }
 
 }  // namespace
@@ -57,8 +66,8 @@ Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir) {
   co_return co_await detail::make_temporary_directory(io, detail::strip_trailing_slashes(std::move(dir)));
 }
 
-Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
-                                         std::span<const LocalChunk> chunks, const SaveOptions& options) {
+Task<RankData> write_rank_data(CheckpointIo io, std::string tmp, int rank, std::span<const LocalChunk> chunks,
+                               const SaveOptions& options) {
   const bool streamed = options.file_images.empty();
   // Streamed, the files hold their chunks in the unit order (file images have their own layout).
   std::span<const std::uint32_t> unit_order;
@@ -101,33 +110,48 @@ Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int r
   }
   auto written = all_ok(co_await when_all(std::move(writes)));
   if (!written) co_return fail(written.error());
-  CheckpointMetadata plan =
-      detail::rank_plan(chunks, world_size, options.checksum_block, layout, std::move(*written));
-  if (auto ok = co_await write_objects(io, tmp, rank, options.objects, options.checksum_block, plan); !ok) {
+  auto objects = co_await write_objects(io, tmp, rank, options.objects, chunks, options.checksum_block);
+  if (!objects) co_return fail(objects.error());
+  detail::RankPlan plan = detail::rank_plan(chunks, rank, detail::save_id_of(tmp), layout, std::move(*written),
+                                            std::move(*objects));
+  RankData data{.plan = std::move(plan.plan), .files = plan.index.files.size()};
+  for (const auto& file : plan.index.files) data.bytes += file.size;
+  // The index of what this rank wrote lies beside its files, durable before the plan
+  // says it is there.
+  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + rank_index_file_name(rank),
+                                                    encode_rank_index(std::move(plan.index)));
+      !ok) {
     co_return fail(ok.error());
   }
-  co_return plan;
+  co_return data;
 }
 
-std::string plan_text(const Result<CheckpointMetadata>& plan) {
-  return plan ? to_json_text(*plan) : "!" + plan.error().to_string();
-}
+std::string plan_text(const Result<RankData>& data) { return data ? data->plan : "!" + data.error().to_string(); }
 
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
                                 std::string tmp, std::string dir) {
   dir = detail::strip_trailing_slashes(std::move(dir));
   if (auto bounded = check_user_blob(base.user); !bounded) co_return fail(bounded.error().with_path(dir));
-  auto merged = detail::merge_plans(plans, std::move(base));
+  auto merged = detail::merge_plans(plans, base.world_size);
   if (!merged) co_return fail(merged.error().with_path(dir));
+  std::string index = encode_tensor_index(merged->tensors, base.param_groups.dump());
+  CheckpointMetadata header = std::move(base);
+  header.files = std::move(merged->object_files);
+  header.objects = std::move(merged->objects);
+  header.index = IndexRecord{std::string(tensor_index_file), index.size(), crc32c(std::as_bytes(std::span(index))),
+                             detail::save_id_of(tmp)};
+  // The index first: the header, written last, is what makes the directory a checkpoint.
+  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(tensor_index_file), std::move(index));
+      !ok) {
+    co_return fail(ok.error());
+  }
   if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(checkpoint_metadata_file),
-                                                    to_json_text(*merged));
+                                                    to_json_text(header));
       !ok) {
     co_return fail(ok.error());
   }
   if (auto ok = co_await detail::commit_directory(io, tmp, dir); !ok) co_return fail(ok.error());
-  std::uint64_t total = 0;
-  for (const auto& [file, size] : merged->files) total += size;
-  co_return total;
+  co_return merged->data_bytes;
 }
 
 Task<void> abandon_save(CheckpointIo io, std::string tmp) {

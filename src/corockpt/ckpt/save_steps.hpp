@@ -35,23 +35,30 @@ std::string objects_file_name(int rank);
 Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir);
 
 /// Step 2 (every rank): writes this rank's chunks (those it is the writer of; every
-/// chunk's tensor is listed) into its data files in `tmp` and its objects
-/// (SaveOptions::objects) into objects_file_name(rank), makes them durable, and returns
-/// its plan: metadata holding only what this rank wrote. Chunks must lie in host memory.
-/// Of `options`, the checksum block, the progress callback, the file images and the
+/// chunk's tensor is listed) into its data files in `tmp`, its objects
+/// (SaveOptions::objects) into objects_file_name(rank) and what it wrote into its index
+/// (rank_index_file_name), makes them durable, and returns its plan for the coordinator
+/// (detail/rank_plan.hpp: binary, small). Of `options`, the checksum block, the progress
+/// callback, the file images, the unit order and its callback, the device and the
 /// objects are used.
-Task<CheckpointMetadata> write_rank_data(CheckpointIo io, std::string tmp, int rank, int world_size,
-                                         std::span<const LocalChunk> chunks, const SaveOptions& options);
+struct RankData {
+  std::string plan;
+  std::uint64_t bytes = 0;  ///< in its data and object files
+  std::size_t files = 0;    ///< data and object files
+};
+Task<RankData> write_rank_data(CheckpointIo io, std::string tmp, int rank, std::span<const LocalChunk> chunks,
+                               const SaveOptions& options);
 
-/// A plan as it travels to the coordinator: its metadata text, or "!" and why this rank
-/// could not write.
-std::string plan_text(const Result<CheckpointMetadata>& plan);
+/// A plan as it travels to the coordinator: the plan, or "!" and why this rank could not
+/// write.
+std::string plan_text(const Result<RankData>& data);
 
-/// Step 3 (coordinator): merges the plans (every rank's, as plan_text made them) into
-/// `base` (world size, meshes, block size, param groups, user), checks them (a tensor
-/// with one dtype and shape everywhere, chunks tiling it, each object written once),
-/// writes `corockpt.metadata.json` and renames `tmp` to `dir`. @returns every rank's
-/// data bytes. A rank's failure is returned as Errc::io naming the rank.
+/// Step 3 (coordinator): merges the plans (every rank's, as plan_text made them), checks
+/// them (a tensor with one dtype and shape everywhere, chunks tiling it, each object
+/// written once), writes the tensor index and then `corockpt.metadata.json` (`base`'s
+/// world size, meshes, block size, param groups and user, as format version 3) and
+/// renames `tmp` to `dir`. @returns every rank's data bytes. A rank's failure is
+/// returned as Errc::io naming the rank.
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
                                 std::string tmp, std::string dir);
 

@@ -236,7 +236,12 @@ Task<VerifyReport> verify_checkpoint(CheckpointIo io, std::string dir,
   }
   auto metadata = co_await read_checkpoint_metadata(io, dir);
   if (!metadata) {
-    report.problems.push_back({std::string(checkpoint_metadata_file), metadata.error().context.fqn, metadata.error().message});
+    // The file at fault: the metadata, or one of the indexes it points to.
+    const std::string& path = metadata.error().context.path;
+    const auto slash = path.find_last_of('/');
+    const std::string file = path.empty() ? std::string(checkpoint_metadata_file)
+                                          : slash == std::string::npos ? path : path.substr(slash + 1);
+    report.problems.push_back({file, metadata.error().context.fqn, metadata.error().message});
     co_return report;
   }
   check_meshes(*metadata, report.problems);

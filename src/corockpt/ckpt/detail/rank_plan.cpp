@@ -1,63 +1,356 @@
 #include "corockpt/ckpt/detail/rank_plan.hpp"
 
+#include <algorithm>
+#include <optional>
+#include <cstdio>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+
+#include "corockpt/ckpt/detail/shard_rows.hpp"
+#include "corockpt/ckpt/format/binary_codec.hpp"
+#include "corockpt/ckpt/format/checked_size.hpp"
+
 namespace corockpt::detail {
 
-CheckpointMetadata rank_plan(std::span<const LocalChunk> chunks, int world_size, std::uint64_t checksum_block,
-                             std::span<const DataFileLayout> layout, std::vector<std::vector<WrittenChunk>> written) {
-  CheckpointMetadata plan;
-  plan.world_size = world_size;
-  plan.block_size = checksum_block;
-  for (const LocalChunk& chunk : chunks) {
-    TensorRecord& record = plan.tensors[chunk.name];  // listed even when empty or not ours
-    record.dtype = chunk.dtype;
-    record.shape = chunk.shape;
-  }
-  for (std::size_t k = 0; k < layout.size(); ++k) {
-    const std::string& name = layout[k].name;
-    auto& ranges = written[k];
-    plan.files[name] = ranges.empty() ? layout[k].header.size() : ranges.back().end;
-    for (std::size_t c = 0; c < layout[k].chunks.size(); ++c) {
-      const LocalChunk& chunk = chunks[layout[k].chunks[c]];
-      plan.tensors[chunk.name].chunks.push_back(
-          {chunk.box, name, ranges[c].begin, ranges[c].end, std::move(ranges[c].crc32c)});
-    }
-  }
-  return plan;
+namespace {
+
+constexpr std::string_view kPlanMagic = "CRKPLAN1";
+
+bool at_origin(const Box& box) {
+  return std::ranges::all_of(box.offsets, [](std::int64_t o) { return o == 0; });
 }
 
-Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, CheckpointMetadata merged) {
-  for (std::size_t r = 0; r < plans.size(); ++r) {
-    const std::string who = "rank " + std::to_string(r);
-    if (!plans[r].empty() && plans[r][0] == '!') {
-      return fail(Errc::io, who + " could not write its data: " + plans[r].substr(1), {.operation = "save"});
-    }
-    auto plan = parse_checkpoint_metadata(plans[r]);
-    if (!plan) {
-      return fail(Errc::internal, who + "'s plan does not parse: " + plan.error().message, {.operation = "save"});
-    }
-    for (auto& [file, size] : plan->files) merged.files[file] = size;
-    for (auto& [name, record] : plan->tensors) {
-      auto [it, fresh] = merged.tensors.try_emplace(name, record);
-      if (fresh) continue;
-      if (it->second.dtype != record.dtype || it->second.shape != record.shape) {
-        return fail(Errc::invalid_argument, who + " holds " + name + " with another dtype or shape than rank 0",
-                    {.fqn = name, .operation = "save"});
+std::string hash_text(std::uint64_t hash) {
+  char text[24];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+// A tensor as the merge gathers it: what is read rarely (once per tensor, on errors).
+struct Slot {
+  std::uint64_t hash = 0;
+  std::string name;  // empty until a rank names it
+  bool named = false;
+  DType dtype = DType::float32;
+  std::vector<std::int64_t> shape;
+  std::vector<ChunkRun> runs;  // closed: the next chunk does not extend them
+  std::optional<WholeChunk> whole;
+  int first_rank = 0;            // the first rank that listed it
+  int conflict_rank = -1;        // a rank that listed it with another dtype or shape
+  std::string other_name;        // a second name of the same hash
+};
+
+// ... and what is read for every chunk, tens of millions of times at thousands of ranks:
+// small, apart from the rest, holding the run the next chunk may extend with its dims
+// other than the run's as a digest.
+struct HotSlot {
+  std::uint64_t shape_digest = 0;  // of dtype and shape
+  std::uint64_t rest_digest = 0;   // of open's rest
+  std::int64_t extent = 0;         // open's dim's
+  ChunkRun open{.count = 0};       // count 0: none
+};
+
+std::uint64_t mix(std::uint64_t digest, std::uint64_t value) {
+  digest ^= value + 0x9e3779b97f4a7c15ull + (digest << 6) + (digest >> 2);
+  return digest * 0xff51afd7ed558ccdull;
+}
+
+std::uint64_t rest_digest(const ChunkRun& run) {
+  std::uint64_t digest = run.rest_offsets.size();
+  for (std::size_t d = 0; d < run.rest_offsets.size(); ++d) {
+    digest = mix(mix(digest, static_cast<std::uint64_t>(run.rest_offsets[d])), static_cast<std::uint64_t>(run.rest_sizes[d]));
+  }
+  return digest;
+}
+
+// Open addressing on the name hash, the hash kept in the table so a probe touches
+// nothing else.
+class SlotTable {
+ public:
+  explicit SlotTable(std::size_t expected) {
+    std::size_t size = 1024;
+    while (size < 2 * expected) size *= 2;
+    table_.resize(size);
+  }
+  std::uint32_t find_or_add(std::uint64_t hash, bool& added) {
+    if ((count_ + 1) * 2 > table_.size()) grow();
+    std::size_t at = hash & (table_.size() - 1);
+    while (table_[at].index != 0) {
+      if (table_[at].hash == hash) {
+        added = false;
+        return table_[at].index - 1;
       }
-      for (auto& chunk : record.chunks) it->second.chunks.push_back(std::move(chunk));
+      at = (at + 1) & (table_.size() - 1);
     }
-    for (auto& [name, object] : plan->objects) {
+    table_[at] = {hash, static_cast<std::uint32_t>(++count_)};
+    added = true;
+    return count_ - 1;
+  }
+
+ private:
+  struct Entry {
+    std::uint64_t hash = 0;
+    std::uint32_t index = 0;  // slot + 1; 0 is empty
+  };
+  void grow() {
+    std::vector<Entry> table(table_.size() * 4);
+    for (const Entry& entry : table_) {
+      if (entry.index == 0) continue;
+      std::size_t at = entry.hash & (table.size() - 1);
+      while (table[at].index != 0) at = (at + 1) & (table.size() - 1);
+      table[at] = entry;
+    }
+    table_ = std::move(table);
+  }
+  std::vector<Entry> table_;
+  std::uint32_t count_ = 0;
+};
+
+// Runs that arrived out of order (plans not in rank order, writers not ascending with
+// the rows) sorted and extended where they continue each other. In rank order FSDP's
+// shards arrive as one run already, and this is never reached.
+void compact(std::vector<ChunkRun>& runs, std::span<const std::int64_t> shape) {
+  std::ranges::sort(runs, [](const ChunkRun& a, const ChunkRun& b) {
+    return std::tie(a.dim, a.rest_offsets, a.rest_sizes, a.start) < std::tie(b.dim, b.rest_offsets, b.rest_sizes, b.start);
+  });
+  std::vector<ChunkRun> out;
+  for (ChunkRun& run : runs) {
+    if (out.empty() || !extend_run(out.back(), run, shape)) out.push_back(std::move(run));
+  }
+  runs = std::move(out);
+}
+
+Error plan_error(int rank, const std::string& what) {
+  return Error{Errc::internal, "rank " + std::to_string(rank) + "'s plan does not parse: " + what, {}, 0}.with_operation(
+      "save");
+}
+
+}  // namespace
+
+std::string save_id_of(const std::string& tmp) {
+  const auto slash = tmp.find_last_of('/');
+  const std::string name = slash == std::string::npos ? tmp : tmp.substr(slash + 1);
+  const auto suffix = name.rfind(".tmp-");
+  return suffix == std::string::npos ? name : name.substr(suffix + 5);
+}
+
+RankPlan rank_plan(std::span<const LocalChunk> chunks, int rank, std::string save_id,
+                   std::span<const DataFileLayout> layout, std::vector<std::vector<WrittenChunk>> written,
+                   RankObjects objects) {
+  RankPlan out;
+  out.index.rank = rank;
+  out.index.save_id = std::move(save_id);
+  std::uint64_t data_bytes = 0;
+  // Per tensor this rank lists, in first-listed order: the runs of what it wrote.
+  struct Listed {
+    const LocalChunk* chunk;
+    bool named = false;
+    std::vector<ChunkRun> runs;
+    std::optional<WholeChunk> whole;  // written here in one chunk
+  };
+  std::vector<Listed> listed;
+  std::unordered_map<std::string_view, std::size_t> position;
+  for (const LocalChunk& chunk : chunks) {
+    auto [it, fresh] = position.try_emplace(chunk.name, listed.size());
+    if (fresh) listed.push_back({&chunk, numel(chunk.shape) == 0, {}});
+  }
+  for (std::size_t k = 0; k < layout.size(); ++k) {
+    auto& ranges = written[k];
+    const std::uint64_t size = ranges.empty() ? layout[k].header.size() : ranges.back().end;
+    out.index.files.push_back({layout[k].name, size});
+    data_bytes += size;
+    for (std::size_t c = 0; c < layout[k].chunks.size(); ++c) {
+      const LocalChunk& chunk = chunks[layout[k].chunks[c]];
+      out.index.chunks.push_back({name_hash(chunk.name), chunk.box, static_cast<std::uint32_t>(k), ranges[c].begin,
+                                  ranges[c].end, std::move(ranges[c].crc32c)});
+      Listed& entry = listed[position.at(chunk.name)];
+      entry.named = entry.named || at_origin(chunk.box);
+      entry.runs.push_back(run_of(chunk.box, chunk.shape, rank));
+      // A small tensor saved whole (at most one checksum block: the tensor index stays
+      // small however large the model).
+      if (const auto& placed = out.index.chunks.back(); chunk.box.sizes == chunk.shape && placed.crc32c.size() <= 1) {
+        entry.whole = WholeChunk{layout[k].name, size, placed.begin, placed.end, placed.crc32c};
+      }
+    }
+  }
+  if (!objects.file.empty()) {
+    out.index.files.push_back({objects.file, objects.file_size});
+    data_bytes += objects.file_size;
+  }
+
+  ByteWriter plan;
+  plan.raw(kPlanMagic);
+  plan.varint(static_cast<std::uint32_t>(rank));
+  plan.varint(data_bytes);
+  plan.varint(objects.objects.size());
+  for (const auto& [name, object] : objects.objects) {
+    plan.text(name);
+    plan.text(object.file);
+    plan.varint(object.begin);
+    plan.varint(object.end);
+    plan.varint(object.crc32c.size());
+    for (std::uint32_t crc : object.crc32c) plan.fixed<std::uint32_t>(crc);
+  }
+  plan.varint(objects.file.empty() ? 0 : 1);
+  if (!objects.file.empty()) {
+    plan.text(objects.file);
+    plan.varint(objects.file_size);
+  }
+  plan.varint(listed.size());
+  for (const Listed& entry : listed) {
+    const LocalChunk& chunk = *entry.chunk;
+    plan.fixed<std::uint64_t>(name_hash(chunk.name));
+    plan.fixed<std::uint8_t>(entry.named ? 1 : 0);
+    plan.fixed<std::uint8_t>(static_cast<std::uint8_t>(chunk.dtype));
+    plan.varint(chunk.shape.size());
+    for (std::int64_t s : chunk.shape) plan.varint(static_cast<std::uint64_t>(s));
+    if (entry.named) plan.text(chunk.name);
+    plan.varint(entry.runs.size());
+    for (const ChunkRun& run : entry.runs) write_run(plan, run);
+    plan.fixed<std::uint8_t>(entry.whole ? 1 : 0);
+    if (entry.whole) write_whole(plan, *entry.whole);
+  }
+  out.plan = std::move(plan.bytes());
+  return out;
+}
+
+Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size) {
+  MergedPlan merged;
+  // Sized from rank 0's plan, so the table seldom grows: about as many tensors as it lists.
+  SlotTable table(plans.empty() ? 0 : plans[0].size() / 16);
+  std::vector<Slot> slots;
+  std::vector<HotSlot> hot;  // by the same index
+  std::vector<std::int64_t> shape;  // reused: decoding allocates only for new tensors
+  ChunkRun run;
+  for (std::size_t p = 0; p < plans.size(); ++p) {
+    if (!plans[p].empty() && plans[p][0] == '!') {
+      return fail(Errc::io, "rank " + std::to_string(p) + " could not write its data: " + plans[p].substr(1),
+                  {.operation = "save"});
+    }
+    ByteReader in(plans[p]);
+    if (in.raw(kPlanMagic.size()) != kPlanMagic) return fail(plan_error(static_cast<int>(p), "not a plan"));
+    const auto rank = static_cast<int>(in.varint());
+    const std::string who = "rank " + std::to_string(rank);
+    merged.data_bytes += in.varint();
+    const std::uint64_t objects = in.varint();
+    for (std::uint64_t o = 0; o < objects && !in.failed; ++o) {
+      std::string name(in.text());
+      ObjectRecord object{std::string(in.text()), in.varint(), in.varint(), {}};
+      const std::uint64_t sums = in.varint();
+      if (sums > in.left()) return fail(plan_error(rank, "its objects leave it"));
+      for (std::uint64_t s = 0; s < sums; ++s) object.crc32c.push_back(in.fixed<std::uint32_t>());
       if (!merged.objects.try_emplace(name, std::move(object)).second) {
         return fail(Errc::invalid_argument, who + " wrote object " + name + ", which another rank wrote too",
                     {.fqn = name, .operation = "save"});
       }
     }
-  }
-  for (const auto& [name, record] : merged.tensors) {
-    if (auto ok = check_tiling(name, record); !ok) return fail(ok.error());
-    if (merged.objects.contains(name)) {
-      return fail(Errc::invalid_argument, name + " is saved both as a tensor and as an object",
-                  {.fqn = name, .operation = "save"});
+    const std::uint64_t object_files = in.varint();
+    for (std::uint64_t f = 0; f < object_files && !in.failed; ++f) {
+      std::string name(in.text());
+      merged.object_files[name] = in.varint();
     }
+    const std::uint64_t tensors = in.varint();
+    for (std::uint64_t t = 0; t < tensors && !in.failed; ++t) {
+      const std::uint64_t hash = in.fixed<std::uint64_t>();
+      const bool named = in.fixed<std::uint8_t>() != 0;
+      const auto dtype = static_cast<DType>(in.fixed<std::uint8_t>());
+      const std::uint64_t ndim = in.varint();
+      if (ndim > in.left()) return fail(plan_error(rank, "a shape leaves it"));
+      shape.resize(ndim);
+      std::uint64_t digest = mix(static_cast<std::uint64_t>(dtype), ndim);
+      for (auto& s : shape) digest = mix(digest, static_cast<std::uint64_t>(s = static_cast<std::int64_t>(in.varint())));
+      bool added = false;
+      const std::uint32_t index = table.find_or_add(hash, added);
+      if (added) {
+        slots.push_back(Slot{.hash = hash, .dtype = dtype, .shape = shape, .first_rank = rank});
+        hot.push_back(HotSlot{.shape_digest = digest});
+      }
+      HotSlot& fast = hot[index];
+      const bool same_shape = fast.shape_digest == digest;
+      if (!same_shape && slots[index].conflict_rank < 0) slots[index].conflict_rank = rank;
+      if (named) {
+        Slot& slot = slots[index];
+        const std::string_view name = in.text();
+        if (!slot.named) {
+          slot.name = std::string(name);
+          slot.named = true;
+        } else if (slot.name != name && slot.other_name.empty()) {
+          slot.other_name = std::string(name);
+        }
+      }
+      const std::uint64_t runs = in.varint();
+      if (runs > in.left()) return fail(plan_error(rank, "its runs leave it"));
+      for (std::uint64_t k = 0; k < runs; ++k) {
+        read_run(in, ndim, run);
+        if (run.count < 1) return fail(plan_error(rank, "a run without chunks"));
+        ++merged.chunks;
+        const std::uint64_t rest = rest_digest(run);
+        if (fast.open.count > 0 && same_shape && fast.open.dim == run.dim && fast.rest_digest == rest &&
+            continue_run(fast.open, run, fast.extent)) {
+          continue;
+        }
+        // Runs of another shape than the slot's are kept apart: the shape is refused below.
+        Slot& slot = slots[index];
+        if (fast.open.count > 0) slot.runs.push_back(std::move(fast.open));
+        fast.open = run;
+        fast.rest_digest = rest;
+        fast.extent = run.dim < slot.shape.size() ? slot.shape[run.dim] : 0;
+      }
+      if (in.fixed<std::uint8_t>() != 0) slots[index].whole = read_whole(in);
+    }
+    if (in.failed || !in.done()) return fail(plan_error(rank, "it ends early or runs on"));
+  }
+
+  merged.tensors.reserve(slots.size());
+  for (std::size_t index = 0; index < slots.size(); ++index) {
+    Slot& slot = slots[index];
+    if (hot[index].open.count > 0) slot.runs.push_back(std::move(hot[index].open));
+    auto label = [&slot] {
+      return slot.named ? slot.name
+                        : "a tensor of shape " + shape_text(slot.shape) + " (name hash " + hash_text(slot.hash) + ")";
+    };
+    if (!slot.other_name.empty()) {
+      return fail(Errc::invalid_argument,
+                  "tensors " + slot.name + " and " + slot.other_name +
+                      " have the same 64-bit name hash, which the checkpoint's index cannot tell apart: rename one",
+                  {.fqn = slot.name, .operation = "save"});
+    }
+    if (slot.conflict_rank >= 0) {
+      return fail(Errc::invalid_argument,
+                  "rank " + std::to_string(slot.conflict_rank) + " holds " + label() + " with another dtype or shape than rank " +
+                      std::to_string(slot.first_rank),
+                  {.fqn = slot.name, .operation = "save"});
+    }
+    if (!detail::checked_bytes(slot.shape, slot.dtype)) {
+      return fail(Errc::invalid_argument, label() + " has a shape too large to save", {.fqn = slot.name, .operation = "save"});
+    }
+    if (!slot.named) {
+      return fail(Errc::corrupt,
+                  "no rank wrote the first element of " + label() + ", listed by rank " + std::to_string(slot.first_rank) +
+                      ": its chunks do not tile it",
+                  {.operation = "save"});
+    }
+    if (slot.runs.size() > 1) compact(slot.runs, slot.shape);
+    for (const ChunkRun& r : slot.runs) {
+      if (auto problem = run_problem(r, slot.shape, world_size); !problem.empty()) {
+        return fail(Errc::internal, "a chunk of " + slot.name + " " + problem, {.fqn = slot.name, .operation = "save"});
+      }
+    }
+    if (!covers_in_one_run(slot.runs, slot.shape)) {
+      TensorRecord record{slot.dtype, slot.shape, {}};
+      for (const ChunkRun& r : slot.runs) {
+        for (std::int64_t j = 0; j < r.count; ++j) record.chunks.push_back({cell_box(r, j, slot.shape), {}, 0, 0, {}});
+      }
+      if (auto ok = check_tiling(slot.name, record); !ok) return fail(ok.error());
+    }
+    if (merged.objects.contains(slot.name)) {
+      return fail(Errc::invalid_argument, slot.name + " is saved both as a tensor and as an object",
+                  {.fqn = slot.name, .operation = "save"});
+    }
+    // A whole chunk is the tensor's only one (else its tiling failed above).
+    merged.tensors.push_back(
+        {std::move(slot.name), slot.dtype, std::move(slot.shape), std::move(slot.runs), std::move(slot.whole)});
   }
   return merged;
 }

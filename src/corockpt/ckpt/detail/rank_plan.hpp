@@ -1,11 +1,21 @@
 #pragma once
 /// @file
-/// The data-free halves of a save's planning (save_steps.hpp): the plan a rank sends to
-/// the coordinator once its files are written, and the coordinator's merge of every
-/// rank's plan. write_rank_data and commit_save run them; the planning benchmark
-/// (bench/plan_bench.cpp) runs them for thousands of simulated ranks without writing data.
+/// The data-free halves of a save's planning (save_steps.hpp): what a rank records of
+/// the data it wrote, and the coordinator's merge of every rank's plan into the tensor
+/// index (format/chunk_index.hpp). write_rank_data and commit_save run them; the planning
+/// benchmark (bench/plan_bench.cpp) runs them for thousands of simulated ranks.
+///
+/// A plan is what crosses to the coordinator, and it is built to stay small and quick to
+/// merge at thousands of ranks: no checksums and no byte ranges (those stay in the rank's
+/// own index, beside its files), and per tensor the rank lists, its 64-bit name hash,
+/// dtype, shape and the runs of the chunks it wrote (with the location of a chunk that is
+/// the whole tensor: loads find those without any rank's index). The name travels once: from
+/// the rank that wrote the tensor's first element (from every rank listing a tensor
+/// without elements). So the bytes to the coordinator grow with the chunks, never with
+/// ranks x tensors, and the merge is one hash lookup and one run extension per chunk.
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,23 +23,51 @@
 #include "corockpt/ckpt/data_file_layout.hpp"
 #include "corockpt/ckpt/data_file_writer.hpp"
 #include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/format/chunk_index.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 
 namespace corockpt::detail {
 
-/// A rank's plan: every tensor of `chunks` listed with its dtype and global shape (also
-/// those it holds nothing of or does not write), every file of `layout` with its size, and
-/// every chunk the files hold with its box, file, byte range and checksums, from
-/// `written` (per file of `layout`, per chunk in the file's order: what write_data_file
-/// returned, or chunk_placement before any byte is written).
-CheckpointMetadata rank_plan(std::span<const LocalChunk> chunks, int world_size, std::uint64_t checksum_block,
-                             std::span<const DataFileLayout> layout, std::vector<std::vector<WrittenChunk>> written);
+/// What a rank wrote: its index (to write beside its files) and its plan (to send).
+struct RankPlan {
+  RankIndex index;
+  std::string plan;
+};
 
-/// The coordinator's merge of every rank's plan (as plan_text made them) into `merged`
-/// (world size, meshes, block size, param groups, user), checked: a tensor has one dtype
-/// and shape everywhere, its chunks tile it, each object is written once. @returns
-/// Errc::io naming a rank that could not write, Errc::internal for a plan that does not
-/// parse, Errc::invalid_argument or check_tiling's Errc::corrupt naming the tensor.
-Result<CheckpointMetadata> merge_plans(std::span<const std::string> plans, CheckpointMetadata merged);
+/// The objects a rank wrote (SaveOptions::objects) and their file.
+struct RankObjects {
+  std::map<std::string, ObjectRecord> objects;
+  std::string file;  ///< empty when there are none
+  std::uint64_t file_size = 0;
+};
+
+/// `rank`'s plan and index for `chunks` laid out as `layout` (every tensor of `chunks`
+/// listed, also those it holds nothing of or does not write), from `written` (per file
+/// of `layout`, per chunk in the file's order: what write_data_file returned, or
+/// chunk_placement before any byte is written).
+RankPlan rank_plan(std::span<const LocalChunk> chunks, int rank, std::string save_id,
+                   std::span<const DataFileLayout> layout, std::vector<std::vector<WrittenChunk>> written,
+                   RankObjects objects);
+
+/// The save's id, from its temporary directory (`<dir>.tmp-<id>`; the whole name if it
+/// has no such suffix): what ties each rank's index to the header.
+std::string save_id_of(const std::string& tmp);
+
+/// Every rank's plans merged.
+struct MergedPlan {
+  std::vector<TensorEntry> tensors;  ///< in no particular order
+  std::map<std::string, ObjectRecord> objects;
+  std::map<std::string, std::uint64_t> object_files;  ///< the files holding objects, with their sizes
+  std::uint64_t data_bytes = 0;  ///< every rank's files
+  std::uint64_t chunks = 0;      ///< chunks written
+};
+
+/// The coordinator's merge of the plans of a world of `world_size` ranks (as plan_text
+/// made them, in rank order; a rank with nothing to say may be left out), checked: a
+/// tensor has one dtype and shape everywhere, its chunks tile it, each object is written
+/// once and is no tensor. @returns Errc::io naming a rank that could not write,
+/// Errc::internal for a plan that does not parse, Errc::invalid_argument or check_tiling's
+/// Errc::corrupt naming the tensor.
+Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size);
 
 }  // namespace corockpt::detail

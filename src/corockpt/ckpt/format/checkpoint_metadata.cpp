@@ -233,6 +233,27 @@ Result<TensorRecord> read_tensor(const std::string& name, const Json& value, con
   return record;
 }
 
+Result<IndexRecord> read_index(const Json& value) {
+  const std::string where = key_where("index");
+  if (auto problem = key_problem(value, {"file", "size", "crc32c", "save_id"})) return fail(corrupt(where, *problem));
+  IndexRecord index;
+  if (!value["file"].is_string() || !is_plain_file_name(value["file"].get<std::string>())) {
+    return fail(corrupt(where, "\"file\" must be a plain file name in the checkpoint directory, got " + excerpt(value["file"])));
+  }
+  index.file = value["file"].get<std::string>();
+  const auto size = detail::as_uint64(value["size"]);
+  const auto crc = detail::as_uint64(value["crc32c"]);
+  if (!size || !crc || *crc > std::numeric_limits<std::uint32_t>::max()) {
+    return fail(corrupt(where, "\"size\" must be a non-negative integer and \"crc32c\" a 32-bit one, got " +
+                                   excerpt(value["size"]) + " and " + excerpt(value["crc32c"])));
+  }
+  index.size = *size;
+  index.crc32c = static_cast<std::uint32_t>(*crc);
+  if (!value["save_id"].is_string()) return fail(corrupt(where, "\"save_id\" must be a string, got " + excerpt(value["save_id"])));
+  index.save_id = value["save_id"].get<std::string>();
+  return index;
+}
+
 Result<CheckpointMetadata> read_metadata(std::string_view text) {
   // A user blob past its bound is refused before any of the document is built.
   auto parsed = detail::parse_strict_json(text, {.key = "user", .max_bytes = max_user_blob_bytes});
@@ -257,9 +278,13 @@ Result<CheckpointMetadata> read_metadata(std::string_view text) {
                                        "; this build reads versions up to " +
                                        std::to_string(checkpoint_format_version) + ")");
   }
-  if (auto problem = key_problem(root, {"format", "version", "world_size", "meshes", "block_size", "files", "tensors",
-                                        "param_groups", "user"},
-                                 {"objects"})) {
+  const bool indexed = *version >= 3;  // tensors in the binary indexes, not here
+  if (auto problem = indexed ? key_problem(root, {"format", "version", "world_size", "meshes", "block_size", "index",
+                                                  "files", "user"},
+                                           {"objects"})
+                             : key_problem(root, {"format", "version", "world_size", "meshes", "block_size", "files",
+                                                  "tensors", "param_groups", "user"},
+                                           {"objects"})) {
     return fail(corrupt("", *problem));
   }
 
@@ -285,20 +310,28 @@ Result<CheckpointMetadata> read_metadata(std::string_view text) {
   if (!files) return fail(files.error());
   metadata.files = std::move(*files);
 
-  const Json& tensors = root["tensors"];
-  if (!tensors.is_object()) {
-    return fail(corrupt(key_where("tensors"), std::string("must be an object, got ") + tensors.type_name()));
-  }
-  for (const auto& [name, value] : tensors.items()) {
-    auto record = read_tensor(name, value, metadata);
-    if (!record) return fail(record.error());
-    metadata.tensors.emplace(name, std::move(*record));
+  if (indexed) {
+    auto index = read_index(root["index"]);
+    if (!index) return fail(index.error());
+    metadata.index = std::move(*index);
+  } else {
+    const Json& tensors = root["tensors"];
+    if (!tensors.is_object()) {
+      return fail(corrupt(key_where("tensors"), std::string("must be an object, got ") + tensors.type_name()));
+    }
+    for (const auto& [name, value] : tensors.items()) {
+      auto record = read_tensor(name, value, metadata);
+      if (!record) return fail(record.error());
+      metadata.tensors.emplace(name, std::move(*record));
+    }
   }
 
-  if (!root["param_groups"].is_array()) {
-    return fail(corrupt(key_where("param_groups"), std::string("must be a list, got ") + root["param_groups"].type_name()));
+  if (!indexed) {  // version 3 keeps them in the tensor index
+    if (!root["param_groups"].is_array()) {
+      return fail(corrupt(key_where("param_groups"), std::string("must be a list, got ") + root["param_groups"].type_name()));
+    }
+    metadata.param_groups = root["param_groups"];
   }
-  metadata.param_groups = root["param_groups"];
   if (auto bounded = check_user_blob(root["user"]); !bounded) {
     return fail(corrupt(key_where("user"), bounded.error().message));
   }
@@ -360,14 +393,20 @@ std::string to_json_text(const CheckpointMetadata& metadata) {
   // but for the small groups and the user's blob.
   detail::JsonObjectWriter root;
   root.add("format", Json(kFormatName));
-  // The oldest version that holds the content, so builds before objects read the rest.
-  root.add("version", Json(metadata.objects.empty() ? 1 : 2));
+  // Without an index, the oldest version that holds the content, so builds before
+  // objects read the rest.
+  root.add("version", Json(metadata.index ? 3 : metadata.objects.empty() ? 1 : 2));
   root.add("world_size", Json(metadata.world_size));
   root.add("meshes", meshes);
   root.add("block_size", Json(metadata.block_size));
+  if (metadata.index) {
+    const IndexRecord& index = *metadata.index;
+    root.add("index", nlohmann::ordered_json{
+                          {"file", index.file}, {"size", index.size}, {"crc32c", index.crc32c}, {"save_id", index.save_id}});
+  }
   root.add("files", Json(metadata.files));  // a std::map: sorted, like the object it becomes
-  root.add_text("tensors", std::move(tensors).finish());
-  root.add("param_groups", metadata.param_groups);
+  if (!metadata.index) root.add_text("tensors", std::move(tensors).finish());
+  if (!metadata.index) root.add("param_groups", metadata.param_groups);
   root.add("user", metadata.user);
   if (!metadata.objects.empty()) {
     nlohmann::ordered_json objects = nlohmann::ordered_json::object();

@@ -21,11 +21,27 @@
 /// ```
 ///
 /// `objects` (format version 2) are values that are not tensors, stored whole as the bytes
-/// their writer gave (PyTorch DCP's pickled leaves: param_groups, counters); a checkpoint
-/// without them is written as version 1, which every earlier build reads.
+/// their writer gave (PyTorch DCP's pickled leaves: param_groups, counters).
+///
+/// Format version 3, which saves write since thousands of ranks had to be planned, moves
+/// "tensors", the data files' sizes and the param groups (which name every param) out
+/// of the JSON into binary indexes (chunk_index.hpp): the header says where the tensor
+/// index is instead, and "files" lists only the files of objects.
+///
+/// ```json
+/// {"format": "corockpt", "version": 3, "world_size": 8, "meshes": [...], "block_size": 1048576,
+///  "index": {"file": "corockpt.index.bin", "size": 4711, "crc32c": 123, "save_id": "5f0c..."},
+///  "files": {}, "user": {...}}
+/// ```
+///
+/// In memory, CheckpointMetadata is the version 1/2 view (every tensor with its chunks):
+/// read_checkpoint_metadata (checkpoint_reader.hpp) fills it from the indexes, and
+/// to_json_text writes it as a version 1/2 document (`corockpt inspect --json`) unless
+/// `index` is set.
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,8 +55,9 @@
 
 namespace corockpt {
 
-/// The newest version this build writes (2: with objects; 1 without); it reads it and older.
-inline constexpr int checkpoint_format_version = 2;
+/// The newest version this build reads and saves write (3); to_json_text writes 1 or 2
+/// for metadata without an index.
+inline constexpr int checkpoint_format_version = 3;
 inline constexpr std::string_view checkpoint_metadata_file = "corockpt.metadata.json";
 /// The default checksum block: small enough that a partial read checks little extra.
 inline constexpr std::uint64_t default_checksum_block = 1 << 20;
@@ -73,6 +90,16 @@ struct ObjectRecord {
   friend bool operator==(const ObjectRecord&, const ObjectRecord&) = default;
 };
 
+/// Where a version 3 checkpoint's tensor index is, and the save that wrote it.
+struct IndexRecord {
+  std::string file;
+  std::uint64_t size = 0;
+  std::uint32_t crc32c = 0;
+  std::string save_id;  ///< every rank index of the save carries it
+
+  friend bool operator==(const IndexRecord&, const IndexRecord&) = default;
+};
+
 struct CheckpointMetadata {
   /// The version read; writing always uses the oldest that holds the content (1, or 2
   /// with objects).
@@ -85,6 +112,11 @@ struct CheckpointMetadata {
   nlohmann::json param_groups = nlohmann::json::array();
   nlohmann::json user = nlohmann::json::object();
   std::map<std::string, ObjectRecord> objects;
+  /// Version 3's header: the tensors are in the indexes (until a reader fills them in).
+  std::optional<IndexRecord> index;
+  /// Read for a load: only its targets' tensors and the chunks they overlap, whose
+  /// tiling the reader checked from the index's runs.
+  bool partial = false;
 };
 
 /// The most the "user" blob may take as JSON text (16 MiB). It is for small things (step,
@@ -104,7 +136,8 @@ std::uint64_t checksum_blocks(std::uint64_t bytes, std::uint64_t block_size);
 /// not the metadata file's name. (So metadata can never point outside the directory.)
 bool is_plain_file_name(std::string_view name);
 
-/// Compact JSON with keys in the order of the example above, ending in a newline.
+/// Compact JSON with keys in the order of the examples above, ending in a newline: the
+/// version 3 header when `index` is set (no tensors), else version 1 or 2.
 /// Strings that are not UTF-8 are written with U+FFFD in place of the invalid bytes.
 std::string to_json_text(const CheckpointMetadata& metadata);
 

@@ -1,0 +1,253 @@
+#include "corockpt/ckpt/detail/index_reads.hpp"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "corockpt/ckpt/format/checked_size.hpp"
+#include "corockpt/ckpt/format/chunk_index.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
+#include "corockpt/runtime/when_all.hpp"
+
+namespace corockpt::detail {
+
+namespace {
+
+// The largest index file read (4 GiB): far past any real checkpoint's (the tensor index
+// of a trillion-parameter MoE is tens of MiB); a larger one is not ours.
+constexpr std::uint64_t max_index_bytes = 4ull << 30;
+
+Error corrupt(const std::string& path, const std::string& what, const std::string& tensor = {}) {
+  Error e{Errc::corrupt, "index: " + what, {}, 0};
+  e.with_path(path).with_operation("read index");
+  if (!tensor.empty()) e.with_fqn(tensor);
+  return e;
+}
+
+Task<TensorIndex> read_tensor_index(CheckpointIo io, const std::string& dir, const CheckpointMetadata& header) {
+  const IndexRecord& record = *header.index;
+  const std::string path = dir + "/" + record.file;
+  auto bytes = co_await read_whole_file(io, path, max_index_bytes, "the tensor index");
+  if (!bytes) co_return fail(bytes.error());
+  if (bytes->size() != record.size) {
+    co_return fail(corrupt(path, "the file is " + std::to_string(bytes->size()) + " bytes, but the metadata says " +
+                                     std::to_string(record.size)));
+  }
+  if (crc32c(std::as_bytes(std::span(*bytes))) != record.crc32c) {
+    co_return fail(corrupt(path, "checksum mismatch: the tensor index is damaged"));
+  }
+  co_return TensorIndex::open(std::move(*bytes), header.world_size, header.block_size, path);
+}
+
+Task<RankIndex> read_rank_index(CheckpointIo io, std::string dir, int rank, std::string save_id,
+                                std::uint64_t block_size) {
+  const std::string path = dir + "/" + rank_index_file_name(rank);
+  auto bytes = co_await read_whole_file(io, path, max_index_bytes, "a rank index");
+  if (!bytes) co_return fail(bytes.error());
+  co_return decode_rank_index(*bytes, rank, save_id, block_size, path);
+}
+
+// The rank indexes of `ranks`, read at once, in order.
+Task<std::vector<RankIndex>> read_rank_indexes(CheckpointIo io, const std::string& dir, const CheckpointMetadata& header,
+                                               const std::vector<int>& ranks) {
+  std::vector<RankIndex> out;
+  // A batch at a time: thousands of files must not all be open (and in memory twice) at once.
+  constexpr std::size_t batch = 64;
+  for (std::size_t from = 0; from < ranks.size(); from += batch) {
+    std::vector<Task<RankIndex>> reads;
+    for (std::size_t i = from; i < std::min(ranks.size(), from + batch); ++i) {
+      reads.push_back(read_rank_index(io, dir, ranks[i], header.index->save_id, header.block_size));
+    }
+    auto read = all_ok(co_await when_all(std::move(reads)));
+    if (!read) co_return fail(read.error());
+    for (auto& index : *read) out.push_back(std::move(index));
+  }
+  co_return out;
+}
+
+// Saved chunk `box` of `tensor`, written by `index`'s rank, as the metadata records it.
+Result<ChunkRecord> saved_chunk(const RankIndex& index, const TensorEntry& tensor, const Box& box,
+                                const std::string& dir) {
+  const std::string path = dir + "/" + rank_index_file_name(index.rank);
+  const RankIndex::Chunk* chunk = index.find(name_hash(tensor.name), box);
+  if (!chunk) {
+    return fail(corrupt(path,
+                        "the tensor index says rank " + std::to_string(index.rank) + " wrote chunk " + box.to_string() +
+                            " of " + tensor.name + ", but its index does not list it",
+                        tensor.name));
+  }
+  const auto bytes = checked_bytes(box.sizes, tensor.dtype);
+  if (!bytes || *bytes != chunk->end - chunk->begin) {
+    return fail(corrupt(path,
+                        "chunk " + box.to_string() + " of " + tensor.name + " holds " +
+                            std::to_string(chunk->end - chunk->begin) + " bytes, not its box's",
+                        tensor.name));
+  }
+  return ChunkRecord{box, index.files[chunk->file].name, chunk->begin, chunk->end, chunk->crc32c};
+}
+
+Result<void> add_files(const RankIndex& index, CheckpointMetadata& metadata, const std::string& dir) {
+  for (const auto& file : index.files) {
+    auto [it, fresh] = metadata.files.try_emplace(file.name, file.size);
+    if (!fresh && it->second != file.size) {
+      return fail(corrupt(dir + "/" + rank_index_file_name(index.rank),
+                          "file \"" + file.name + "\" is listed twice with different sizes"));
+    }
+  }
+  return {};
+}
+
+// The chunk of a tensor saved whole, from the tensor index.
+ChunkRecord whole_chunk(const TensorEntry& tensor) {
+  const WholeChunk& whole = *tensor.whole;
+  return ChunkRecord{Box{std::vector<std::int64_t>(tensor.shape.size(), 0), tensor.shape}, whole.file, whole.begin,
+                     whole.end, whole.crc32c};
+}
+
+// Whether `tensor`'s runs tile it: one run over it all, or its cells checked as boxes.
+Result<void> check_runs_tile(const TensorEntry& tensor) {
+  if (covers_in_one_run(tensor.runs, tensor.shape)) return {};
+  TensorRecord record{tensor.dtype, tensor.shape, {}};
+  for (const ChunkRun& run : tensor.runs) {
+    for (std::int64_t j = 0; j < run.count; ++j) record.chunks.push_back({cell_box(run, j, tensor.shape), {}, 0, 0, {}});
+  }
+  return check_tiling(tensor.name, record);
+}
+
+}  // namespace
+
+Task<std::string> read_whole_file(CheckpointIo io, std::string path, std::uint64_t max_bytes, std::string what) {
+  auto file = co_await io.storage->open(path, {.mode = OpenMode::read, .direct = DirectIo::never, .regular_only = true});
+  if (!file) co_return fail(file.error());
+  std::string text;
+  const std::size_t piece = 1 << 20;
+  while (true) {
+    const std::size_t at = text.size();
+    text.resize(at + piece);
+    auto got = co_await io.storage->read_at(*file, at, std::as_writable_bytes(std::span(text)).subspan(at, piece));
+    if (!got) co_return fail(got.error());
+    text.resize(at + *got);
+    if (*got < piece) break;
+    if (text.size() > max_bytes) {
+      co_return fail(Errc::corrupt, what + " is larger than " + std::to_string(max_bytes >> 20) + " MiB, the most a checkpoint's may be",
+                     {.path = path, .operation = "read"});
+    }
+  }
+  co_return text;
+}
+
+Task<CheckpointMetadata> read_all_indexes(CheckpointIo io, std::string dir, CheckpointMetadata header) {
+  auto tensors = co_await read_tensor_index(io, dir, header);
+  if (!tensors) co_return fail(tensors.error());
+  std::vector<int> ranks(static_cast<std::size_t>(header.world_size));
+  for (std::size_t r = 0; r < ranks.size(); ++r) ranks[r] = static_cast<int>(r);
+  auto indexes = co_await read_rank_indexes(io, dir, header, ranks);
+  if (!indexes) co_return fail(indexes.error());
+  CheckpointMetadata metadata = std::move(header);
+  for (const RankIndex& index : *indexes) {
+    if (auto ok = add_files(index, metadata, dir); !ok) co_return fail(ok.error());
+  }
+  metadata.param_groups = nlohmann::json::parse(tensors->param_groups_json(), nullptr, /*allow_exceptions=*/false);
+  if (!metadata.param_groups.is_array()) {
+    co_return fail(corrupt(dir + "/" + metadata.index->file, "its param groups are not a JSON list"));
+  }
+  for (std::size_t i = 0; i < tensors->size(); ++i) {
+    auto tensor = tensors->entry(i);
+    if (!tensor) co_return fail(tensor.error());
+    TensorRecord& record = metadata.tensors[tensor->name];
+    record.dtype = tensor->dtype;
+    record.shape = tensor->shape;
+    if (tensor->whole) {
+      record.chunks.push_back(whole_chunk(*tensor));
+      continue;
+    }
+    for (const ChunkRun& run : tensor->runs) {
+      for (std::int64_t j = 0; j < run.count; ++j) {
+        auto chunk = saved_chunk((*indexes)[static_cast<std::size_t>(cell_owner(run, j))], *tensor,
+                                 cell_box(run, j, tensor->shape), dir);
+        if (!chunk) co_return fail(chunk.error());
+        record.chunks.push_back(std::move(*chunk));
+      }
+    }
+  }
+  metadata.index.reset();  // now the version 1/2 view: every tensor is here
+  co_return metadata;
+}
+
+Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, CheckpointMetadata header,
+                                          std::span<const LocalChunk> targets) {
+  auto tensors = co_await read_tensor_index(io, dir, header);
+  if (!tensors) co_return fail(tensors.error());
+  // Each tensor the targets name once, decoded and its tiling checked.
+  std::map<std::string_view, std::shared_ptr<TensorEntry>> entries;
+  for (const LocalChunk& target : targets) {
+    if (entries.contains(target.name)) continue;
+    std::shared_ptr<TensorEntry>& entry = entries[target.name];
+    const auto at = tensors->find(target.name);
+    if (!at) continue;  // find_read_needs reports it missing
+    auto tensor = tensors->entry(*at);
+    if (!tensor) co_return fail(tensor.error());
+    if (auto ok = check_runs_tile(*tensor); !ok) co_return fail(ok.error().with_path(dir));
+    entry = std::make_shared<TensorEntry>(std::move(*tensor));
+  }
+  // The saved chunks the targets overlap, by the rank that wrote them.
+  struct Wanted {
+    const TensorEntry* tensor;
+    Box box;
+  };
+  std::map<int, std::vector<Wanted>> by_rank;
+  std::set<std::tuple<const TensorEntry*, std::size_t, std::int64_t>> seen;
+  CheckpointMetadata metadata = std::move(header);
+  for (const LocalChunk& target : targets) {
+    const TensorEntry* tensor = entries[target.name].get();
+    if (!tensor || tensor->shape != target.shape || target.box.empty()) continue;
+    if (tensor->whole) {  // its location is in the tensor index
+      TensorRecord& record = metadata.tensors[tensor->name];
+      if (record.chunks.empty()) {
+        record.chunks.push_back(whole_chunk(*tensor));
+        metadata.files[tensor->whole->file] = tensor->whole->file_size;
+      }
+      continue;
+    }
+    for (std::size_t k = 0; k < tensor->runs.size(); ++k) {
+      const ChunkRun& run = tensor->runs[k];
+      const auto [first, last] = cells_along(run, target.box);
+      for (std::int64_t j = first; j < last; ++j) {
+        Box cell = cell_box(run, j, tensor->shape);
+        if (intersect(cell, target.box).empty() || !seen.emplace(tensor, k, j).second) continue;
+        by_rank[cell_owner(run, j)].push_back({tensor, std::move(cell)});
+      }
+    }
+  }
+  std::vector<int> ranks;
+  for (const auto& [rank, wanted] : by_rank) ranks.push_back(rank);
+  auto indexes = co_await read_rank_indexes(io, dir, metadata, ranks);
+  if (!indexes) co_return fail(indexes.error());
+
+  for (const auto& [name, tensor] : entries) {
+    if (!tensor) continue;
+    TensorRecord& record = metadata.tensors[tensor->name];  // may hold its whole chunk already
+    record.dtype = tensor->dtype;
+    record.shape = tensor->shape;
+  }
+  for (std::size_t i = 0; i < ranks.size(); ++i) {
+    const RankIndex& index = (*indexes)[i];
+    std::set<std::string> used;  // of this rank's files
+    for (const Wanted& wanted : by_rank[ranks[i]]) {
+      auto chunk = saved_chunk(index, *wanted.tensor, wanted.box, dir);
+      if (!chunk) co_return fail(chunk.error());
+      used.insert(chunk->file);
+      metadata.tensors[wanted.tensor->name].chunks.push_back(std::move(*chunk));
+    }
+    for (const auto& file : index.files) {
+      if (used.contains(file.name)) metadata.files[file.name] = file.size;
+    }
+  }
+  metadata.index.reset();
+  metadata.partial = true;
+  co_return metadata;
+}
+
+}  // namespace corockpt::detail

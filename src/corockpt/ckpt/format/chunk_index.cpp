@@ -1,0 +1,352 @@
+#include "corockpt/ckpt/format/chunk_index.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "corockpt/ckpt/format/binary_codec.hpp"
+#include "corockpt/ckpt/format/checked_size.hpp"
+#include "corockpt/ckpt/format/checkpoint_metadata.hpp"
+#include "corockpt/ckpt/format/crc32c.hpp"
+
+namespace corockpt {
+
+namespace {
+
+constexpr std::string_view kTensorMagic = "CRKTIDX1";
+constexpr std::string_view kRankMagic = "CRKRIDX1";
+// A tensor's entry in the table: its name hash, where its name and its body (dtype,
+// shape, runs) lie. Entries are sorted by name hash: a lookup compares 64-bit numbers,
+// not names that share long prefixes.
+constexpr std::size_t kEntryBytes = 32;
+
+Error corrupt(const std::string& path, const std::string& what, const std::string& tensor = {}) {
+  Error e{Errc::corrupt, "index: " + what, {}, 0};
+  e.with_path(path);
+  if (!tensor.empty()) e.with_fqn(tensor);
+  return e;
+}
+
+std::optional<DType> dtype_of_code(std::uint64_t code) {
+  if (code > static_cast<std::uint64_t>(DType::boolean)) return std::nullopt;
+  return static_cast<DType>(code);
+}
+
+bool box_before(const Box& a, const Box& b) { return a.offsets < b.offsets || (a.offsets == b.offsets && a.sizes < b.sizes); }
+
+}  // namespace
+
+void write_whole(detail::ByteWriter& out, const WholeChunk& chunk) {
+  out.text(chunk.file);
+  out.varint(chunk.file_size);
+  out.varint(chunk.begin);
+  out.varint(chunk.end);
+  out.varint(chunk.crc32c.size());
+  for (std::uint32_t crc : chunk.crc32c) out.fixed<std::uint32_t>(crc);
+}
+
+WholeChunk read_whole(detail::ByteReader& in) {
+  WholeChunk chunk;
+  chunk.file = std::string(in.text());
+  chunk.file_size = in.varint();
+  chunk.begin = in.varint();
+  chunk.end = in.varint();
+  const std::uint64_t sums = in.varint();
+  if (sums > in.left() / sizeof(std::uint32_t)) {
+    in.failed = true;
+    return chunk;
+  }
+  chunk.crc32c.resize(sums);
+  for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
+  return chunk;
+}
+
+std::uint64_t name_hash(std::string_view name) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::string rank_index_file_name(int rank) {
+  char name[64];
+  std::snprintf(name, sizeof name, "rank%05d-index.bin", rank);
+  return name;
+}
+
+// --- the tensor index ----------------------------------------------------------------
+
+std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::string_view param_groups_json) {
+  std::vector<std::pair<std::uint64_t, const TensorEntry*>> order;
+  order.reserve(tensors.size());
+  for (const TensorEntry& tensor : tensors) order.emplace_back(name_hash(tensor.name), &tensor);
+  std::ranges::sort(order, {}, &std::pair<std::uint64_t, const TensorEntry*>::first);
+  std::string names;
+  detail::ByteWriter bodies;
+  detail::ByteWriter table;
+  for (const auto& [hash, entry] : order) {
+    const TensorEntry& tensor = *entry;
+    const std::size_t body_at = bodies.size();
+    bodies.fixed<std::uint8_t>(static_cast<std::uint8_t>(tensor.dtype));
+    bodies.varint(tensor.shape.size());
+    for (std::int64_t s : tensor.shape) bodies.varint(static_cast<std::uint64_t>(s));
+    bodies.varint(tensor.runs.size());
+    for (const ChunkRun& run : tensor.runs) write_run(bodies, run);
+    bodies.fixed<std::uint8_t>(tensor.whole ? 1 : 0);
+    if (tensor.whole) write_whole(bodies, *tensor.whole);
+    table.fixed<std::uint64_t>(hash);
+    table.fixed<std::uint64_t>(names.size());
+    table.fixed<std::uint32_t>(static_cast<std::uint32_t>(tensor.name.size()));
+    table.fixed<std::uint32_t>(static_cast<std::uint32_t>(bodies.size() - body_at));
+    table.fixed<std::uint64_t>(body_at);
+    names += tensor.name;
+  }
+  detail::ByteWriter out;
+  out.raw(kTensorMagic);
+  out.fixed<std::uint64_t>(tensors.size());
+  const std::size_t names_at = out.size() + 3 * sizeof(std::uint64_t) + table.size();
+  out.fixed<std::uint64_t>(names_at);
+  out.fixed<std::uint64_t>(names_at + names.size());
+  out.fixed<std::uint64_t>(names_at + names.size() + bodies.size());
+  out.raw(table.bytes());
+  out.raw(names);
+  out.raw(bodies.bytes());
+  out.raw(param_groups_json);
+  return std::move(out.bytes());
+}
+
+Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::uint64_t block_size, std::string path) {
+  TensorIndex index;
+  detail::ByteReader in(bytes);
+  if (in.raw(kTensorMagic.size()) != kTensorMagic) return fail(corrupt(path, "not a corockpt tensor index"));
+  const std::uint64_t count = in.fixed<std::uint64_t>();
+  const std::uint64_t names_at = in.fixed<std::uint64_t>();
+  const std::uint64_t bodies_at = in.fixed<std::uint64_t>();
+  const std::uint64_t extras_at = in.fixed<std::uint64_t>();
+  const std::uint64_t table_at = in.at();
+  if (in.failed || count > (bytes.size() - table_at) / kEntryBytes || names_at != table_at + count * kEntryBytes ||
+      bodies_at < names_at || extras_at < bodies_at || extras_at > bytes.size()) {
+    return fail(corrupt(path, "its table does not fit its " + std::to_string(bytes.size()) + " bytes"));
+  }
+  index.count_ = count;
+  index.names_at_ = names_at;
+  index.bodies_at_ = bodies_at;
+  index.extras_at_ = extras_at;
+  index.world_size_ = world_size;
+  index.block_size_ = block_size;
+  index.path_ = std::move(path);
+  index.bytes_ = std::move(bytes);
+  // Every name inside its blob, hashes in strictly ascending order: find's binary search
+  // relies on it.
+  std::uint64_t previous = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    detail::ByteReader entry(std::string_view(index.bytes_).substr(table_at + i * kEntryBytes, kEntryBytes));
+    const std::uint64_t hash = entry.fixed<std::uint64_t>();
+    const std::uint64_t name_at = entry.fixed<std::uint64_t>();
+    const std::uint64_t name_len = entry.fixed<std::uint32_t>();
+    const std::uint64_t body_len = entry.fixed<std::uint32_t>();
+    const std::uint64_t body_at = entry.fixed<std::uint64_t>();
+    if (name_at > bodies_at - names_at || name_len > bodies_at - names_at - name_at ||
+        body_at > extras_at - bodies_at || body_len > extras_at - bodies_at - body_at) {
+      return fail(corrupt(index.path_, "entry " + std::to_string(i) + " leaves the file"));
+    }
+    if (i > 0 && hash <= previous) {
+      return fail(corrupt(index.path_, "its name hashes are not in order at entry " + std::to_string(i)));
+    }
+    previous = hash;
+  }
+  return index;
+}
+
+std::uint64_t TensorIndex::hash(std::size_t i) const {
+  detail::ByteReader entry(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, 8));
+  return entry.fixed<std::uint64_t>();
+}
+
+std::string_view TensorIndex::name(std::size_t i) const {
+  detail::ByteReader entry(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes + 8, 12));
+  const std::uint64_t name_at = entry.fixed<std::uint64_t>();
+  const std::uint64_t name_len = entry.fixed<std::uint32_t>();
+  return std::string_view(bytes_).substr(names_at_ + name_at, name_len);
+}
+
+std::optional<std::size_t> TensorIndex::find(std::string_view name) const {
+  const std::uint64_t wanted = name_hash(name);
+  std::size_t lo = 0, hi = count_;
+  while (lo < hi) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    if (hash(mid) < wanted) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo < count_ && hash(lo) == wanted && this->name(lo) == name) return lo;
+  return std::nullopt;
+}
+
+Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
+  detail::ByteReader table(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, kEntryBytes));
+  table.fixed<std::uint64_t>();
+  table.fixed<std::uint64_t>();
+  table.fixed<std::uint32_t>();
+  const std::uint64_t body_len = table.fixed<std::uint32_t>();
+  const std::uint64_t body_at = table.fixed<std::uint64_t>();
+  TensorEntry tensor;
+  tensor.name = std::string(name(i));
+  const std::string where = "tensor \"" + tensor.name + "\"";
+  if (name_hash(tensor.name) != hash(i)) return fail(corrupt(path_, where + ": its name hash is not its name's", tensor.name));
+  detail::ByteReader in(std::string_view(bytes_).substr(bodies_at_ + body_at, body_len));
+  const auto dtype = dtype_of_code(in.fixed<std::uint8_t>());
+  if (!dtype) return fail(corrupt(path_, where + ": unknown dtype", tensor.name));
+  tensor.dtype = *dtype;
+  const std::uint64_t ndim = in.varint();
+  if (ndim > in.left()) return fail(corrupt(path_, where + ": its shape leaves the file", tensor.name));
+  for (std::uint64_t d = 0; d < ndim; ++d) tensor.shape.push_back(static_cast<std::int64_t>(in.varint()));
+  if (in.failed || !detail::checked_bytes(tensor.shape, tensor.dtype)) {
+    return fail(corrupt(path_, where + ": its shape is not a shape", tensor.name));
+  }
+  const std::uint64_t runs = in.varint();
+  if (runs > in.left()) return fail(corrupt(path_, where + ": its runs leave the file", tensor.name));
+  tensor.runs.resize(runs);
+  for (ChunkRun& run : tensor.runs) {
+    read_run(in, ndim, run);
+    if (in.failed) return fail(corrupt(path_, where + ": its runs leave the file", tensor.name));
+    if (auto problem = run_problem(run, tensor.shape, world_size_); !problem.empty()) {
+      return fail(corrupt(path_, where + ": a run " + problem, tensor.name));
+    }
+  }
+  const std::uint8_t whole = in.fixed<std::uint8_t>();
+  if (whole > 1) return fail(corrupt(path_, where + ": its record is damaged", tensor.name));
+  if (whole == 1) {
+    tensor.whole = read_whole(in);
+    const WholeChunk& chunk = *tensor.whole;
+    const auto bytes = detail::checked_bytes(tensor.shape, tensor.dtype);
+    if (in.failed) return fail(corrupt(path_, where + ": its whole chunk leaves the file", tensor.name));
+    if (!is_plain_file_name(chunk.file) || chunk.file == tensor_index_file) {
+      return fail(corrupt(path_, where + ": its chunk's file is not a plain file name in the checkpoint directory", tensor.name));
+    }
+    if (chunk.begin > chunk.end || chunk.end > chunk.file_size || chunk.end - chunk.begin != *bytes ||
+        chunk.crc32c.size() != checksum_blocks(chunk.end - chunk.begin, block_size_)) {
+      return fail(corrupt(path_, where + ": its chunk's byte range or checksums do not fit its file and shape", tensor.name));
+    }
+    if (tensor.runs.size() != 1 || tensor.runs[0].count != 1 || !covers_in_one_run(tensor.runs, tensor.shape)) {
+      return fail(corrupt(path_, where + ": it has a whole chunk and other chunks", tensor.name));
+    }
+  }
+  if (!in.done()) return fail(corrupt(path_, where + ": its record has bytes past its runs", tensor.name));
+  return tensor;
+}
+
+// --- a rank's index --------------------------------------------------------------------
+
+const RankIndex::Chunk* RankIndex::find(std::uint64_t hash, const Box& box) const {
+  auto it = std::lower_bound(chunks.begin(), chunks.end(), hash,
+                             [](const Chunk& c, std::uint64_t h) { return c.name_hash < h; });
+  for (; it != chunks.end() && it->name_hash == hash; ++it) {
+    if (it->box == box) return &*it;
+  }
+  return nullptr;
+}
+
+std::string encode_rank_index(RankIndex index) {
+  std::ranges::sort(index.chunks, [](const RankIndex::Chunk& a, const RankIndex::Chunk& b) {
+    return a.name_hash != b.name_hash ? a.name_hash < b.name_hash : box_before(a.box, b.box);
+  });
+  detail::ByteWriter out;
+  out.raw(kRankMagic);
+  out.varint(static_cast<std::uint32_t>(index.rank));
+  out.text(index.save_id);
+  out.varint(index.files.size());
+  for (const auto& file : index.files) {
+    out.text(file.name);
+    out.varint(file.size);
+  }
+  out.varint(index.chunks.size());
+  for (const auto& chunk : index.chunks) {
+    out.fixed<std::uint64_t>(chunk.name_hash);
+    out.varint(chunk.box.offsets.size());
+    for (std::size_t d = 0; d < chunk.box.offsets.size(); ++d) {
+      out.varint(static_cast<std::uint64_t>(chunk.box.offsets[d]));
+      out.varint(static_cast<std::uint64_t>(chunk.box.sizes[d]));
+    }
+    out.varint(chunk.file);
+    out.varint(chunk.begin);
+    out.varint(chunk.end);
+    for (std::uint32_t crc : chunk.crc32c) out.fixed<std::uint32_t>(crc);
+  }
+  out.fixed<std::uint32_t>(crc32c(std::as_bytes(std::span(out.bytes()))));
+  return std::move(out.bytes());
+}
+
+Result<RankIndex> decode_rank_index(std::string_view bytes, int rank, std::string_view save_id,
+                                    std::uint64_t block_size, const std::string& path) {
+  if (bytes.size() < kRankMagic.size() + sizeof(std::uint32_t) || bytes.substr(0, kRankMagic.size()) != kRankMagic) {
+    return fail(corrupt(path, "not a corockpt rank index"));
+  }
+  const std::string_view body = bytes.substr(0, bytes.size() - sizeof(std::uint32_t));
+  detail::ByteReader trailer(bytes.substr(body.size()));
+  if (crc32c(std::as_bytes(std::span(body))) != trailer.fixed<std::uint32_t>()) {
+    return fail(corrupt(path, "checksum mismatch: the rank index is damaged"));
+  }
+  detail::ByteReader in(body);
+  in.raw(kRankMagic.size());
+  RankIndex index;
+  index.rank = static_cast<int>(in.varint());
+  index.save_id = std::string(in.text());
+  if (in.failed || index.rank != rank || index.save_id != save_id) {
+    return fail(corrupt(path, "it is rank " + std::to_string(index.rank) + "'s index of save \"" + index.save_id +
+                                  "\", not rank " + std::to_string(rank) + "'s of this checkpoint's save \"" +
+                                  std::string(save_id) + "\""));
+  }
+  const std::uint64_t files = in.varint();
+  if (files > in.left()) return fail(corrupt(path, "its file list leaves the file"));
+  for (std::uint64_t f = 0; f < files; ++f) {
+    RankIndex::File file{std::string(in.text()), in.varint()};
+    if (in.failed || !is_plain_file_name(file.name) || file.name == tensor_index_file) {
+      return fail(corrupt(path, "file " + std::to_string(f) + " is not a plain file name in the checkpoint directory"));
+    }
+    index.files.push_back(std::move(file));
+  }
+  const std::uint64_t chunks = in.varint();
+  if (chunks > in.left()) return fail(corrupt(path, "its chunk list leaves the file"));
+  index.chunks.resize(chunks);
+  for (std::uint64_t c = 0; c < chunks; ++c) {
+    RankIndex::Chunk& chunk = index.chunks[c];
+    const std::string where = "chunk " + std::to_string(c);
+    chunk.name_hash = in.fixed<std::uint64_t>();
+    const std::uint64_t ndim = in.varint();
+    if (ndim > in.left()) return fail(corrupt(path, where + " leaves the file"));
+    for (std::uint64_t d = 0; d < ndim; ++d) {
+      chunk.box.offsets.push_back(static_cast<std::int64_t>(in.varint()));
+      chunk.box.sizes.push_back(static_cast<std::int64_t>(in.varint()));
+    }
+    const std::uint64_t file = in.varint();
+    chunk.begin = in.varint();
+    chunk.end = in.varint();
+    if (in.failed) return fail(corrupt(path, where + " leaves the file"));
+    if (file >= index.files.size()) return fail(corrupt(path, where + " names a file the index does not list"));
+    chunk.file = static_cast<std::uint32_t>(file);
+    const std::string range = "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")";
+    if (chunk.begin > chunk.end) return fail(corrupt(path, where + ": " + range + " end before they begin"));
+    if (chunk.end > index.files[file].size) {
+      return fail(corrupt(path, where + ": " + range + " run past the end of file \"" + index.files[file].name + "\" (" +
+                                    std::to_string(index.files[file].size) + " bytes)"));
+    }
+    const std::uint64_t sums = checksum_blocks(chunk.end - chunk.begin, block_size);
+    if (sums > in.left() / sizeof(std::uint32_t)) return fail(corrupt(path, where + "'s checksums leave the file"));
+    chunk.crc32c.resize(sums);
+    for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
+    if (c > 0) {
+      const auto& before = index.chunks[c - 1];
+      if (before.name_hash > chunk.name_hash || (before.name_hash == chunk.name_hash && !box_before(before.box, chunk.box))) {
+        return fail(corrupt(path, "its chunks are not in order at chunk " + std::to_string(c)));
+      }
+    }
+  }
+  if (!in.done()) return fail(corrupt(path, "bytes past its last chunk"));
+  return index;
+}
+
+}  // namespace corockpt
