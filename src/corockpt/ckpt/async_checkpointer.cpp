@@ -309,6 +309,7 @@ Task<void> AsyncCheckpointer::run_save(std::shared_ptr<detail::SaveState> state,
   const std::string dir = options_.root + "/" + step_checkpoint_name(state->step);
   SaveOptions options;
   options.user = std::move(user);
+  options.plan_cache = plan_cache_;
   for (const auto& [name, bytes] : state->objects) options.objects.push_back({name, std::as_bytes(std::span(bytes))});
   live_->load_steps();
   // This save's chunks: its own (a checkpointer created from chunks), or the model's;

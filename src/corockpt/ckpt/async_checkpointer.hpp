@@ -228,6 +228,9 @@ class AsyncCheckpointer {
   bool own_inputs_ = false;          ///< created from chunks: each save brings SaveInputs
   std::vector<std::uint32_t> step_order_;  ///< every unit of the chunks, once
   std::unique_ptr<Snapshot> snapshot_;      ///< the whole state's copy, when the budget holds it
+  /// Its saves' plans: after the first, each sends rank 0 a digest instead (the layout
+  /// of its chunks never changes).
+  std::shared_ptr<SavePlanCache> plan_cache_ = make_save_plan_cache();
   std::unique_ptr<BufferPool> budget_pool_;  ///< else the buffers the save streams through
   std::shared_ptr<detail::SaveState> last_;
   mutable std::mutex mutex_;

@@ -44,6 +44,13 @@ SaveScope save_scope(const Model& model) {
           .param_groups = param_groups_json(model.spec())};
 }
 
+struct SavePlanCache {
+  std::optional<std::uint64_t> sent;  // this rank's layout digest at its last committed save
+  detail::PlanCache coordinator;      // rank 0's
+};
+
+std::shared_ptr<SavePlanCache> make_save_plan_cache() { return std::make_shared<SavePlanCache>(); }
+
 Task<SaveReport> save_chunks(const Model& model, std::span<const LocalChunk> chunks, CheckpointIo io, std::string dir,
                              SaveOptions options) {
   const SaveScope scope = save_scope(model);
@@ -84,6 +91,8 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
   }
   // Named, not temporaries in the co_await calls: GCC 12 destroys those twice.
   std::string my_plan = plan_text(plan);
+  SavePlanCache* cache = options.plan_cache.get();
+  if (plan && cache && cache->sent == plan->layout_digest) my_plan = detail::cached_plan(plan->plan);
   bool plan_posted = false;
   auto plans = co_await detail::gather_texts(world, my_plan, &plan_posted);
   Result<std::string> committed = std::string{};
@@ -95,7 +104,7 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
       base.block_size = options.checksum_block;
       base.param_groups = scope.param_groups;
       base.user = options.user;
-      auto total = co_await commit_save(io, *plans, std::move(base), *tmp, dir);
+      auto total = co_await commit_save(io, *plans, std::move(base), *tmp, dir, cache ? &cache->coordinator : nullptr);
       if (total) {
         committed = std::to_string(*total);
       } else {
@@ -107,6 +116,9 @@ Task<SaveReport> save_chunks(const SaveScope& scope, std::span<const LocalChunk>
     if (!committed) (void)co_await abandon_save(io, *tmp);
   }
   auto total = co_await detail::broadcast_outcome(world, committed);
+  // A cached plan next time only after a commit that merged this one: after any doubt,
+  // the whole plan again.
+  if (cache) cache->sent = total && plan ? std::optional(plan->layout_digest) : std::nullopt;
   if (!plan) co_return fail(plan.error().with_rank(rank));  // this rank's own failure first
   // Then a failed exchange of the plans, as seen here (the broadcast after it fails only
   // because the communicator broke, which would hide the cause). Rank 0 then abandoned the

@@ -52,6 +52,14 @@ struct LocalObject {
   std::span<const std::byte> bytes;
 };
 
+/// Plans kept from one save to the next by whoever saves the same chunks again (an
+/// AsyncCheckpointer): each rank's last committed layout, and on rank 0 the tensor index
+/// written then. With it, a save of an unchanged layout sends rank 0 a digest and a few
+/// checksums per rank instead of its plan, and rank 0 rewrites the index's checksums
+/// instead of merging (save_steps.hpp). Opaque; make one per checkpointer per rank.
+struct SavePlanCache;
+std::shared_ptr<SavePlanCache> make_save_plan_cache();
+
 struct SaveOptions {
   /// Stored as is in the metadata's "user" (step, data-loader state, RNG seeds...).
   nlohmann::json user = nlohmann::json::object();
@@ -81,6 +89,9 @@ struct SaveOptions {
   /// Values that are not tensors, written by this rank into its objects file; their
   /// bytes must stay valid until the save returns.
   std::vector<LocalObject> objects;
+  /// The same for every save of these chunks on this rank (SavePlanCache); null: every
+  /// save sends its whole plan.
+  std::shared_ptr<SavePlanCache> plan_cache;
 };
 
 /// What a save is collective over, and what its metadata records besides the chunks: a

@@ -114,7 +114,7 @@ Task<RankData> write_rank_data(CheckpointIo io, std::string tmp, int rank, std::
   if (!objects) co_return fail(objects.error());
   detail::RankPlan plan = detail::rank_plan(chunks, rank, detail::save_id_of(tmp), layout, std::move(*written),
                                             std::move(*objects));
-  RankData data{.plan = std::move(plan.plan), .files = plan.index.files.size()};
+  RankData data{.plan = std::move(plan.plan), .layout_digest = plan.layout_digest, .files = plan.index.files.size()};
   for (const auto& file : plan.index.files) data.bytes += file.size;
   // The index of what this rank wrote lies beside its files, durable before the plan
   // says it is there.
@@ -129,19 +129,18 @@ Task<RankData> write_rank_data(CheckpointIo io, std::string tmp, int rank, std::
 std::string plan_text(const Result<RankData>& data) { return data ? data->plan : "!" + data.error().to_string(); }
 
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
-                                std::string tmp, std::string dir) {
+                                std::string tmp, std::string dir, detail::PlanCache* cache) {
   dir = detail::strip_trailing_slashes(std::move(dir));
   if (auto bounded = check_user_blob(base.user); !bounded) co_return fail(bounded.error().with_path(dir));
-  auto merged = detail::merge_plans(plans, base.world_size);
-  if (!merged) co_return fail(merged.error().with_path(dir));
-  std::string index = encode_tensor_index(merged->tensors, base.param_groups.dump());
+  auto planned = detail::plan_commit(plans, base.world_size, base.param_groups.dump(), cache);
+  if (!planned) co_return fail(planned.error().with_path(dir));
   CheckpointMetadata header = std::move(base);
-  header.files = std::move(merged->object_files);
-  header.objects = std::move(merged->objects);
-  header.index = IndexRecord{std::string(tensor_index_file), index.size(), crc32c(std::as_bytes(std::span(index))),
-                             detail::save_id_of(tmp)};
+  header.files = planned->object_files;
+  header.objects = planned->objects;
+  header.index = IndexRecord{std::string(tensor_index_file), planned->index.size(),
+                             crc32c(std::as_bytes(std::span(planned->index))), detail::save_id_of(tmp)};
   // The index first: the header, written last, is what makes the directory a checkpoint.
-  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(tensor_index_file), std::move(index));
+  if (auto ok = co_await detail::write_durable_file(io, tmp + "/" + std::string(tensor_index_file), planned->index);
       !ok) {
     co_return fail(ok.error());
   }
@@ -151,7 +150,8 @@ Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> pl
     co_return fail(ok.error());
   }
   if (auto ok = co_await detail::commit_directory(io, tmp, dir); !ok) co_return fail(ok.error());
-  co_return merged->data_bytes;
+  if (cache) detail::remember(*cache, *planned);
+  co_return planned->data_bytes;
 }
 
 Task<void> abandon_save(CheckpointIo io, std::string tmp) {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "corockpt/ckpt/checkpoint_io.hpp"
+#include "corockpt/ckpt/detail/rank_plan.hpp"
 #include "corockpt/ckpt/format/checkpoint_metadata.hpp"
 #include "corockpt/ckpt/local_chunks.hpp"
 #include "corockpt/ckpt/save.hpp"
@@ -43,6 +44,7 @@ Task<TemporaryDirectory> begin_save(CheckpointIo io, std::string dir);
 /// objects are used.
 struct RankData {
   std::string plan;
+  std::uint64_t layout_digest = 0;  ///< detail::RankPlan's
   std::uint64_t bytes = 0;  ///< in its data and object files
   std::size_t files = 0;    ///< data and object files
 };
@@ -59,8 +61,10 @@ std::string plan_text(const Result<RankData>& data);
 /// world size, meshes, block size, param groups and user, as format version 3) and
 /// renames `tmp` to `dir`. @returns every rank's data bytes. A rank's failure is
 /// returned as Errc::io naming the rank.
+/// With `cache` (rank 0's part of a SavePlanCache), plans may be cached ones
+/// (detail::plan_commit) and the cache holds this commit's layouts after it.
 Task<std::uint64_t> commit_save(CheckpointIo io, std::span<const std::string> plans, CheckpointMetadata base,
-                                std::string tmp, std::string dir);
+                                std::string tmp, std::string dir, detail::PlanCache* cache = nullptr);
 
 /// After a failure (coordinator): removes `tmp` (a crash leaves it: verify says partial).
 Task<void> abandon_save(CheckpointIo io, std::string tmp);

@@ -162,9 +162,9 @@ TEST_CASE("tensor index - read back as written, looked up by name, refused when 
     for (std::size_t i = 0; i < opened->size(); ++i) refused = refused || !opened->entry(i);
     CHECK(refused);
   }
-  // Hashes out of order: entries 0 and 1 swapped (each 32 bytes, after 40 of header).
+  // Hashes out of order: entries 0 and 1 swapped (each 32 bytes, after 48 of header).
   std::string swapped = bytes;
-  std::swap_ranges(swapped.begin() + 40, swapped.begin() + 72, swapped.begin() + 72);
+  std::swap_ranges(swapped.begin() + 48, swapped.begin() + 80, swapped.begin() + 80);
   auto unordered = TensorIndex::open(swapped, 8, 16, "idx");
   REQUIRE_FALSE(unordered);
   CHECK(unordered.error().message.find("not in order") != std::string::npos);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 #include <cstdio>
+#include <cstring>
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
@@ -16,6 +17,80 @@ namespace corockpt::detail {
 namespace {
 
 constexpr std::string_view kPlanMagic = "CRKPLAN1";
+// A plan whose layout the coordinator has from an earlier save: its digest stands in for it.
+constexpr std::string_view kCachedMagic = "CRKPLANC";
+
+std::uint64_t layout_digest_of(std::string_view layout) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (char c : layout) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// A plan's parts: its rank, and its layout (empty in a cached plan, whose digest says
+// which) and variable section.
+struct PlanParts {
+  bool cached = false;
+  bool valid = false;
+  int rank = 0;
+  std::uint64_t digest = 0;
+  std::string_view layout;
+  std::string_view variable;
+};
+
+PlanParts plan_parts(std::string_view plan) {
+  PlanParts parts;
+  ByteReader in(plan);
+  const std::string_view magic = in.raw(kPlanMagic.size());
+  if (magic != kPlanMagic && magic != kCachedMagic) return parts;
+  parts.cached = magic == kCachedMagic;
+  parts.rank = static_cast<int>(in.varint());
+  if (parts.cached) {
+    parts.digest = in.fixed<std::uint64_t>();
+  } else {
+    parts.layout = in.raw(in.varint());
+    parts.digest = layout_digest_of(parts.layout);
+  }
+  parts.variable = plan.substr(std::min(in.at(), plan.size()));
+  parts.valid = !in.failed;
+  return parts;
+}
+
+// A plan's variable section, decoded.
+struct Variable {
+  std::uint64_t data_bytes = 0;
+  std::vector<std::pair<std::string, ObjectRecord>> objects;
+  std::vector<std::pair<std::string, std::uint64_t>> object_files;
+  std::vector<std::uint32_t> whole_crcs;
+};
+
+std::optional<Variable> read_variable(std::string_view bytes) {
+  Variable out;
+  ByteReader in(bytes);
+  out.data_bytes = in.varint();
+  const std::uint64_t objects = in.varint();
+  for (std::uint64_t o = 0; o < objects && !in.failed; ++o) {
+    std::string name(in.text());
+    ObjectRecord object{std::string(in.text()), in.varint(), in.varint(), {}};
+    const std::uint64_t sums = in.varint();
+    if (sums > in.left()) return std::nullopt;
+    for (std::uint64_t s = 0; s < sums; ++s) object.crc32c.push_back(in.fixed<std::uint32_t>());
+    out.objects.emplace_back(std::move(name), std::move(object));
+  }
+  const std::uint64_t files = in.varint();
+  for (std::uint64_t f = 0; f < files && !in.failed; ++f) {
+    std::string name(in.text());
+    out.object_files.emplace_back(std::move(name), in.varint());
+  }
+  const std::uint64_t crcs = in.varint();
+  if (crcs > in.left()) return std::nullopt;
+  out.whole_crcs.resize(crcs);
+  for (auto& crc : out.whole_crcs) crc = in.fixed<std::uint32_t>();
+  if (in.failed || !in.done()) return std::nullopt;
+  return out;
+}
 
 bool at_origin(const Box& box) {
   return std::ranges::all_of(box.offsets, [](std::int64_t o) { return o == 0; });
@@ -179,44 +254,71 @@ RankPlan rank_plan(std::span<const LocalChunk> chunks, int rank, std::string sav
     data_bytes += objects.file_size;
   }
 
+  // The layout: the same for every save of this rank's chunks.
+  ByteWriter layout_bytes;
+  layout_bytes.varint(listed.size());
+  std::vector<std::uint32_t> whole_crcs;
+  for (const Listed& entry : listed) {
+    const LocalChunk& chunk = *entry.chunk;
+    layout_bytes.fixed<std::uint64_t>(name_hash(chunk.name));
+    layout_bytes.fixed<std::uint8_t>(entry.named ? 1 : 0);
+    layout_bytes.fixed<std::uint8_t>(static_cast<std::uint8_t>(chunk.dtype));
+    layout_bytes.varint(chunk.shape.size());
+    for (std::int64_t s : chunk.shape) layout_bytes.varint(static_cast<std::uint64_t>(s));
+    if (entry.named) layout_bytes.text(chunk.name);
+    layout_bytes.varint(entry.runs.size());
+    for (const ChunkRun& run : entry.runs) write_run(layout_bytes, run);
+    layout_bytes.fixed<std::uint8_t>(entry.whole ? 1 : 0);
+    if (entry.whole) {
+      write_whole(layout_bytes, *entry.whole);
+      whole_crcs.push_back(entry.whole->crc32c.empty() ? 0 : entry.whole->crc32c[0]);
+    }
+  }
+  // What changes from save to save: sizes, objects, the whole tensors' checksums.
+  ByteWriter variable;
+  variable.varint(data_bytes);
+  variable.varint(objects.objects.size());
+  for (const auto& [name, object] : objects.objects) {
+    variable.text(name);
+    variable.text(object.file);
+    variable.varint(object.begin);
+    variable.varint(object.end);
+    variable.varint(object.crc32c.size());
+    for (std::uint32_t crc : object.crc32c) variable.fixed<std::uint32_t>(crc);
+  }
+  variable.varint(objects.file.empty() ? 0 : 1);
+  if (!objects.file.empty()) {
+    variable.text(objects.file);
+    variable.varint(objects.file_size);
+  }
+  variable.varint(whole_crcs.size());
+  for (std::uint32_t crc : whole_crcs) variable.fixed<std::uint32_t>(crc);
+
   ByteWriter plan;
   plan.raw(kPlanMagic);
   plan.varint(static_cast<std::uint32_t>(rank));
-  plan.varint(data_bytes);
-  plan.varint(objects.objects.size());
-  for (const auto& [name, object] : objects.objects) {
-    plan.text(name);
-    plan.text(object.file);
-    plan.varint(object.begin);
-    plan.varint(object.end);
-    plan.varint(object.crc32c.size());
-    for (std::uint32_t crc : object.crc32c) plan.fixed<std::uint32_t>(crc);
-  }
-  plan.varint(objects.file.empty() ? 0 : 1);
-  if (!objects.file.empty()) {
-    plan.text(objects.file);
-    plan.varint(objects.file_size);
-  }
-  plan.varint(listed.size());
-  for (const Listed& entry : listed) {
-    const LocalChunk& chunk = *entry.chunk;
-    plan.fixed<std::uint64_t>(name_hash(chunk.name));
-    plan.fixed<std::uint8_t>(entry.named ? 1 : 0);
-    plan.fixed<std::uint8_t>(static_cast<std::uint8_t>(chunk.dtype));
-    plan.varint(chunk.shape.size());
-    for (std::int64_t s : chunk.shape) plan.varint(static_cast<std::uint64_t>(s));
-    if (entry.named) plan.text(chunk.name);
-    plan.varint(entry.runs.size());
-    for (const ChunkRun& run : entry.runs) write_run(plan, run);
-    plan.fixed<std::uint8_t>(entry.whole ? 1 : 0);
-    if (entry.whole) write_whole(plan, *entry.whole);
-  }
+  plan.varint(layout_bytes.size());
+  plan.raw(layout_bytes.bytes());
+  plan.raw(variable.bytes());
   out.plan = std::move(plan.bytes());
+  out.layout_digest = layout_digest_of(layout_bytes.bytes());
   return out;
+}
+
+std::string cached_plan(const std::string& plan) {
+  const PlanParts parts = plan_parts(plan);
+  ByteWriter out;
+  out.raw(kCachedMagic);
+  out.varint(static_cast<std::uint32_t>(parts.rank));
+  out.fixed<std::uint64_t>(layout_digest_of(parts.layout));
+  out.raw(parts.variable);
+  return std::move(out.bytes());
 }
 
 Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size) {
   MergedPlan merged;
+  merged.digests.assign(static_cast<std::size_t>(std::max(world_size, 0)), 0);
+  merged.whole_of_rank.resize(merged.digests.size());
   // Sized from rank 0's plan, so the table seldom grows: about as many tensors as it lists.
   SlotTable table(plans.empty() ? 0 : plans[0].size() / 16);
   std::vector<Slot> slots;
@@ -228,28 +330,25 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
       return fail(Errc::io, "rank " + std::to_string(p) + " could not write its data: " + plans[p].substr(1),
                   {.operation = "save"});
     }
-    ByteReader in(plans[p]);
-    if (in.raw(kPlanMagic.size()) != kPlanMagic) return fail(plan_error(static_cast<int>(p), "not a plan"));
-    const auto rank = static_cast<int>(in.varint());
+    const PlanParts parts = plan_parts(plans[p]);
+    if (!parts.valid || parts.cached || parts.rank < 0 || parts.rank >= world_size) {
+      return fail(plan_error(static_cast<int>(p), parts.cached ? "a cached plan where all were needed" : "not a plan"));
+    }
+    const int rank = parts.rank;
     const std::string who = "rank " + std::to_string(rank);
-    merged.data_bytes += in.varint();
-    const std::uint64_t objects = in.varint();
-    for (std::uint64_t o = 0; o < objects && !in.failed; ++o) {
-      std::string name(in.text());
-      ObjectRecord object{std::string(in.text()), in.varint(), in.varint(), {}};
-      const std::uint64_t sums = in.varint();
-      if (sums > in.left()) return fail(plan_error(rank, "its objects leave it"));
-      for (std::uint64_t s = 0; s < sums; ++s) object.crc32c.push_back(in.fixed<std::uint32_t>());
+    merged.digests[static_cast<std::size_t>(rank)] = parts.digest;
+    auto variable = read_variable(parts.variable);
+    if (!variable) return fail(plan_error(rank, "its sizes, objects or checksums do not parse"));
+    merged.data_bytes += variable->data_bytes;
+    for (auto& [name, object] : variable->objects) {
       if (!merged.objects.try_emplace(name, std::move(object)).second) {
         return fail(Errc::invalid_argument, who + " wrote object " + name + ", which another rank wrote too",
                     {.fqn = name, .operation = "save"});
       }
     }
-    const std::uint64_t object_files = in.varint();
-    for (std::uint64_t f = 0; f < object_files && !in.failed; ++f) {
-      std::string name(in.text());
-      merged.object_files[name] = in.varint();
-    }
+    for (auto& [name, size] : variable->object_files) merged.object_files[name] = size;
+    std::size_t wholes = 0;  // of this rank's, so far
+    ByteReader in(parts.layout);
     const std::uint64_t tensors = in.varint();
     for (std::uint64_t t = 0; t < tensors && !in.failed; ++t) {
       const std::uint64_t hash = in.fixed<std::uint64_t>();
@@ -297,9 +396,16 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
         fast.rest_digest = rest;
         fast.extent = run.dim < slot.shape.size() ? slot.shape[run.dim] : 0;
       }
-      if (in.fixed<std::uint8_t>() != 0) slots[index].whole = read_whole(in);
+      if (in.fixed<std::uint8_t>() != 0) {
+        if (wholes >= variable->whole_crcs.size()) return fail(plan_error(rank, "a whole chunk without its checksum"));
+        slots[index].whole = read_whole(in);
+        slots[index].whole->crc32c = {variable->whole_crcs[wholes++]};
+        merged.whole_of_rank[static_cast<std::size_t>(rank)].push_back(index);
+      }
     }
-    if (in.failed || !in.done()) return fail(plan_error(rank, "it ends early or runs on"));
+    if (in.failed || !in.done() || wholes != variable->whole_crcs.size()) {
+      return fail(plan_error(rank, "it ends early or runs on"));
+    }
   }
 
   merged.tensors.reserve(slots.size());
@@ -353,6 +459,77 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
         {std::move(slot.name), slot.dtype, std::move(slot.shape), std::move(slot.runs), std::move(slot.whole)});
   }
   return merged;
+}
+
+Result<CommitPlan> plan_commit(std::span<const std::string> plans, int world_size, std::string_view param_groups_json,
+                               const PlanCache* cache) {
+  CommitPlan out;
+  const bool any_cached = std::ranges::any_of(plans, [](const std::string& plan) { return plan_parts(plan).cached; });
+  if (!any_cached) {
+    auto merged = merge_plans(plans, world_size);
+    if (!merged) return fail(merged.error());
+    std::vector<std::int64_t> ordinals;
+    out.index = encode_tensor_index(merged->tensors, param_groups_json, &ordinals);
+    out.objects = std::move(merged->objects);
+    out.object_files = std::move(merged->object_files);
+    out.data_bytes = merged->data_bytes;
+    out.digests = std::move(merged->digests);
+    for (const auto& slots : merged->whole_of_rank) {
+      auto& mine = out.crc_slots.emplace_back();
+      for (std::uint32_t slot : slots) mine.push_back(static_cast<std::uint32_t>(ordinals[slot]));
+    }
+    return out;
+  }
+  // Every rank's layout as at the last commit: that index, with this save's checksums.
+  auto stale = [](const std::string& why) {
+    return fail(Errc::internal, "a plan cached from the last save cannot be used: " + why +
+                                    " (the checkpointers forget their plans: the next save sends them whole)",
+                {.operation = "save"});
+  };
+  if (!cache || cache->digests.size() != static_cast<std::size_t>(world_size) || plans.size() != cache->digests.size()) {
+    return stale("rank 0 has no plans of this world from an earlier save");
+  }
+  out.index = cache->index;
+  out.digests = cache->digests;
+  out.crc_slots = cache->crc_slots;
+  out.reused = true;
+  out.index.resize(tensor_index_groups_at(out.index));  // this save's param groups
+  out.index.append(param_groups_json);
+  const std::size_t crcs_at = tensor_index_crcs_at(out.index);
+  for (std::size_t p = 0; p < plans.size(); ++p) {
+    if (!plans[p].empty() && plans[p][0] == '!') {
+      return fail(Errc::io, "rank " + std::to_string(p) + " could not write its data: " + plans[p].substr(1),
+                  {.operation = "save"});
+    }
+    const PlanParts parts = plan_parts(plans[p]);
+    if (!parts.valid || parts.rank != static_cast<int>(p)) return fail(plan_error(static_cast<int>(p), "not a plan"));
+    if (parts.digest != cache->digests[p]) return stale("rank " + std::to_string(p) + "'s layout changed");
+    auto variable = read_variable(parts.variable);
+    const auto& slots = cache->crc_slots[p];
+    if (!variable || variable->whole_crcs.size() != slots.size()) {
+      return fail(plan_error(parts.rank, "its sizes, objects or checksums do not parse"));
+    }
+    for (std::size_t k = 0; k < slots.size(); ++k) {
+      std::memcpy(out.index.data() + crcs_at + slots[k] * sizeof(std::uint32_t), &variable->whole_crcs[k],
+                  sizeof(std::uint32_t));
+    }
+    out.data_bytes += variable->data_bytes;
+    for (auto& [name, object] : variable->objects) {
+      if (!out.objects.try_emplace(name, std::move(object)).second) {
+        return fail(Errc::invalid_argument, "rank " + std::to_string(p) + " wrote object " + name + ", which another rank wrote too",
+                    {.fqn = name, .operation = "save"});
+      }
+    }
+    for (auto& [name, size] : variable->object_files) out.object_files[name] = size;
+  }
+  return out;
+}
+
+void remember(PlanCache& cache, const CommitPlan& committed) {
+  if (committed.reused) return;  // the cache holds that layout already
+  cache.digests = committed.digests;
+  cache.index = committed.index;
+  cache.crc_slots = committed.crc_slots;
 }
 
 }  // namespace corockpt::detail

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ namespace corockpt::detail {
 struct RankPlan {
   RankIndex index;
   std::string plan;
+  /// Of the plan's layout (its tensors and runs, without checksums): equal from save to
+  /// save of the same chunks, so that a checkpointer can send cached_plan(plan) instead.
+  std::uint64_t layout_digest = 0;
 };
 
 /// The objects a rank wrote (SaveOptions::objects) and their file.
@@ -53,6 +57,12 @@ RankPlan rank_plan(std::span<const LocalChunk> chunks, int rank, std::string sav
 /// has no such suffix): what ties each rank's index to the header.
 std::string save_id_of(const std::string& tmp);
 
+/// A plan that stands for `plan` at a coordinator holding its layout from an earlier
+/// save (PlanCache): the layout's digest and what changes from save to save (sizes,
+/// objects, the checksums of tensors saved whole), a few bytes where the plan is
+/// hundreds of KiB.
+std::string cached_plan(const std::string& plan);
+
 /// Every rank's plans merged.
 struct MergedPlan {
   std::vector<TensorEntry> tensors;  ///< in no particular order
@@ -60,6 +70,9 @@ struct MergedPlan {
   std::map<std::string, std::uint64_t> object_files;  ///< the files holding objects, with their sizes
   std::uint64_t data_bytes = 0;  ///< every rank's files
   std::uint64_t chunks = 0;      ///< chunks written
+  std::vector<std::uint64_t> digests;  ///< per rank: its layout's digest (0: no plan)
+  /// Per rank: the tensors (into `tensors`) it saved whole, in its plan's order.
+  std::vector<std::vector<std::uint32_t>> whole_of_rank;
 };
 
 /// The coordinator's merge of the plans of a world of `world_size` ranks (as plan_text
@@ -69,5 +82,38 @@ struct MergedPlan {
 /// Errc::internal for a plan that does not parse, Errc::invalid_argument or check_tiling's
 /// Errc::corrupt naming the tensor.
 Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size);
+
+/// What a coordinator keeps from its last committed save (plan caching): every rank's
+/// layout digest, and the tensor index it wrote with where each rank's whole tensors'
+/// checksums lie in it. A save whose ranks all send cached plans of the same layouts
+/// reuses the index with the new checksums: no merge, no tiling check, no encoding.
+struct PlanCache {
+  std::vector<std::uint64_t> digests;
+  std::string index;
+  std::vector<std::vector<std::uint32_t>> crc_slots;
+};
+
+/// What commit_save writes: the tensor index and the header's objects.
+struct CommitPlan {
+  std::string index;
+  std::map<std::string, ObjectRecord> objects;
+  std::map<std::string, std::uint64_t> object_files;
+  std::uint64_t data_bytes = 0;
+  bool reused = false;  ///< from the cache
+  std::vector<std::uint64_t> digests;                 ///< for remember
+  std::vector<std::vector<std::uint32_t>> crc_slots;  ///< for remember
+};
+
+/// The tensor index of the plans (with the param groups): merged and encoded when every
+/// plan is whole, else (some cached) `cache`'s index with every rank's new checksums,
+/// after checking each plan's layout digest against it. @returns merge_plans's errors;
+/// Errc::internal when cached plans cannot be used (no cache, another world, a changed
+/// layout): the save fails, and its callers forget their cached plans, so the next one
+/// sends them whole.
+Result<CommitPlan> plan_commit(std::span<const std::string> plans, int world_size, std::string_view param_groups_json,
+                               const PlanCache* cache);
+
+/// After the commit of `committed`: `cache` holds its layouts.
+void remember(PlanCache& cache, const CommitPlan& committed);
 
 }  // namespace corockpt::detail

@@ -40,8 +40,6 @@ void write_whole(detail::ByteWriter& out, const WholeChunk& chunk) {
   out.varint(chunk.file_size);
   out.varint(chunk.begin);
   out.varint(chunk.end);
-  out.varint(chunk.crc32c.size());
-  for (std::uint32_t crc : chunk.crc32c) out.fixed<std::uint32_t>(crc);
 }
 
 WholeChunk read_whole(detail::ByteReader& in) {
@@ -50,14 +48,17 @@ WholeChunk read_whole(detail::ByteReader& in) {
   chunk.file_size = in.varint();
   chunk.begin = in.varint();
   chunk.end = in.varint();
-  const std::uint64_t sums = in.varint();
-  if (sums > in.left() / sizeof(std::uint32_t)) {
-    in.failed = true;
-    return chunk;
-  }
-  chunk.crc32c.resize(sums);
-  for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
   return chunk;
+}
+
+std::size_t tensor_index_crcs_at(std::string_view bytes) {
+  detail::ByteReader in(bytes.substr(std::min(bytes.size(), kTensorMagic.size() + 24), 8));
+  return in.fixed<std::uint64_t>();
+}
+
+std::size_t tensor_index_groups_at(std::string_view bytes) {
+  detail::ByteReader in(bytes.substr(std::min(bytes.size(), kTensorMagic.size() + 32), 8));
+  return in.fixed<std::uint64_t>();
 }
 
 std::uint64_t name_hash(std::string_view name) {
@@ -77,16 +78,19 @@ std::string rank_index_file_name(int rank) {
 
 // --- the tensor index ----------------------------------------------------------------
 
-std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::string_view param_groups_json) {
-  std::vector<std::pair<std::uint64_t, const TensorEntry*>> order;
+std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::string_view param_groups_json,
+                                std::vector<std::int64_t>* whole_ordinals) {
+  std::vector<std::pair<std::uint64_t, std::size_t>> order;
   order.reserve(tensors.size());
-  for (const TensorEntry& tensor : tensors) order.emplace_back(name_hash(tensor.name), &tensor);
-  std::ranges::sort(order, {}, &std::pair<std::uint64_t, const TensorEntry*>::first);
+  for (std::size_t i = 0; i < tensors.size(); ++i) order.emplace_back(name_hash(tensors[i].name), i);
+  std::ranges::sort(order, {}, &std::pair<std::uint64_t, std::size_t>::first);
+  if (whole_ordinals) whole_ordinals->assign(tensors.size(), -1);
   std::string names;
   detail::ByteWriter bodies;
   detail::ByteWriter table;
-  for (const auto& [hash, entry] : order) {
-    const TensorEntry& tensor = *entry;
+  detail::ByteWriter crcs;  // the whole chunks' checksums, one each, in entry order
+  for (const auto& [hash, i] : order) {
+    const TensorEntry& tensor = tensors[i];
     const std::size_t body_at = bodies.size();
     bodies.fixed<std::uint8_t>(static_cast<std::uint8_t>(tensor.dtype));
     bodies.varint(tensor.shape.size());
@@ -94,7 +98,13 @@ std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::strin
     bodies.varint(tensor.runs.size());
     for (const ChunkRun& run : tensor.runs) write_run(bodies, run);
     bodies.fixed<std::uint8_t>(tensor.whole ? 1 : 0);
-    if (tensor.whole) write_whole(bodies, *tensor.whole);
+    if (tensor.whole) {
+      const std::size_t ordinal = crcs.size() / sizeof(std::uint32_t);
+      write_whole(bodies, *tensor.whole);
+      bodies.varint(ordinal);
+      crcs.fixed<std::uint32_t>(tensor.whole->crc32c.empty() ? 0 : tensor.whole->crc32c[0]);
+      if (whole_ordinals) (*whole_ordinals)[i] = static_cast<std::int64_t>(ordinal);
+    }
     table.fixed<std::uint64_t>(hash);
     table.fixed<std::uint64_t>(names.size());
     table.fixed<std::uint32_t>(static_cast<std::uint32_t>(tensor.name.size()));
@@ -105,13 +115,15 @@ std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::strin
   detail::ByteWriter out;
   out.raw(kTensorMagic);
   out.fixed<std::uint64_t>(tensors.size());
-  const std::size_t names_at = out.size() + 3 * sizeof(std::uint64_t) + table.size();
+  const std::size_t names_at = out.size() + 4 * sizeof(std::uint64_t) + table.size();
   out.fixed<std::uint64_t>(names_at);
-  out.fixed<std::uint64_t>(names_at + names.size());
-  out.fixed<std::uint64_t>(names_at + names.size() + bodies.size());
+  out.fixed<std::uint64_t>(names_at + names.size());                                  // bodies
+  out.fixed<std::uint64_t>(names_at + names.size() + bodies.size());                  // checksums
+  out.fixed<std::uint64_t>(names_at + names.size() + bodies.size() + crcs.size());    // param groups
   out.raw(table.bytes());
   out.raw(names);
   out.raw(bodies.bytes());
+  out.raw(crcs.bytes());
   out.raw(param_groups_json);
   return std::move(out.bytes());
 }
@@ -123,15 +135,18 @@ Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::ui
   const std::uint64_t count = in.fixed<std::uint64_t>();
   const std::uint64_t names_at = in.fixed<std::uint64_t>();
   const std::uint64_t bodies_at = in.fixed<std::uint64_t>();
+  const std::uint64_t crcs_at = in.fixed<std::uint64_t>();
   const std::uint64_t extras_at = in.fixed<std::uint64_t>();
   const std::uint64_t table_at = in.at();
   if (in.failed || count > (bytes.size() - table_at) / kEntryBytes || names_at != table_at + count * kEntryBytes ||
-      bodies_at < names_at || extras_at < bodies_at || extras_at > bytes.size()) {
+      bodies_at < names_at || crcs_at < bodies_at || extras_at < crcs_at || extras_at > bytes.size() ||
+      (extras_at - crcs_at) % sizeof(std::uint32_t) != 0) {
     return fail(corrupt(path, "its table does not fit its " + std::to_string(bytes.size()) + " bytes"));
   }
   index.count_ = count;
   index.names_at_ = names_at;
   index.bodies_at_ = bodies_at;
+  index.crcs_at_ = crcs_at;
   index.extras_at_ = extras_at;
   index.world_size_ = world_size;
   index.block_size_ = block_size;
@@ -148,7 +163,7 @@ Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::ui
     const std::uint64_t body_len = entry.fixed<std::uint32_t>();
     const std::uint64_t body_at = entry.fixed<std::uint64_t>();
     if (name_at > bodies_at - names_at || name_len > bodies_at - names_at - name_at ||
-        body_at > extras_at - bodies_at || body_len > extras_at - bodies_at - body_at) {
+        body_at > crcs_at - bodies_at || body_len > crcs_at - bodies_at - body_at) {
       return fail(corrupt(index.path_, "entry " + std::to_string(i) + " leaves the file"));
     }
     if (i > 0 && hash <= previous) {
@@ -221,6 +236,12 @@ Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
   if (whole > 1) return fail(corrupt(path_, where + ": its record is damaged", tensor.name));
   if (whole == 1) {
     tensor.whole = read_whole(in);
+    const std::uint64_t ordinal = in.varint();
+    if (ordinal >= (extras_at_ - crcs_at_) / sizeof(std::uint32_t)) {
+      return fail(corrupt(path_, where + ": its chunk's checksum is not in the file", tensor.name));
+    }
+    detail::ByteReader crc(std::string_view(bytes_).substr(crcs_at_ + ordinal * sizeof(std::uint32_t), sizeof(std::uint32_t)));
+    tensor.whole->crc32c = {crc.fixed<std::uint32_t>()};
     const WholeChunk& chunk = *tensor.whole;
     const auto bytes = detail::checked_bytes(tensor.shape, tensor.dtype);
     if (in.failed) return fail(corrupt(path_, where + ": its whole chunk leaves the file", tensor.name));

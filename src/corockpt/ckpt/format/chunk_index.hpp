@@ -68,7 +68,9 @@ namespace detail {
 class ByteWriter;
 class ByteReader;
 }  // namespace detail
-/// A whole chunk's location as varints (the tensor index and the plans carry it).
+/// A whole chunk's location as varints, without its checksum (the tensor index keeps the
+/// checksums in a table of their own, so a save of an unchanged layout rewrites only
+/// that table: plan caching, detail/rank_plan.hpp).
 void write_whole(detail::ByteWriter& out, const WholeChunk& chunk);
 /// The inverse; leaves `in.failed` set on bytes that end early.
 WholeChunk read_whole(detail::ByteReader& in);
@@ -76,7 +78,14 @@ WholeChunk read_whole(detail::ByteReader& in);
 /// The global index of `tensors` (no name hash twice: merge_plans refuses such names), and
 /// the param groups (`param_groups_json`, JSON text: kept here, not in the header every
 /// loading rank parses, as they name every param).
-std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::string_view param_groups_json);
+/// `whole_ordinals`, if given, receives for each tensor the position of its whole chunk's
+/// checksum in the index's table of them (-1 for none).
+std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::string_view param_groups_json,
+                                std::vector<std::int64_t>* whole_ordinals = nullptr);
+/// Where an encoded tensor index's table of whole chunks' checksums (4 bytes each) begins.
+std::size_t tensor_index_crcs_at(std::string_view bytes);
+/// ... and where its param groups begin (they run to its end).
+std::size_t tensor_index_groups_at(std::string_view bytes);
 
 /// The global index read from its bytes: the table is checked when opened, each entry
 /// when it is decoded, so a lookup costs what it reads.
@@ -105,6 +114,7 @@ class TensorIndex {
   int world_size_ = 0;
   std::uint64_t block_size_ = 1;
   std::size_t count_ = 0;
+  std::size_t crcs_at_ = 0;
   std::size_t extras_at_ = 0;
   std::size_t names_at_ = 0;
   std::size_t bodies_at_ = 0;
