@@ -79,10 +79,13 @@ Result<DeviceMesh> DeviceMesh::create(std::vector<std::int64_t> shape,
   if (product != static_cast<std::int64_t>(ranks.size())) {
     return bad("holds " + std::to_string(ranks.size()) + " ranks, but the shape needs its product");
   }
-  std::set<int> seen_ranks;
+  // A bitmap, not a set: meshes of thousands of ranks are made for every unit.
+  std::vector<bool> seen_ranks;
   for (int r : ranks) {
     if (r < 0) return bad("rank " + std::to_string(r) + " is negative");
-    if (!seen_ranks.insert(r).second) return bad("rank " + std::to_string(r) + " is repeated");
+    if (static_cast<std::size_t>(r) >= seen_ranks.size()) seen_ranks.resize(std::max<std::size_t>(2 * r + 1, 64));
+    if (seen_ranks[static_cast<std::size_t>(r)]) return bad("rank " + std::to_string(r) + " is repeated");
+    seen_ranks[static_cast<std::size_t>(r)] = true;
   }
   DeviceMesh mesh;
   mesh.shape_ = std::move(shape);

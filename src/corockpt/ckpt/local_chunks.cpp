@@ -36,14 +36,26 @@ Result<LocalChunks> LocalChunks::of(Model& model) {
   const bool adam = spec.optimizer && spec.optimizer->type == OptimizerType::adam;
   const int rank = model.rank();
 
+  // Per unit: the instances of one unit on this rank (its experts) share their holders,
+  // a list as long as the unit's mesh: found once, not once per expert.
+  struct UnitHolders {
+    const UnitSpec* unit = nullptr;
+    std::vector<int> replicas, holders;
+  };
+  UnitHolders known;
   for (std::uint32_t unit = 0; unit < model.instances().size(); ++unit) {
     auto& inst = model.instances()[unit];
-    auto mesh = unit_mesh(spec, *inst.unit);
-    if (!mesh) return fail(mesh.error());
-    auto replicas = instance_holders(*inst.unit, *mesh, inst.expert, rank, false);
-    if (!replicas) return fail(replicas.error());
-    auto holders = instance_holders(*inst.unit, *mesh, inst.expert, rank, true);
-    if (!holders) return fail(holders.error());
+    if (known.unit != inst.unit) {
+      auto mesh = unit_mesh(spec, *inst.unit);
+      if (!mesh) return fail(mesh.error());
+      auto replicas = instance_holders(*inst.unit, *mesh, inst.expert, rank, false);
+      if (!replicas) return fail(replicas.error());
+      auto holders = instance_holders(*inst.unit, *mesh, inst.expert, rank, true);
+      if (!holders) return fail(holders.error());
+      known = {inst.unit, std::move(*replicas), std::move(*holders)};
+    }
+    const std::vector<int>* replicas = &known.replicas;
+    const std::vector<int>* holders = &known.holders;
 
     auto add = [&](const std::string& name, const ParamSlot& slot, const Box& box, std::byte* data, DType dtype,
                    const std::vector<int>& who, MemorySpace space) {

@@ -120,6 +120,8 @@ struct Slot {
 // small, apart from the rest, holding the run the next chunk may extend with its dims
 // other than the run's as a digest.
 struct HotSlot {
+  std::uint64_t hash = 0;          // the name's
+  std::uint32_t next = ~0u;        // the slot that followed this one in the last plan holding both
   std::uint64_t shape_digest = 0;  // of dtype and shape
   std::uint64_t rest_digest = 0;   // of open's rest
   std::int64_t extent = 0;         // open's dim's
@@ -348,6 +350,7 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
     }
     for (auto& [name, size] : variable->object_files) merged.object_files[name] = size;
     std::size_t wholes = 0;  // of this rank's, so far
+    std::uint32_t previous = ~0u;  // the slot of this plan's previous record
     ByteReader in(parts.layout);
     const std::uint64_t tensors = in.varint();
     for (std::uint64_t t = 0; t < tensors && !in.failed; ++t) {
@@ -359,12 +362,18 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
       shape.resize(ndim);
       std::uint64_t digest = mix(static_cast<std::uint64_t>(dtype), ndim);
       for (auto& s : shape) digest = mix(digest, static_cast<std::uint64_t>(s = static_cast<std::int64_t>(in.varint())));
+      // Ranks list their tensors in much the same order (a rank's experts as the last
+      // rank of its expert coordinate did), so the slot that followed the previous
+      // record's last time is tried before the table: one cache line, not two misses.
       bool added = false;
-      const std::uint32_t index = table.find_or_add(hash, added);
+      std::uint32_t index = previous < hot.size() ? hot[previous].next : ~0u;
+      if (index >= hot.size() || hot[index].hash != hash) index = table.find_or_add(hash, added);
       if (added) {
         slots.push_back(Slot{.hash = hash, .dtype = dtype, .shape = shape, .first_rank = rank});
-        hot.push_back(HotSlot{.shape_digest = digest});
+        hot.push_back(HotSlot{.hash = hash, .shape_digest = digest});
       }
+      if (previous < hot.size()) hot[previous].next = index;
+      previous = index;
       HotSlot& fast = hot[index];
       const bool same_shape = fast.shape_digest == digest;
       if (!same_shape && slots[index].conflict_rank < 0) slots[index].conflict_rank = rank;
