@@ -17,9 +17,11 @@
 
 namespace corockpt::detail {
 
-/// Reads all of the file `path` (at most `max_bytes`, else Errc::corrupt naming `what`).
-/// @returns Errc::not_found when there is none; storage errors with the path.
-Task<std::string> read_whole_file(CheckpointIo io, std::string path, std::uint64_t max_bytes, std::string what);
+/// Reads all of the file `path` (at most `max_bytes`, else Errc::corrupt naming `what`),
+/// in one read when it has the `expected` size. @returns Errc::not_found when there is
+/// none; storage errors with the path.
+Task<std::string> read_whole_file(CheckpointIo io, std::string path, std::uint64_t max_bytes, std::string what,
+                                  std::uint64_t expected = 0);
 
 /// `header` (a version 3 header read from `dir`) with every tensor and every chunk, and
 /// every file with its size. @returns Errc::corrupt naming the index file and what is

@@ -129,6 +129,13 @@ std::string encode_tensor_index(std::span<const TensorEntry> tensors, std::strin
 }
 
 Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::uint64_t block_size, std::string path) {
+  auto owner = std::make_shared<std::string>(std::move(bytes));
+  const std::string_view view(*owner);
+  return open(view, std::move(owner), world_size, block_size, std::move(path));
+}
+
+Result<TensorIndex> TensorIndex::open(std::string_view bytes, std::shared_ptr<const void> owner, int world_size,
+                                      std::uint64_t block_size, std::string path) {
   TensorIndex index;
   detail::ByteReader in(bytes);
   if (in.raw(kTensorMagic.size()) != kTensorMagic) return fail(corrupt(path, "not a corockpt tensor index"));
@@ -151,12 +158,13 @@ Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::ui
   index.world_size_ = world_size;
   index.block_size_ = block_size;
   index.path_ = std::move(path);
-  index.bytes_ = std::move(bytes);
+  index.bytes_ = bytes;
+  index.owner_ = std::move(owner);
   // Every name inside its blob, hashes in strictly ascending order: find's binary search
   // relies on it.
   std::uint64_t previous = 0;
   for (std::size_t i = 0; i < count; ++i) {
-    detail::ByteReader entry(std::string_view(index.bytes_).substr(table_at + i * kEntryBytes, kEntryBytes));
+    detail::ByteReader entry(index.bytes_.substr(table_at + i * kEntryBytes, kEntryBytes));
     const std::uint64_t hash = entry.fixed<std::uint64_t>();
     const std::uint64_t name_at = entry.fixed<std::uint64_t>();
     const std::uint64_t name_len = entry.fixed<std::uint32_t>();
@@ -175,15 +183,15 @@ Result<TensorIndex> TensorIndex::open(std::string bytes, int world_size, std::ui
 }
 
 std::uint64_t TensorIndex::hash(std::size_t i) const {
-  detail::ByteReader entry(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, 8));
+  detail::ByteReader entry(bytes_.substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, 8));
   return entry.fixed<std::uint64_t>();
 }
 
 std::string_view TensorIndex::name(std::size_t i) const {
-  detail::ByteReader entry(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes + 8, 12));
+  detail::ByteReader entry(bytes_.substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes + 8, 12));
   const std::uint64_t name_at = entry.fixed<std::uint64_t>();
   const std::uint64_t name_len = entry.fixed<std::uint32_t>();
-  return std::string_view(bytes_).substr(names_at_ + name_at, name_len);
+  return bytes_.substr(names_at_ + name_at, name_len);
 }
 
 std::optional<std::size_t> TensorIndex::find(std::string_view name) const {
@@ -202,7 +210,7 @@ std::optional<std::size_t> TensorIndex::find(std::string_view name) const {
 }
 
 Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
-  detail::ByteReader table(std::string_view(bytes_).substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, kEntryBytes));
+  detail::ByteReader table(bytes_.substr(names_at_ - count_ * kEntryBytes + i * kEntryBytes, kEntryBytes));
   table.fixed<std::uint64_t>();
   table.fixed<std::uint64_t>();
   table.fixed<std::uint32_t>();
@@ -212,7 +220,7 @@ Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
   tensor.name = std::string(name(i));
   const std::string where = "tensor \"" + tensor.name + "\"";
   if (name_hash(tensor.name) != hash(i)) return fail(corrupt(path_, where + ": its name hash is not its name's", tensor.name));
-  detail::ByteReader in(std::string_view(bytes_).substr(bodies_at_ + body_at, body_len));
+  detail::ByteReader in(bytes_.substr(bodies_at_ + body_at, body_len));
   const auto dtype = dtype_of_code(in.fixed<std::uint8_t>());
   if (!dtype) return fail(corrupt(path_, where + ": unknown dtype", tensor.name));
   tensor.dtype = *dtype;
@@ -240,7 +248,7 @@ Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
     if (ordinal >= (extras_at_ - crcs_at_) / sizeof(std::uint32_t)) {
       return fail(corrupt(path_, where + ": its chunk's checksum is not in the file", tensor.name));
     }
-    detail::ByteReader crc(std::string_view(bytes_).substr(crcs_at_ + ordinal * sizeof(std::uint32_t), sizeof(std::uint32_t)));
+    detail::ByteReader crc(bytes_.substr(crcs_at_ + ordinal * sizeof(std::uint32_t), sizeof(std::uint32_t)));
     tensor.whole->crc32c = {crc.fixed<std::uint32_t>()};
     const WholeChunk& chunk = *tensor.whole;
     const auto bytes = detail::checked_bytes(tensor.shape, tensor.dtype);

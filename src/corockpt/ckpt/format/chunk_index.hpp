@@ -19,10 +19,12 @@
 /// is refused. The global index's size and CRC-32C are in the header.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "corockpt/ckpt/box.hpp"
@@ -94,6 +96,9 @@ class TensorIndex {
   /// @returns Errc::corrupt (with `path`) when the bytes are not a tensor index, its
   ///   table leaves them or its hashes are not ascending.
   static Result<TensorIndex> open(std::string bytes, int world_size, std::uint64_t block_size, std::string path);
+  /// The same over bytes that `owner` keeps alive (a mapped file).
+  static Result<TensorIndex> open(std::string_view bytes, std::shared_ptr<const void> owner, int world_size,
+                                  std::uint64_t block_size, std::string path);
 
   std::size_t size() const { return count_; }
   std::uint64_t hash(std::size_t i) const;
@@ -106,10 +111,11 @@ class TensorIndex {
   /// holding the shape's bytes, one checksum per `block_size` block.
   Result<TensorEntry> entry(std::size_t i) const;
   /// The param groups' JSON text, as written (not parsed: loads do not need them).
-  std::string_view param_groups_json() const { return std::string_view(bytes_).substr(extras_at_); }
+  std::string_view param_groups_json() const { return bytes_.substr(extras_at_); }
 
  private:
-  std::string bytes_;
+  std::shared_ptr<const void> owner_;
+  std::string_view bytes_;
   std::string path_;
   int world_size_ = 0;
   std::uint64_t block_size_ = 1;
@@ -143,6 +149,7 @@ struct RankIndex {
 
   /// The chunk of the tensor `hash` whose box is `box`, or nullptr.
   const Chunk* find(std::uint64_t hash, const Box& box) const;
+  Chunk* find(std::uint64_t hash, const Box& box) { return const_cast<Chunk*>(std::as_const(*this).find(hash, box)); }
 };
 
 /// Sorts `index.chunks` and encodes it.
