@@ -1,20 +1,12 @@
 #include "corockpt/ckpt/detail/index_reads.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
 #include <deque>
-#include <unordered_map>
-#include <unordered_set>
 #include <map>
 #include <memory>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "corockpt/ckpt/format/checked_size.hpp"
@@ -37,54 +29,28 @@ Error corrupt(const std::string& path, const std::string& what, const std::strin
   return e;
 }
 
-// A file mapped read-only, unmapped with its last owner.
-struct MappedFile {
-  const char* data = nullptr;
-  std::size_t size = 0;
-  ~MappedFile() {
-    if (data && size > 0) ::munmap(const_cast<char*>(data), size);
-  }
-};
-
-// The tensor index, mapped rather than read: every loading rank reads all of it (tens of
-// MiB for a trillion parameters), and a copy out of the page cache into fresh memory
-// costs ten times the map (measured: 27-48 ms against 3 for 35 MiB). Not through the
-// storage plugin, then: a map is no read a plugin could batch or fake.
-Task<TensorIndex> read_tensor_index(CheckpointIo, const std::string& dir, const CheckpointMetadata& header) {
+// The tensor index, mapped where the storage can (every loading rank reads all of it,
+// tens of MiB for a trillion parameters, and copying it out of the page cache into fresh
+// memory costs ten times the map: 27-48 ms against 3 for 35 MiB), else read.
+Task<TensorIndex> read_tensor_index(CheckpointIo io, const std::string& dir, const CheckpointMetadata& header) {
   const IndexRecord& record = *header.index;
   const std::string path = dir + "/" + record.file;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    const int error = errno;
-    co_return fail(error == ENOENT ? Errc::not_found : Errc::io, "cannot open the tensor index: " + std::string(std::strerror(error)),
-                   {.path = path, .operation = "read index"});
+  auto mapped = co_await io.storage->map_file(path);
+  if (!mapped && mapped.error().code == Errc::unavailable) {
+    auto bytes = co_await read_whole_file(io, path, max_index_bytes, "the tensor index", record.size);
+    if (!bytes) co_return fail(bytes.error());
+    auto owner = std::make_shared<std::string>(std::move(*bytes));
+    mapped = MappedBytes{*owner, owner};
   }
-  struct stat st{};
-  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-  if (!regular || static_cast<std::uint64_t>(st.st_size) != record.size) {
-    ::close(fd);
-    co_return fail(corrupt(path, regular ? "the file is " + std::to_string(st.st_size) + " bytes, but the metadata says " +
-                                               std::to_string(record.size)
-                                         : "not a regular file"));
+  if (!mapped) co_return fail(mapped.error());
+  if (mapped->bytes.size() != record.size) {
+    co_return fail(corrupt(path, "the file is " + std::to_string(mapped->bytes.size()) + " bytes, but the metadata says " +
+                                     std::to_string(record.size)));
   }
-  auto mapped = std::make_shared<MappedFile>();
-  if (record.size > 0) {
-    void* data = ::mmap(nullptr, record.size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-      const int error = errno;
-      ::close(fd);
-      co_return fail(Errc::io, "cannot map the tensor index: " + std::string(std::strerror(error)),
-                     {.path = path, .operation = "read index"});
-    }
-    mapped->data = static_cast<const char*>(data);
-    mapped->size = record.size;
-  }
-  ::close(fd);
-  const std::string_view bytes(mapped->data, mapped->size);
-  if (crc32c(std::as_bytes(std::span(bytes.data(), bytes.size()))) != record.crc32c) {
+  if (crc32c(std::as_bytes(std::span(mapped->bytes.data(), mapped->bytes.size()))) != record.crc32c) {
     co_return fail(corrupt(path, "checksum mismatch: the tensor index is damaged"));
   }
-  co_return TensorIndex::open(bytes, std::move(mapped), header.world_size, header.block_size, path);
+  co_return TensorIndex::open(mapped->bytes, std::move(mapped->owner), header.world_size, header.block_size, path);
 }
 
 Task<RankIndex> read_rank_index(CheckpointIo io, std::string dir, int rank, std::string save_id,

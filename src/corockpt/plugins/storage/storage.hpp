@@ -87,6 +87,12 @@ struct DirEntry {
   bool is_directory = false;
 };
 
+/// A file's bytes, read-only, for as long as `owner` lives (a mapping, unmapped with it).
+struct MappedBytes {
+  std::string_view bytes;
+  std::shared_ptr<const void> owner;
+};
+
 class Storage {
  public:
   virtual ~Storage() = default;
@@ -134,6 +140,15 @@ class Storage {
   virtual Task<std::uint64_t> allocated_bytes(std::string path) {
     co_return fail(Errc::unavailable, std::string(name()) + " storage cannot tell the space a file holds",
                    {.path = std::move(path), .operation = "stat"});
+  }
+
+  /// The regular file `path` mapped read-only, its pages populated: for a file read whole
+  /// by many readers (a checkpoint's tensor index, tens of MiB every loading rank reads),
+  /// where copying it out of the page cache costs ten times the mapping.
+  /// @returns Errc::unavailable where the storage cannot map (this default): read it then.
+  virtual Task<MappedBytes> map_file(std::string path) {
+    co_return fail(Errc::unavailable, std::string(name()) + " storage cannot map files",
+                   {.path = std::move(path), .operation = "map"});
   }
 
   /// Offers the staging buffers to the engine (io_uring registers them so writes from

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/stat.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <memory>
 
 namespace corockpt {
 
@@ -173,6 +175,48 @@ Result<std::uint64_t> allocated_bytes(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return fail(system_error(errno, "stat", path));
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+namespace {
+
+// A read-only mapping, unmapped with its last owner.
+struct Mapping {
+  void* data = nullptr;
+  std::size_t size = 0;
+  ~Mapping() {
+    if (data) ::munmap(data, size);
+  }
+};
+
+}  // namespace
+
+Result<MappedBytes> map_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0) return fail(system_error(errno, "map", path));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return fail(system_error(error, "map", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(Errc::invalid_argument, "not a regular file", {.path = path, .operation = "map"});
+  }
+  auto mapping = std::make_shared<Mapping>();
+  if (st.st_size > 0) {
+    void* data = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (data == MAP_FAILED) {
+      const int error = errno;
+      ::close(fd);
+      return fail(system_error(error, "map", path));
+    }
+    mapping->data = data;
+    mapping->size = static_cast<std::size_t>(st.st_size);
+  }
+  ::close(fd);
+  const std::string_view bytes(static_cast<const char*>(mapping->data), mapping->size);
+  return MappedBytes{bytes, std::move(mapping)};
 }
 
 Result<std::vector<DirEntry>> list_dir(const std::string& dir) {

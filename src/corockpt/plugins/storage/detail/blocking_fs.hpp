@@ -20,6 +20,7 @@ Result<std::vector<DirEntry>> list_dir(const std::string& dir);
 Result<void> fsync_dir(const std::string& path);
 Result<std::optional<DirLock>> try_lock_dir(const std::string& path);
 Result<std::uint64_t> allocated_bytes(const std::string& path);
+Result<MappedBytes> map_file(const std::string& path);
 Result<void> truncate_file(const File& file, std::uint64_t size);
 Result<void> allocate_file(const File& file, std::uint64_t size);
 

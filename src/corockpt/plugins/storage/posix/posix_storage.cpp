@@ -107,6 +107,9 @@ class PosixStorage final : public Storage {
   Task<std::optional<DirLock>> try_lock_dir(std::string path) override {
     return runtime_.offload([p = std::move(path)] { return fs::try_lock_dir(p); });
   }
+  Task<MappedBytes> map_file(std::string path) override {
+    return runtime_.offload([p = std::move(path)] { return fs::map_file(p); });
+  }
   Task<std::uint64_t> allocated_bytes(std::string path) override {
     return runtime_.offload([p = std::move(path)] { return fs::allocated_bytes(p); });
   }

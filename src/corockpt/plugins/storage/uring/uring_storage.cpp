@@ -275,6 +275,7 @@ class UringStorage final : public Storage {
     return metadata_->try_lock_dir(std::move(path));
   }
   Task<std::uint64_t> allocated_bytes(std::string path) override { return metadata_->allocated_bytes(std::move(path)); }
+  Task<MappedBytes> map_file(std::string path) override { return metadata_->map_file(std::move(path)); }
 
   bool register_buffers(std::span<const std::span<std::byte>> regions) override {
     return ring_->register_buffers(regions);
