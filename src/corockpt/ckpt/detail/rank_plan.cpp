@@ -20,14 +20,7 @@ constexpr std::string_view kPlanMagic = "CRKPLAN1";
 // A plan whose layout the coordinator has from an earlier save: its digest stands in for it.
 constexpr std::string_view kCachedMagic = "CRKPLANC";
 
-std::uint64_t layout_digest_of(std::string_view layout) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (char c : layout) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
+std::uint64_t layout_digest_of(std::string_view layout) { return fnv1a64(layout); }
 
 // A plan's parts: its rank, and its layout (empty in a cached plan, whose digest says
 // which) and variable section.

@@ -61,9 +61,9 @@ std::size_t tensor_index_groups_at(std::string_view bytes) {
   return in.fixed<std::uint64_t>();
 }
 
-std::uint64_t name_hash(std::string_view name) {
+std::uint64_t fnv1a64(std::string_view bytes) {
   std::uint64_t hash = 14695981039346656037ull;
-  for (char c : name) {
+  for (char c : bytes) {
     hash ^= static_cast<unsigned char>(c);
     hash *= 1099511628211ull;
   }

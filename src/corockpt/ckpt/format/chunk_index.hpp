@@ -36,8 +36,10 @@ namespace corockpt {
 
 inline constexpr std::string_view tensor_index_file = "corockpt.index.bin";
 
-/// 64-bit FNV-1a of a tensor's name: how a rank index and a plan name a tensor.
-std::uint64_t name_hash(std::string_view name);
+/// 64-bit FNV-1a.
+std::uint64_t fnv1a64(std::string_view bytes);
+/// Of a tensor's name: how a rank index, a plan and the tensor index name a tensor.
+inline std::uint64_t name_hash(std::string_view name) { return fnv1a64(name); }
 
 /// `rank<NNNNN>-index.bin`.
 std::string rank_index_file_name(int rank);
