@@ -4,7 +4,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -133,16 +132,6 @@ ChunkRecord whole_chunk(const TensorEntry& tensor) {
                      whole.end, whole.crc32c};
 }
 
-// Whether `tensor`'s runs tile it: one run over it all, or its cells checked as boxes.
-Result<void> check_runs_tile(const TensorEntry& tensor) {
-  if (covers_in_one_run(tensor.runs, tensor.shape)) return {};
-  TensorRecord record{tensor.dtype, tensor.shape, {}};
-  for (const ChunkRun& run : tensor.runs) {
-    for (std::int64_t j = 0; j < run.count; ++j) record.chunks.push_back({cell_box(run, j, tensor.shape), {}, 0, 0, {}});
-  }
-  return check_tiling(tensor.name, record);
-}
-
 }  // namespace
 
 Task<std::string> read_whole_file(CheckpointIo io, std::string path, std::uint64_t max_bytes, std::string what,
@@ -229,7 +218,7 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
     if (!at) continue;  // find_read_needs reports it missing
     auto tensor = tensors->entry(*at);
     if (!tensor) co_return fail(tensor.error());
-    if (auto ok = check_runs_tile(*tensor); !ok) co_return fail(ok.error().with_path(dir));
+    if (auto ok = check_tiling(*tensor); !ok) co_return fail(ok.error().with_path(dir));
     Found& f = found.emplace_back(Found{std::move(*tensor), name_hash(target.name), nullptr});
     f.record = &metadata.tensors[f.entry.name];
     f.record->dtype = f.entry.dtype;

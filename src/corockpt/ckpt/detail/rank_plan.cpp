@@ -191,6 +191,22 @@ void compact(std::vector<ChunkRun>& runs, std::span<const std::int64_t> shape) {
   runs = std::move(out);
 }
 
+// A rank's sizes and objects added to the save's (its whole tensors' checksums apart):
+// each object written once.
+Result<void> add_variable(Variable& variable, int rank, std::uint64_t& data_bytes,
+                          std::map<std::string, ObjectRecord>& objects, std::map<std::string, std::uint64_t>& files) {
+  data_bytes += variable.data_bytes;
+  for (auto& [name, object] : variable.objects) {
+    if (!objects.try_emplace(name, std::move(object)).second) {
+      return fail(Errc::invalid_argument,
+                  "rank " + std::to_string(rank) + " wrote object " + name + ", which another rank wrote too",
+                  {.fqn = name, .operation = "save"});
+    }
+  }
+  for (auto& [name, size] : variable.object_files) files[name] = size;
+  return {};
+}
+
 Error plan_error(int rank, const std::string& what) {
   return Error{Errc::internal, "rank " + std::to_string(rank) + "'s plan does not parse: " + what, {}, 0}.with_operation(
       "save");
@@ -330,18 +346,12 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
       return fail(plan_error(static_cast<int>(p), parts.cached ? "a cached plan where all were needed" : "not a plan"));
     }
     const int rank = parts.rank;
-    const std::string who = "rank " + std::to_string(rank);
     merged.digests[static_cast<std::size_t>(rank)] = parts.digest;
     auto variable = read_variable(parts.variable);
     if (!variable) return fail(plan_error(rank, "its sizes, objects or checksums do not parse"));
-    merged.data_bytes += variable->data_bytes;
-    for (auto& [name, object] : variable->objects) {
-      if (!merged.objects.try_emplace(name, std::move(object)).second) {
-        return fail(Errc::invalid_argument, who + " wrote object " + name + ", which another rank wrote too",
-                    {.fqn = name, .operation = "save"});
-      }
+    if (auto ok = add_variable(*variable, rank, merged.data_bytes, merged.objects, merged.object_files); !ok) {
+      return fail(ok.error());
     }
-    for (auto& [name, size] : variable->object_files) merged.object_files[name] = size;
     std::size_t wholes = 0;  // of this rank's, so far
     std::uint32_t previous = ~0u;  // the slot of this plan's previous record
     ByteReader in(parts.layout);
@@ -385,7 +395,6 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
       for (std::uint64_t k = 0; k < runs; ++k) {
         read_run(in, ndim, run);
         if (run.count < 1) return fail(plan_error(rank, "a run without chunks"));
-        ++merged.chunks;
         const std::uint64_t rest = rest_digest(run);
         if (fast.open.count > 0 && same_shape && fast.open.dim == run.dim && fast.rest_digest == rest &&
             continue_run(fast.open, run, fast.extent)) {
@@ -445,20 +454,14 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
         return fail(Errc::internal, "a chunk of " + slot.name + " " + problem, {.fqn = slot.name, .operation = "save"});
       }
     }
-    if (!covers_in_one_run(slot.runs, slot.shape)) {
-      TensorRecord record{slot.dtype, slot.shape, {}};
-      for (const ChunkRun& r : slot.runs) {
-        for (std::int64_t j = 0; j < r.count; ++j) record.chunks.push_back({cell_box(r, j, slot.shape), {}, 0, 0, {}});
-      }
-      if (auto ok = check_tiling(slot.name, record); !ok) return fail(ok.error());
+    TensorEntry& tensor = merged.tensors.emplace_back(
+        TensorEntry{std::move(slot.name), slot.dtype, std::move(slot.shape), std::move(slot.runs), std::move(slot.whole)});
+    // A whole chunk is then the tensor's only one.
+    if (auto ok = check_tiling(tensor); !ok) return fail(ok.error());
+    if (merged.objects.contains(tensor.name)) {
+      return fail(Errc::invalid_argument, tensor.name + " is saved both as a tensor and as an object",
+                  {.fqn = tensor.name, .operation = "save"});
     }
-    if (merged.objects.contains(slot.name)) {
-      return fail(Errc::invalid_argument, slot.name + " is saved both as a tensor and as an object",
-                  {.fqn = slot.name, .operation = "save"});
-    }
-    // A whole chunk is the tensor's only one (else its tiling failed above).
-    merged.tensors.push_back(
-        {std::move(slot.name), slot.dtype, std::move(slot.shape), std::move(slot.runs), std::move(slot.whole)});
   }
   return merged;
 }
@@ -515,14 +518,9 @@ Result<CommitPlan> plan_commit(std::span<const std::string> plans, int world_siz
       std::memcpy(out.index.data() + crcs_at + slots[k] * sizeof(std::uint32_t), &variable->whole_crcs[k],
                   sizeof(std::uint32_t));
     }
-    out.data_bytes += variable->data_bytes;
-    for (auto& [name, object] : variable->objects) {
-      if (!out.objects.try_emplace(name, std::move(object)).second) {
-        return fail(Errc::invalid_argument, "rank " + std::to_string(p) + " wrote object " + name + ", which another rank wrote too",
-                    {.fqn = name, .operation = "save"});
-      }
+    if (auto ok = add_variable(*variable, parts.rank, out.data_bytes, out.objects, out.object_files); !ok) {
+      return fail(ok.error());
     }
-    for (auto& [name, size] : variable->object_files) out.object_files[name] = size;
   }
   return out;
 }

@@ -69,7 +69,6 @@ struct MergedPlan {
   std::map<std::string, ObjectRecord> objects;
   std::map<std::string, std::uint64_t> object_files;  ///< the files holding objects, with their sizes
   std::uint64_t data_bytes = 0;  ///< every rank's files
-  std::uint64_t chunks = 0;      ///< chunks written
   std::vector<std::uint64_t> digests;  ///< per rank: its layout's digest (0: no plan)
   /// Per rank: the tensors (into `tensors`) it saved whole, in its plan's order.
   std::vector<std::vector<std::uint32_t>> whole_of_rank;

@@ -61,6 +61,15 @@ std::size_t tensor_index_groups_at(std::string_view bytes) {
   return in.fixed<std::uint64_t>();
 }
 
+Result<void> check_tiling(const TensorEntry& tensor) {
+  if (covers_in_one_run(tensor.runs, tensor.shape)) return {};
+  TensorRecord record{tensor.dtype, tensor.shape, {}};
+  for (const ChunkRun& run : tensor.runs) {
+    for (std::int64_t j = 0; j < run.count; ++j) record.chunks.push_back({cell_box(run, j, tensor.shape), {}, 0, 0, {}});
+  }
+  return check_tiling(tensor.name, record);
+}
+
 std::uint64_t fnv1a64(std::string_view bytes) {
   std::uint64_t hash = 14695981039346656037ull;
   for (char c : bytes) {

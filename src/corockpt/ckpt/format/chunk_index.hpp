@@ -68,6 +68,10 @@ struct TensorEntry {
   friend bool operator==(const TensorEntry&, const TensorEntry&) = default;
 };
 
+/// Whether `tensor`'s runs tile its shape: one run over all of it (the common case, no
+/// more to check), or its cells checked as boxes by check_tiling, whose errors it returns.
+Result<void> check_tiling(const TensorEntry& tensor);
+
 namespace detail {
 class ByteWriter;
 class ByteReader;
