@@ -189,7 +189,10 @@ NB_MODULE(_native, m) {
           nb::arg("tmp"), nb::call_guard<nb::gil_scoped_release>())
       .def(
           "open", [](Engine& e, const std::string& dir) { return value_or_raise(e.open(dir)); }, nb::arg("dir"),
-          nb::call_guard<nb::gil_scoped_release>())
+          nb::call_guard<nb::gil_scoped_release>(),
+          // A Reader uses the engine's runtime and storage until it is destroyed, which at
+          // interpreter exit may come after the module's engine is gone.
+          nb::keep_alive<0, 1>())
       .def(
           "async_checkpointer",
           [](Engine& e, const std::string& root, int rank, int world_size, nb::object channel,
@@ -211,7 +214,8 @@ NB_MODULE(_native, m) {
           },
           nb::arg("root"), nb::arg("rank"), nb::arg("world_size"), nb::arg("channel").none(), nb::arg("chunks"),
           nb::arg("keep_last"), nb::arg("when_busy"), nb::arg("staging_budget"), nb::arg("deadline_ms"),
-          nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0, nb::arg("step_order") = std::vector<std::uint32_t>())
+          nb::arg("cuda_device") = -1, nb::arg("cuda_stream") = 0, nb::arg("step_order") = std::vector<std::uint32_t>(),
+          nb::keep_alive<0, 1>())  // it runs on the engine's runtime and storage
       .def(
           "latest", [](Engine& e, const std::string& root) { return value_or_raise(e.latest(root)); },
           nb::arg("root"), nb::call_guard<nb::gil_scoped_release>());

@@ -4,6 +4,7 @@ process (no torch.distributed) and on gloo process groups with DTensors resharde
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import subprocess
@@ -108,6 +109,21 @@ def test_ct_load_fills_in_place_without_torch_distributed(tmp_path):
         ct.load(missing, path)
     ct.load(missing, path, strict=False)
     assert torch.equal(missing["model"]["layer.weight"], saved["model"]["layer.weight"])
+
+
+def test_an_open_checkpoint_keeps_the_engine_it_reads_with(tmp_path):
+    # A reader (what StorageReader holds between calls) may outlive the module's engine,
+    # at interpreter exit for one: it keeps that engine's runtime and storage alive.
+    path = str(tmp_path / "ckpt")
+    dcp.save({"w": torch.arange(6.0)}, storage_writer=ct.StorageWriter(path), no_dist=True)
+    reader = ct._get_engine().open(path)
+    ct._engine = None  # the module's reference gone: the next call makes another engine
+    gc.collect()
+    loaded = torch.zeros(6)
+    assert reader.load([ct._chunk("w", loaded, [6], [0], [6])], True) == []
+    assert torch.equal(loaded, torch.arange(6.0))
+    del reader
+    gc.collect()
 
 
 def test_hugging_face_reader_of_dcp_loads_the_tensors_of_the_same_files(tmp_path):
