@@ -92,6 +92,37 @@ TEST_CASE("rank plans - shards that overlap, leave a gap or disagree on the shap
   }
 }
 
+TEST_CASE("rank plans - merged on several threads: the index one thread writes, and its errors") {
+  const int world = 64;
+  std::vector<std::string> plans;
+  for (int r = 0; r < world; ++r) plans.push_back(plan_of(r, world, 7, 256));  // 4 rows a rank: runs cross every seam
+  auto one = detail::merge_plans(plans, world, 1);
+  REQUIRE(one);
+  const std::string expected = encode_tensor_index(one->tensors, "[]");
+  for (unsigned threads : {2u, 3u, 7u, 64u, 100u}) {
+    INFO(threads << " threads");
+    auto several = detail::merge_plans(plans, world, threads);
+    REQUIRE(several);
+    CHECK(encode_tensor_index(several->tensors, "[]") == expected);
+    CHECK(several->digests == one->digests);
+    CHECK(several->whole_of_rank == one->whole_of_rank);
+    CHECK(several->data_bytes == one->data_bytes);
+  }
+  SECTION("a gap at a seam") {
+    plans.erase(plans.begin() + 32);
+    auto merged = detail::merge_plans(plans, world, 2);
+    REQUIRE_FALSE(merged);
+    CHECK(merged.error().code == Errc::corrupt);
+  }
+  SECTION("another shape past the first thread's ranks, named as one thread names it") {
+    plans[40] = plan_of(40, world, 7, 512);
+    auto merged = detail::merge_plans(plans, world, 3);
+    REQUIRE_FALSE(merged);
+    CHECK(merged.error().message == detail::merge_plans(plans, world, 1).error().message);
+    CHECK(merged.error().message.find("rank 40") != std::string::npos);
+  }
+}
+
 TEST_CASE("rank plans - a cached save writes the index a full merge writes, with the new checksums") {
   const int world = 4;
   PlanCache cache;

@@ -80,7 +80,10 @@ struct MergedPlan {
 /// once and is no tensor. @returns Errc::io naming a rank that could not write,
 /// Errc::internal for a plan that does not parse, Errc::invalid_argument or check_tiling's
 /// Errc::corrupt naming the tensor.
-Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size);
+/// @param threads merge that many contiguous ranges of the plans at once, then join them
+/// (the result does not depend on it): at thousands of ranks the merge is tens of
+/// millions of runs, and the coordinator's cores are otherwise idle.
+Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_size, unsigned threads = 1);
 
 /// What a coordinator keeps from its last committed save (plan caching): every rank's
 /// layout digest, and the tensor index it wrote with where each rank's whole tensors'
@@ -108,7 +111,7 @@ struct CommitPlan {
 /// after checking each plan's layout digest against it. @returns merge_plans's errors;
 /// Errc::internal when cached plans cannot be used (no cache, another world, a changed
 /// layout): the save fails, and its callers forget their cached plans, so the next one
-/// sends them whole.
+/// sends them whole. Merges on up to every core, one per 256 plans.
 Result<CommitPlan> plan_commit(std::span<const std::string> plans, int world_size, std::string_view param_groups_json,
                                const PlanCache* cache);
 

@@ -352,28 +352,31 @@ Result<RankIndex> decode_rank_index(std::string_view bytes, int rank, std::strin
   index.chunks.resize(chunks);
   for (std::uint64_t c = 0; c < chunks; ++c) {
     RankIndex::Chunk& chunk = index.chunks[c];
-    const std::string where = "chunk " + std::to_string(c);
+    // Only on errors: thousands of chunks an index, several indexes a load.
+    auto where = [c] { return "chunk " + std::to_string(c); };
     chunk.name_hash = in.fixed<std::uint64_t>();
     const std::uint64_t ndim = in.varint();
-    if (ndim > in.left()) return fail(corrupt(path, where + " leaves the file"));
+    if (ndim > in.left()) return fail(corrupt(path, where() + " leaves the file"));
+    chunk.box.offsets.resize(ndim);
+    chunk.box.sizes.resize(ndim);
     for (std::uint64_t d = 0; d < ndim; ++d) {
-      chunk.box.offsets.push_back(static_cast<std::int64_t>(in.varint()));
-      chunk.box.sizes.push_back(static_cast<std::int64_t>(in.varint()));
+      chunk.box.offsets[d] = static_cast<std::int64_t>(in.varint());
+      chunk.box.sizes[d] = static_cast<std::int64_t>(in.varint());
     }
     const std::uint64_t file = in.varint();
     chunk.begin = in.varint();
     chunk.end = in.varint();
-    if (in.failed) return fail(corrupt(path, where + " leaves the file"));
-    if (file >= index.files.size()) return fail(corrupt(path, where + " names a file the index does not list"));
+    if (in.failed) return fail(corrupt(path, where() + " leaves the file"));
+    if (file >= index.files.size()) return fail(corrupt(path, where() + " names a file the index does not list"));
     chunk.file = static_cast<std::uint32_t>(file);
-    const std::string range = "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")";
-    if (chunk.begin > chunk.end) return fail(corrupt(path, where + ": " + range + " end before they begin"));
+    auto range = [&chunk] { return "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")"; };
+    if (chunk.begin > chunk.end) return fail(corrupt(path, where() + ": " + range() + " end before they begin"));
     if (chunk.end > index.files[file].size) {
-      return fail(corrupt(path, where + ": " + range + " run past the end of file \"" + index.files[file].name + "\" (" +
+      return fail(corrupt(path, where() + ": " + range() + " run past the end of file \"" + index.files[file].name + "\" (" +
                                     std::to_string(index.files[file].size) + " bytes)"));
     }
     const std::uint64_t sums = checksum_blocks(chunk.end - chunk.begin, block_size);
-    if (sums > in.left() / sizeof(std::uint32_t)) return fail(corrupt(path, where + "'s checksums leave the file"));
+    if (sums > in.left() / sizeof(std::uint32_t)) return fail(corrupt(path, where() + "'s checksums leave the file"));
     chunk.crc32c.resize(sums);
     for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
     if (c > 0) {
