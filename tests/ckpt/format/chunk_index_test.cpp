@@ -116,6 +116,25 @@ TEST_CASE("chunk runs - runs read from a file are checked before they are truste
   CHECK_FALSE(run_problem(bad, shape, 8).empty());
 }
 
+TEST_CASE("tensor index - every name of a large index is found where its hash puts it, no other name is") {
+  // The lookup starts where the hash would sit were hashes spread perfectly evenly, and
+  // gallops from there: every tensor of tables large and small, and no absent name.
+  for (std::size_t count : {1u, 2u, 3u, 17u, 1000u, 20000u}) {
+    std::vector<TensorEntry> tensors;
+    for (std::size_t i = 0; i < count; ++i) {
+      tensors.push_back({"layers." + std::to_string(i) + ".w", DType::float32, {4}, shard_rows(4, 1, 0, 1)});
+    }
+    auto index = TensorIndex::open(encode_tensor_index(tensors, "[]"), 1, 16, "idx");
+    REQUIRE(index);
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto at = index->find(tensors[i].name);
+      REQUIRE(at);
+      CHECK(index->name(*at) == tensors[i].name);
+    }
+    for (std::size_t i = 0; i < 200; ++i) CHECK_FALSE(index->find("absent." + std::to_string(i)));
+  }
+}
+
 TEST_CASE("tensor index - read back as written, looked up by name, refused when damaged") {
   std::vector<TensorEntry> tensors{
       {"a.w", DType::bfloat16, {13, 4}, shard_rows(13, 8, 0, 1)},

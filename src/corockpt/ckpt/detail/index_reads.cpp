@@ -209,21 +209,32 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
     TensorRecord* record = nullptr;
   };
   std::deque<Found> found;
-  std::unordered_map<std::string_view, Found*> by_name;
-  by_name.reserve(targets.size());
-  for (const LocalChunk& target : targets) {
-    auto [it, fresh] = by_name.try_emplace(target.name, nullptr);
-    if (!fresh) continue;
-    const auto at = tensors->find(target.name);
+  // By name hash (the index holds no two names of one hash, a save refuses them), the
+  // name compared on a hit; per target, its tensor (null: not in the checkpoint).
+  struct Identity {
+    std::size_t operator()(std::uint64_t hash) const { return static_cast<std::size_t>(hash); }
+  };
+  std::unordered_map<std::uint64_t, Found*, Identity> by_hash;
+  by_hash.reserve(targets.size());
+  std::vector<Found*> target_tensor(targets.size(), nullptr);
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    const std::string& name = targets[t].name;
+    const std::uint64_t hash = name_hash(name);
+    auto [it, fresh] = by_hash.try_emplace(hash, nullptr);
+    if (!fresh) {
+      if (it->second && it->second->entry.name == name) target_tensor[t] = it->second;
+      continue;
+    }
+    const auto at = tensors->find(name, hash);
     if (!at) continue;  // find_read_needs reports it missing
     auto tensor = tensors->entry(*at);
     if (!tensor) co_return fail(tensor.error());
     if (auto ok = check_tiling(*tensor); !ok) co_return fail(ok.error().with_path(dir));
-    Found& f = found.emplace_back(Found{std::move(*tensor), name_hash(target.name), nullptr});
+    Found& f = found.emplace_back(Found{std::move(*tensor), hash, nullptr});
     f.record = &metadata.tensors[f.entry.name];
     f.record->dtype = f.entry.dtype;
     f.record->shape = f.entry.shape;
-    it->second = &f;
+    it->second = target_tensor[t] = &f;
   }
   // The saved chunks the targets overlap, by the rank that wrote them (each cell once).
   struct Wanted {
@@ -244,8 +255,9 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
   };
   std::map<int, std::vector<Wanted>> by_rank;
   std::unordered_set<CellKey, CellHash> seen;
-  for (const LocalChunk& target : targets) {
-    Found* tensor = by_name[target.name];
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    const LocalChunk& target = targets[t];
+    Found* tensor = target_tensor[t];
     if (!tensor || tensor->entry.shape != target.shape || target.box.empty()) continue;
     const TensorEntry& entry = tensor->entry;
     if (entry.whole) {  // its location is in the tensor index

@@ -5,6 +5,7 @@
 #include <map>
 #include <numeric>
 #include <string_view>
+#include <unordered_map>
 
 #include "corockpt/ckpt/box.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
@@ -54,7 +55,9 @@ struct Range {
 
 // Each chunk's needed ranges, merged where they overlap or touch.
 std::vector<Range> chunk_ranges(std::span<const ReadNeed> needs, std::uint64_t block) {
-  std::map<const ChunkRecord*, std::vector<Range>> by_chunk;
+  // Unordered: pack_file orders each file's ranges by offset.
+  std::unordered_map<const ChunkRecord*, std::vector<Range>> by_chunk;
+  by_chunk.reserve(needs.size());
   for (const ReadNeed& need : needs) {
     const Box overlap = intersect(need.target->box, need.saved->box);
     if (overlap.empty()) continue;
@@ -134,6 +137,7 @@ Result<LoadNeeds> find_read_needs(const CheckpointMetadata& metadata, std::span<
                                   const std::string& dir) {
   LoadNeeds out;
   std::set<std::string> checked;  // tensors whose tiling is known good
+  std::string_view last_file;
   for (auto& target : targets) {
     auto it = metadata.tensors.find(target.name);
     if (it == metadata.tensors.end()) {
@@ -162,7 +166,8 @@ Result<LoadNeeds> find_read_needs(const CheckpointMetadata& metadata, std::span<
     for (const auto& saved : record.chunks) {
       if (intersect(target.box, saved.box).empty()) continue;
       out.needs.push_back({&it->first, &record, &saved, &target});
-      out.files.insert(saved.file);
+      if (saved.file != last_file) out.files.insert(saved.file);  // most needs share their file with the last
+      last_file = saved.file;
     }
     out.elements += target.box.numel();
   }

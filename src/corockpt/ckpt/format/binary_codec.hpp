@@ -64,15 +64,12 @@ class ByteReader {
     return value;
   }
   std::uint64_t varint() {
-    std::uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (!has(1)) return 0;
-      const auto byte = static_cast<std::uint8_t>(bytes_[at_++]);
-      value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-      if (!(byte & 0x80)) return value;
+    // Most values (dims, counts, ranks below 128) fit one byte: that path inlined, the
+    // coordinator's merge reads tens of millions of them.
+    if (at_ < bytes_.size() && !failed && static_cast<std::uint8_t>(bytes_[at_]) < 0x80) {
+      return static_cast<std::uint8_t>(bytes_[at_++]);
     }
-    failed = true;  // longer than any 64-bit value
-    return 0;
+    return long_varint();
   }
   std::int64_t svarint() {
     const std::uint64_t coded = varint();
@@ -102,6 +99,17 @@ class ByteReader {
     if (!failed && n <= bytes_.size() - at_) return true;
     failed = true;
     return false;
+  }
+  [[gnu::noinline]] std::uint64_t long_varint() {
+    std::uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (!has(1)) return 0;
+      const auto byte = static_cast<std::uint8_t>(bytes_[at_++]);
+      value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return value;
+    }
+    failed = true;  // longer than any 64-bit value
+    return 0;
   }
   std::string_view bytes_;
   std::size_t at_ = 0;

@@ -203,9 +203,32 @@ std::string_view TensorIndex::name(std::size_t i) const {
   return bytes_.substr(names_at_ + name_at, name_len);
 }
 
-std::optional<std::size_t> TensorIndex::find(std::string_view name) const {
-  const std::uint64_t wanted = name_hash(name);
+std::optional<std::size_t> TensorIndex::find(std::string_view name, std::uint64_t wanted) const {
+  if (count_ == 0) return std::nullopt;
+  // Name hashes spread evenly over 64 bits: the entry sits near wanted / 2^64 of the way
+  // down the table, a probe or two away, where a binary search would take 18 probes, each
+  // a cache miss, for each of a load's thousands of tensors. Gallop from there to a
+  // bracket [lo, hi] of the first hash >= wanted, then bisect it.
+  const std::size_t guess = count_ < (1ull << 32) ? static_cast<std::size_t>(((wanted >> 32) * count_) >> 32) : count_ / 2;
   std::size_t lo = 0, hi = count_;
+  std::size_t step = 1;
+  if (hash(guess) < wanted) {
+    lo = guess + 1;
+    hi = lo;
+    while (hi < count_ && hash(hi) < wanted) {
+      lo = hi + 1;
+      hi = lo + step;
+      step *= 2;
+    }
+    hi = std::min(hi, count_);
+  } else {
+    hi = guess;
+    while (hi >= step && hash(hi - step) >= wanted) {
+      hi -= step;
+      step *= 2;
+    }
+    lo = hi >= step ? hi - step + 1 : 0;
+  }
   while (lo < hi) {
     const std::size_t mid = lo + (hi - lo) / 2;
     if (hash(mid) < wanted) {
@@ -227,53 +250,54 @@ Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
   const std::uint64_t body_at = table.fixed<std::uint64_t>();
   TensorEntry tensor;
   tensor.name = std::string(name(i));
-  const std::string where = "tensor \"" + tensor.name + "\"";
-  if (name_hash(tensor.name) != hash(i)) return fail(corrupt(path_, where + ": its name hash is not its name's", tensor.name));
+  // Only on errors: a load decodes thousands of entries.
+  auto where = [&tensor](const std::string& what) { return "tensor \"" + tensor.name + "\"" + what; };
+  if (name_hash(tensor.name) != hash(i)) return fail(corrupt(path_, where(": its name hash is not its name's"), tensor.name));
   detail::ByteReader in(bytes_.substr(bodies_at_ + body_at, body_len));
   const auto dtype = dtype_of_code(in.fixed<std::uint8_t>());
-  if (!dtype) return fail(corrupt(path_, where + ": unknown dtype", tensor.name));
+  if (!dtype) return fail(corrupt(path_, where(": unknown dtype"), tensor.name));
   tensor.dtype = *dtype;
   const std::uint64_t ndim = in.varint();
-  if (ndim > in.left()) return fail(corrupt(path_, where + ": its shape leaves the file", tensor.name));
+  if (ndim > in.left()) return fail(corrupt(path_, where(": its shape leaves the file"), tensor.name));
   for (std::uint64_t d = 0; d < ndim; ++d) tensor.shape.push_back(static_cast<std::int64_t>(in.varint()));
   if (in.failed || !detail::checked_bytes(tensor.shape, tensor.dtype)) {
-    return fail(corrupt(path_, where + ": its shape is not a shape", tensor.name));
+    return fail(corrupt(path_, where(": its shape is not a shape"), tensor.name));
   }
   const std::uint64_t runs = in.varint();
-  if (runs > in.left()) return fail(corrupt(path_, where + ": its runs leave the file", tensor.name));
+  if (runs > in.left()) return fail(corrupt(path_, where(": its runs leave the file"), tensor.name));
   tensor.runs.resize(runs);
   for (ChunkRun& run : tensor.runs) {
     read_run(in, ndim, run);
-    if (in.failed) return fail(corrupt(path_, where + ": its runs leave the file", tensor.name));
+    if (in.failed) return fail(corrupt(path_, where(": its runs leave the file"), tensor.name));
     if (auto problem = run_problem(run, tensor.shape, world_size_); !problem.empty()) {
-      return fail(corrupt(path_, where + ": a run " + problem, tensor.name));
+      return fail(corrupt(path_, where(": a run " + problem), tensor.name));
     }
   }
   const std::uint8_t whole = in.fixed<std::uint8_t>();
-  if (whole > 1) return fail(corrupt(path_, where + ": its record is damaged", tensor.name));
+  if (whole > 1) return fail(corrupt(path_, where(": its record is damaged"), tensor.name));
   if (whole == 1) {
     tensor.whole = read_whole(in);
     const std::uint64_t ordinal = in.varint();
     if (ordinal >= (extras_at_ - crcs_at_) / sizeof(std::uint32_t)) {
-      return fail(corrupt(path_, where + ": its chunk's checksum is not in the file", tensor.name));
+      return fail(corrupt(path_, where(": its chunk's checksum is not in the file"), tensor.name));
     }
     detail::ByteReader crc(bytes_.substr(crcs_at_ + ordinal * sizeof(std::uint32_t), sizeof(std::uint32_t)));
     tensor.whole->crc32c = {crc.fixed<std::uint32_t>()};
     const WholeChunk& chunk = *tensor.whole;
     const auto bytes = detail::checked_bytes(tensor.shape, tensor.dtype);
-    if (in.failed) return fail(corrupt(path_, where + ": its whole chunk leaves the file", tensor.name));
+    if (in.failed) return fail(corrupt(path_, where(": its whole chunk leaves the file"), tensor.name));
     if (!is_plain_file_name(chunk.file) || chunk.file == tensor_index_file) {
-      return fail(corrupt(path_, where + ": its chunk's file is not a plain file name in the checkpoint directory", tensor.name));
+      return fail(corrupt(path_, where(": its chunk's file is not a plain file name in the checkpoint directory"), tensor.name));
     }
     if (chunk.begin > chunk.end || chunk.end > chunk.file_size || chunk.end - chunk.begin != *bytes ||
         chunk.crc32c.size() != checksum_blocks(chunk.end - chunk.begin, block_size_)) {
-      return fail(corrupt(path_, where + ": its chunk's byte range or checksums do not fit its file and shape", tensor.name));
+      return fail(corrupt(path_, where(": its chunk's byte range or checksums do not fit its file and shape"), tensor.name));
     }
     if (tensor.runs.size() != 1 || tensor.runs[0].count != 1 || !covers_in_one_run(tensor.runs, tensor.shape)) {
-      return fail(corrupt(path_, where + ": it has a whole chunk and other chunks", tensor.name));
+      return fail(corrupt(path_, where(": it has a whole chunk and other chunks"), tensor.name));
     }
   }
-  if (!in.done()) return fail(corrupt(path_, where + ": its record has bytes past its runs", tensor.name));
+  if (!in.done()) return fail(corrupt(path_, where(": its record has bytes past its runs"), tensor.name));
   return tensor;
 }
 

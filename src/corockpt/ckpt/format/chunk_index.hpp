@@ -110,7 +110,9 @@ class TensorIndex {
   std::uint64_t hash(std::size_t i) const;
   std::string_view name(std::size_t i) const;
   /// The position of `name`, if the index has it.
-  std::optional<std::size_t> find(std::string_view name) const;
+  std::optional<std::size_t> find(std::string_view name) const { return find(name, name_hash(name)); }
+  /// ... whose name_hash the caller has.
+  std::optional<std::size_t> find(std::string_view name, std::uint64_t hash) const;
   /// Entry `i`, decoded and checked: a known dtype, a shape whose bytes fit, well-formed
   /// runs (run_problem) of writers within the world. @returns Errc::corrupt naming it.
   /// ... and its whole chunk, if any: a plain file name, its range inside the file and
