@@ -124,6 +124,17 @@ Result<Box> local_box(const std::vector<std::int64_t>& global_shape, const Devic
   return box;
 }
 
+bool overlaps(const Box& a, const Box& b) {
+  const std::size_t n = a.sizes.size();
+  if (b.sizes.size() != n) return false;
+  for (std::size_t d = 0; d < n; ++d) {
+    const std::int64_t lo = std::max(a.offsets[d], b.offsets[d]);
+    const std::int64_t hi = std::min(a.offsets[d] + a.sizes[d], b.offsets[d] + b.sizes[d]);
+    if (hi <= lo) return false;
+  }
+  return true;
+}
+
 Box intersect(const Box& a, const Box& b) {
   Box out;
   const std::size_t n = a.sizes.size();

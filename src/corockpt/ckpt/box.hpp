@@ -61,6 +61,8 @@ Result<Box> local_box(const std::vector<std::int64_t>& global_shape, const Devic
 
 /// The common part of two boxes of the same ndim (sizes 0 where they do not meet).
 Box intersect(const Box& a, const Box& b);
+/// Whether intersect(a, b) holds an element, without building it.
+bool overlaps(const Box& a, const Box& b);
 
 /// Copies the elements where `src_box` and `dst_box` overlap, from `src` (the contiguous
 /// row-major contents of src_box) to `dst` (those of dst_box); other elements of `dst`

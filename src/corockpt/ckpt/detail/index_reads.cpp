@@ -106,14 +106,6 @@ Result<ChunkRecord> saved_chunk(RankIndex& index, const TensorEntry& tensor, con
   return ChunkRecord{box, index.files[(*chunk)->file].name, (*chunk)->begin, (*chunk)->end, (*chunk)->crc32c};
 }
 
-// Whether two boxes of one tensor share an element (intersect without building one).
-bool overlaps(const Box& a, const Box& b) {
-  for (std::size_t d = 0; d < a.offsets.size(); ++d) {
-    if (a.offsets[d] >= b.offsets[d] + b.sizes[d] || b.offsets[d] >= a.offsets[d] + a.sizes[d]) return false;
-  }
-  return a.numel() > 0 && b.numel() > 0;
-}
-
 Result<void> add_files(const RankIndex& index, CheckpointMetadata& metadata, const std::string& dir) {
   for (const auto& file : index.files) {
     auto [it, fresh] = metadata.files.try_emplace(file.name, file.size);

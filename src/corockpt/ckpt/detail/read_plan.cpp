@@ -5,7 +5,7 @@
 #include <map>
 #include <numeric>
 #include <string_view>
-#include <unordered_map>
+#include <tuple>
 
 #include "corockpt/ckpt/box.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
@@ -55,9 +55,8 @@ struct Range {
 
 // Each chunk's needed ranges, merged where they overlap or touch.
 std::vector<Range> chunk_ranges(std::span<const ReadNeed> needs, std::uint64_t block) {
-  // Unordered: pack_file orders each file's ranges by offset.
-  std::unordered_map<const ChunkRecord*, std::vector<Range>> by_chunk;
-  by_chunk.reserve(needs.size());
+  std::vector<Range> ranges;
+  ranges.reserve(needs.size());
   for (const ReadNeed& need : needs) {
     const Box overlap = intersect(need.target->box, need.saved->box);
     if (overlap.empty()) continue;
@@ -65,22 +64,23 @@ std::vector<Range> chunk_ranges(std::span<const ReadNeed> needs, std::uint64_t b
     const std::uint64_t granule = granule_of(block, elem);
     const auto [first, last] = hull_bytes(need.saved->box, overlap, elem);
     const auto [from, to] = widen(first, last, granule, need.saved->end - need.saved->begin);
-    by_chunk[need.saved].push_back({{need.name, need.record, need.saved, from, to, {need.target}}, granule});
+    ranges.push_back({{need.name, need.record, need.saved, from, to, {need.target}}, granule});
   }
+  // Grouped by chunk (thousands of them: a sort, not a map of vectors), in offset order.
+  std::ranges::sort(ranges, [](const Range& a, const Range& b) {
+    return std::tie(a.segment.saved, a.segment.from) < std::tie(b.segment.saved, b.segment.from);
+  });
   std::vector<Range> merged;
-  for (auto& [saved, ranges] : by_chunk) {
-    std::ranges::sort(ranges, {}, [](const Range& r) { return r.segment.from; });
-    const std::size_t first = merged.size();
-    for (Range& range : ranges) {
-      if (merged.size() > first && range.segment.from <= merged.back().segment.to) {
-        ReadSegment& last = merged.back().segment;
-        last.to = std::max(last.to, range.segment.to);
-        for (LocalChunk* target : range.segment.targets) {
-          if (std::ranges::find(last.targets, target) == last.targets.end()) last.targets.push_back(target);
-        }
-      } else {
-        merged.push_back(std::move(range));
+  for (Range& range : ranges) {
+    if (!merged.empty() && merged.back().segment.saved == range.segment.saved &&
+        range.segment.from <= merged.back().segment.to) {
+      ReadSegment& last = merged.back().segment;
+      last.to = std::max(last.to, range.segment.to);
+      for (LocalChunk* target : range.segment.targets) {
+        if (std::ranges::find(last.targets, target) == last.targets.end()) last.targets.push_back(target);
       }
+    } else {
+      merged.push_back(std::move(range));
     }
   }
   return merged;
@@ -119,7 +119,9 @@ void pack_file(std::vector<Range>& ranges, const ReadPlanLimits& limits, std::ve
         current.file = &segment.saved->file;
         current.begin = file_at;
       }
-      ReadSegment piece = segment;
+      // The whole segment in one read (the common case) moves; a piece copies its targets.
+      const bool whole = at == segment.from && take == rest;
+      ReadSegment piece = whole ? std::move(segment) : segment;
       piece.from = at;
       piece.to = at + take;
       current.segments.push_back(std::move(piece));
@@ -164,7 +166,7 @@ Result<LoadNeeds> find_read_needs(const CheckpointMetadata& metadata, std::span<
       if (auto ok = check_tiling(target.name, record); !ok) return fail(ok.error().with_path(dir));
     }
     for (const auto& saved : record.chunks) {
-      if (intersect(target.box, saved.box).empty()) continue;
+      if (!overlaps(target.box, saved.box)) continue;
       out.needs.push_back({&it->first, &record, &saved, &target});
       if (saved.file != last_file) out.files.insert(saved.file);  // most needs share their file with the last
       last_file = saved.file;
