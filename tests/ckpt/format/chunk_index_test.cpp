@@ -201,12 +201,24 @@ TEST_CASE("rank index - read back as written, found by name hash and box, refuse
   auto back = decode_rank_index(bytes, 3, index.save_id, 16, "r3");
   REQUIRE(back);
   CHECK(back->files == index.files);
-  const RankIndex::Chunk* found = back->find(name_hash("w"), Box{{0, 0}, {2, 4}});
-  REQUIRE(found);
-  CHECK(found->file == 1);
-  CHECK(found->crc32c == std::vector<std::uint32_t>{3, 4});
-  CHECK(back->find(name_hash("step"), Box{}));
-  CHECK_FALSE(back->find(name_hash("w"), Box{{1, 0}, {2, 4}}));
+  REQUIRE(back->chunks.size() == 3);  // sorted by name hash and box
+  // A load's view decodes only the chunks it looks up.
+  auto view = RankIndexView::open(bytes, 3, index.save_id, 16, "r3");
+  REQUIRE(view);
+  CHECK(view->files() == index.files);
+  for (const RankIndex::Chunk& chunk : back->chunks) {
+    auto found = view->find(chunk.name_hash, chunk.box);
+    REQUIRE(found);
+    REQUIRE(*found);
+    CHECK(**found == chunk);
+  }
+  auto w = view->find(name_hash("w"), Box{{0, 0}, {2, 4}});
+  REQUIRE((w && *w));
+  CHECK((*w)->file == 1);
+  CHECK((*w)->crc32c == std::vector<std::uint32_t>{3, 4});
+  auto absent = view->find(name_hash("w"), Box{{1, 0}, {2, 4}});
+  REQUIRE(absent);
+  CHECK_FALSE(*absent);
 
   auto refused = [&](const std::string& damaged, int rank, const std::string& save, const std::string& words) {
     auto decoded = decode_rank_index(damaged, rank, save, 16, "r3");
@@ -214,6 +226,16 @@ TEST_CASE("rank index - read back as written, found by name hash and box, refuse
     CHECK(decoded.error().code == Errc::corrupt);
     CHECK(decoded.error().context.path == "r3");
     CHECK(decoded.error().message.find(words) != std::string::npos);
+    // The view refuses it when it opens, or when it looks up the damaged chunk.
+    auto opened = RankIndexView::open(damaged, rank, save, 16, "r3");
+    std::optional<Error> error;
+    if (!opened) error = opened.error();
+    for (std::size_t c = 0; opened && c < opened->size() && !error; ++c) {
+      if (auto chunk = opened->chunk(c); !chunk) error = chunk.error();
+    }
+    REQUIRE(error);
+    CHECK(error->code == Errc::corrupt);
+    CHECK(error->message.find(words) != std::string::npos);
   };
   std::string flipped = bytes;
   flipped[bytes.size() / 2] ^= 1;

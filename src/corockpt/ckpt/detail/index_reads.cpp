@@ -4,8 +4,7 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <unordered_map>
-#include <unordered_set>
+#include <tuple>
 #include <vector>
 
 #include "corockpt/ckpt/format/checked_size.hpp"
@@ -52,22 +51,22 @@ Task<TensorIndex> read_tensor_index(CheckpointIo io, const std::string& dir, con
   co_return TensorIndex::open(mapped->bytes, std::move(mapped->owner), header.world_size, header.block_size, path);
 }
 
-Task<RankIndex> read_rank_index(CheckpointIo io, std::string dir, int rank, std::string save_id,
-                                std::uint64_t block_size) {
-  const std::string path = dir + "/" + rank_index_file_name(rank);
+Task<RankIndexView> read_rank_index(CheckpointIo io, std::string dir, int rank, std::string save_id,
+                                    std::uint64_t block_size) {
+  std::string path = dir + "/" + rank_index_file_name(rank);
   auto bytes = co_await read_whole_file(io, path, max_index_bytes, "a rank index");
   if (!bytes) co_return fail(bytes.error());
-  co_return decode_rank_index(*bytes, rank, save_id, block_size, path);
+  co_return RankIndexView::open(std::move(*bytes), rank, save_id, block_size, std::move(path));
 }
 
 // The rank indexes of `ranks`, read at once, in order.
-Task<std::vector<RankIndex>> read_rank_indexes(CheckpointIo io, const std::string& dir, const CheckpointMetadata& header,
-                                               const std::vector<int>& ranks) {
-  std::vector<RankIndex> out;
+Task<std::vector<RankIndexView>> read_rank_indexes(CheckpointIo io, const std::string& dir,
+                                                   const CheckpointMetadata& header, const std::vector<int>& ranks) {
+  std::vector<RankIndexView> out;
   // A batch at a time: thousands of files must not all be open (and in memory twice) at once.
   constexpr std::size_t batch = 64;
   for (std::size_t from = 0; from < ranks.size(); from += batch) {
-    std::vector<Task<RankIndex>> reads;
+    std::vector<Task<RankIndexView>> reads;
     for (std::size_t i = from; i < std::min(ranks.size(), from + batch); ++i) {
       reads.push_back(read_rank_index(io, dir, ranks[i], header.index->save_id, header.block_size));
     }
@@ -78,39 +77,36 @@ Task<std::vector<RankIndex>> read_rank_indexes(CheckpointIo io, const std::strin
   co_return out;
 }
 
-// Chunk `box` of `tensor` (whose name hash is `hash`) in `index`, its length checked
-// against the box.
-Result<RankIndex::Chunk*> find_saved(RankIndex& index, const TensorEntry& tensor, std::uint64_t hash, const Box& box,
-                                     const std::string& dir) {
-  RankIndex::Chunk* chunk = index.find(hash, box);
-  if (!chunk) {
-    return fail(corrupt(dir + "/" + rank_index_file_name(index.rank),
-                        "the tensor index says rank " + std::to_string(index.rank) + " wrote chunk " + box.to_string() +
+// Saved chunk `box` of `tensor` (whose name hash is `hash`), written by `index`'s rank,
+// as the metadata records it: its length checked against the box. Its file marked in
+// `used_files` (by the index's file order) when given.
+Result<ChunkRecord> saved_chunk(const RankIndexView& index, const TensorEntry& tensor, std::uint64_t hash, Box box,
+                                const std::string& dir, std::vector<bool>* used_files = nullptr) {
+  auto found = index.find(hash, box);
+  if (!found) return fail(found.error());
+  if (!*found) {
+    return fail(corrupt(dir + "/" + rank_index_file_name(index.rank()),
+                        "the tensor index says rank " + std::to_string(index.rank()) + " wrote chunk " + box.to_string() +
                             " of " + tensor.name + ", but its index does not list it",
                         tensor.name));
   }
+  RankIndex::Chunk& chunk = **found;
   const auto bytes = checked_bytes(box.sizes, tensor.dtype);
-  if (!bytes || *bytes != chunk->end - chunk->begin) {
-    return fail(corrupt(dir + "/" + rank_index_file_name(index.rank),
+  if (!bytes || *bytes != chunk.end - chunk.begin) {
+    return fail(corrupt(dir + "/" + rank_index_file_name(index.rank()),
                         "chunk " + box.to_string() + " of " + tensor.name + " holds " +
-                            std::to_string(chunk->end - chunk->begin) + " bytes, not its box's",
+                            std::to_string(chunk.end - chunk.begin) + " bytes, not its box's",
                         tensor.name));
   }
-  return chunk;
+  if (used_files) (*used_files)[chunk.file] = true;
+  return ChunkRecord{std::move(box), index.files()[chunk.file].name, chunk.begin, chunk.end, std::move(chunk.crc32c)};
 }
 
-// Saved chunk `box` of `tensor`, written by `index`'s rank, as the metadata records it.
-Result<ChunkRecord> saved_chunk(RankIndex& index, const TensorEntry& tensor, const Box& box, const std::string& dir) {
-  auto chunk = find_saved(index, tensor, name_hash(tensor.name), box, dir);
-  if (!chunk) return fail(chunk.error());
-  return ChunkRecord{box, index.files[(*chunk)->file].name, (*chunk)->begin, (*chunk)->end, (*chunk)->crc32c};
-}
-
-Result<void> add_files(const RankIndex& index, CheckpointMetadata& metadata, const std::string& dir) {
-  for (const auto& file : index.files) {
+Result<void> add_files(const RankIndexView& index, CheckpointMetadata& metadata, const std::string& dir) {
+  for (const auto& file : index.files()) {
     auto [it, fresh] = metadata.files.try_emplace(file.name, file.size);
     if (!fresh && it->second != file.size) {
-      return fail(corrupt(dir + "/" + rank_index_file_name(index.rank),
+      return fail(corrupt(dir + "/" + rank_index_file_name(index.rank()),
                           "file \"" + file.name + "\" is listed twice with different sizes"));
     }
   }
@@ -158,7 +154,7 @@ Task<CheckpointMetadata> read_all_indexes(CheckpointIo io, std::string dir, Chec
   auto indexes = co_await read_rank_indexes(io, dir, header, ranks);
   if (!indexes) co_return fail(indexes.error());
   CheckpointMetadata metadata = std::move(header);
-  for (const RankIndex& index : *indexes) {
+  for (const RankIndexView& index : *indexes) {
     if (auto ok = add_files(index, metadata, dir); !ok) co_return fail(ok.error());
   }
   metadata.param_groups = nlohmann::json::parse(tensors->param_groups_json(), nullptr, /*allow_exceptions=*/false);
@@ -175,9 +171,10 @@ Task<CheckpointMetadata> read_all_indexes(CheckpointIo io, std::string dir, Chec
       record.chunks.push_back(whole_chunk(*tensor));
       continue;
     }
+    const std::uint64_t hash = name_hash(tensor->name);
     for (const ChunkRun& run : tensor->runs) {
       for (std::int64_t j = 0; j < run.count; ++j) {
-        auto chunk = saved_chunk((*indexes)[static_cast<std::size_t>(cell_owner(run, j))], *tensor,
+        auto chunk = saved_chunk((*indexes)[static_cast<std::size_t>(cell_owner(run, j))], *tensor, hash,
                                  cell_box(run, j, tensor->shape), dir);
         if (!chunk) co_return fail(chunk.error());
         record.chunks.push_back(std::move(*chunk));
@@ -193,60 +190,51 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
   auto tensors = co_await read_tensor_index(io, dir, header);
   if (!tensors) co_return fail(tensors.error());
   CheckpointMetadata metadata = std::move(header);
+  // The targets in name hash order, the tensor index's: its table, names and bodies are
+  // then read front to back, not at thousands of random places.
+  struct Target {
+    std::uint64_t hash;
+    std::size_t index;
+  };
+  std::vector<Target> order(targets.size());
+  for (std::size_t t = 0; t < targets.size(); ++t) order[t] = {name_hash(targets[t].name), t};
+  std::ranges::sort(order, [](const Target& a, const Target& b) { return std::tie(a.hash, a.index) < std::tie(b.hash, b.index); });
   // Each tensor the targets name once: decoded, its tiling checked, its record made.
-  // (Thousands of tensors a rank: hashed lookups, no copies.)
   struct Found {
     TensorEntry entry;
     std::uint64_t hash = 0;
     TensorRecord* record = nullptr;
   };
   std::deque<Found> found;
-  // By name hash (the index holds no two names of one hash, a save refuses them), the
-  // name compared on a hit; per target, its tensor (null: not in the checkpoint).
-  struct Identity {
-    std::size_t operator()(std::uint64_t hash) const { return static_cast<std::size_t>(hash); }
-  };
-  std::unordered_map<std::uint64_t, Found*, Identity> by_hash;
-  by_hash.reserve(targets.size());
-  std::vector<Found*> target_tensor(targets.size(), nullptr);
-  for (std::size_t t = 0; t < targets.size(); ++t) {
-    const std::string& name = targets[t].name;
-    const std::uint64_t hash = name_hash(name);
-    auto [it, fresh] = by_hash.try_emplace(hash, nullptr);
-    if (!fresh) {
-      if (it->second && it->second->entry.name == name) target_tensor[t] = it->second;
+  std::vector<Found*> target_tensor(targets.size(), nullptr);  // null: not in the checkpoint
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    const LocalChunk& target = targets[order[k].index];
+    Found* last = found.empty() ? nullptr : &found.back();
+    if (last && last->hash == order[k].hash && last->entry.name == target.name) {
+      target_tensor[order[k].index] = last;
       continue;
     }
-    const auto at = tensors->find(name, hash);
+    const auto at = tensors->find(target.name, order[k].hash);
     if (!at) continue;  // find_read_needs reports it missing
     auto tensor = tensors->entry(*at);
     if (!tensor) co_return fail(tensor.error());
     if (auto ok = check_tiling(*tensor); !ok) co_return fail(ok.error().with_path(dir));
-    Found& f = found.emplace_back(Found{std::move(*tensor), hash, nullptr});
+    Found& f = found.emplace_back(Found{std::move(*tensor), order[k].hash, nullptr});
     f.record = &metadata.tensors[f.entry.name];
     f.record->dtype = f.entry.dtype;
     f.record->shape = f.entry.shape;
-    it->second = target_tensor[t] = &f;
+    target_tensor[order[k].index] = &f;
   }
-  // The saved chunks the targets overlap, by the rank that wrote them (each cell once).
-  struct Wanted {
-    Found* tensor;
-    Box box;
-  };
-  struct CellKey {
-    const Found* tensor;
+  // The saved cells the targets overlap, each once, grouped by the rank that wrote them.
+  struct Cell {
+    int owner;
+    std::uint64_t hash;
     std::size_t run;
-    std::int64_t cell;
-    bool operator==(const CellKey&) const = default;
+    std::int64_t j;
+    Found* tensor;
   };
-  struct CellHash {
-    std::size_t operator()(const CellKey& key) const {
-      return std::hash<const void*>()(key.tensor) ^ (key.run * 0x9e3779b97f4a7c15ull) ^
-             (static_cast<std::size_t>(key.cell) * 0xff51afd7ed558ccdull);
-    }
-  };
-  std::map<int, std::vector<Wanted>> by_rank;
-  std::unordered_set<CellKey, CellHash> seen;
+  auto key = [](const Cell& c) { return std::tie(c.owner, c.hash, c.run, c.j); };
+  std::vector<Cell> cells;
   for (std::size_t t = 0; t < targets.size(); ++t) {
     const LocalChunk& target = targets[t];
     Found* tensor = target_tensor[t];
@@ -263,29 +251,32 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
       const ChunkRun& run = entry.runs[k];
       const auto [first, last] = cells_along(run, target.box);
       for (std::int64_t j = first; j < last; ++j) {
-        Box cell = cell_box(run, j, entry.shape);
-        if (!overlaps(cell, target.box) || !seen.insert({tensor, k, j}).second) continue;
-        by_rank[cell_owner(run, j)].push_back({tensor, std::move(cell)});
+        if (overlaps(cell_box(run, j, entry.shape), target.box)) cells.push_back({cell_owner(run, j), tensor->hash, k, j, tensor});
       }
     }
   }
+  std::ranges::sort(cells, [&key](const Cell& a, const Cell& b) { return key(a) < key(b); });
+  cells.erase(std::unique(cells.begin(), cells.end(), [&key](const Cell& a, const Cell& b) { return key(a) == key(b); }),
+              cells.end());
   std::vector<int> ranks;
-  for (const auto& [rank, wanted] : by_rank) ranks.push_back(rank);
+  for (const Cell& cell : cells) {
+    if (ranks.empty() || ranks.back() != cell.owner) ranks.push_back(cell.owner);
+  }
   auto indexes = co_await read_rank_indexes(io, dir, metadata, ranks);
   if (!indexes) co_return fail(indexes.error());
 
-  for (std::size_t i = 0; i < ranks.size(); ++i) {
-    RankIndex& index = (*indexes)[i];
-    std::vector<bool> used(index.files.size());
-    for (Wanted& wanted : by_rank[ranks[i]]) {
-      auto chunk = find_saved(index, wanted.tensor->entry, wanted.tensor->hash, wanted.box, dir);
+  std::size_t at = 0;  // into cells, which are in the ranks' order
+  for (const RankIndexView& index : *indexes) {
+    std::vector<bool> used(index.files().size());
+    for (; at < cells.size() && cells[at].owner == index.rank(); ++at) {
+      const Cell& cell = cells[at];
+      const TensorEntry& entry = cell.tensor->entry;
+      auto chunk = saved_chunk(index, entry, cell.hash, cell_box(entry.runs[cell.run], cell.j, entry.shape), dir, &used);
       if (!chunk) co_return fail(chunk.error());
-      used[(*chunk)->file] = true;
-      wanted.tensor->record->chunks.push_back(ChunkRecord{std::move(wanted.box), index.files[(*chunk)->file].name,
-                                                          (*chunk)->begin, (*chunk)->end, std::move((*chunk)->crc32c)});
+      cell.tensor->record->chunks.push_back(std::move(*chunk));
     }
-    for (std::size_t f = 0; f < index.files.size(); ++f) {
-      if (used[f]) metadata.files[index.files[f].name] = index.files[f].size;
+    for (std::size_t f = 0; f < used.size(); ++f) {
+      if (used[f]) metadata.files[index.files()[f].name] = index.files()[f].size;
     }
   }
   metadata.index.reset();

@@ -303,15 +303,6 @@ Result<TensorEntry> TensorIndex::entry(std::size_t i) const {
 
 // --- a rank's index --------------------------------------------------------------------
 
-const RankIndex::Chunk* RankIndex::find(std::uint64_t hash, const Box& box) const {
-  auto it = std::lower_bound(chunks.begin(), chunks.end(), hash,
-                             [](const Chunk& c, std::uint64_t h) { return c.name_hash < h; });
-  for (; it != chunks.end() && it->name_hash == hash; ++it) {
-    if (it->box == box) return &*it;
-  }
-  return nullptr;
-}
-
 std::string encode_rank_index(RankIndex index) {
   std::ranges::sort(index.chunks, [](const RankIndex::Chunk& a, const RankIndex::Chunk& b) {
     return a.name_hash != b.name_hash ? a.name_hash < b.name_hash : box_before(a.box, b.box);
@@ -342,75 +333,133 @@ std::string encode_rank_index(RankIndex index) {
   return std::move(out.bytes());
 }
 
-Result<RankIndex> decode_rank_index(std::string_view bytes, int rank, std::string_view save_id,
-                                    std::uint64_t block_size, const std::string& path) {
-  if (bytes.size() < kRankMagic.size() + sizeof(std::uint32_t) || bytes.substr(0, kRankMagic.size()) != kRankMagic) {
-    return fail(corrupt(path, "not a corockpt rank index"));
+Result<RankIndexView> RankIndexView::open(std::string bytes, int rank, std::string_view save_id,
+                                          std::uint64_t block_size, std::string path) {
+  RankIndexView view;
+  view.bytes_ = std::move(bytes);
+  view.path_ = std::move(path);
+  view.block_size_ = block_size;
+  const std::string_view all(view.bytes_);
+  const std::string& where_file = view.path_;
+  if (all.size() < kRankMagic.size() + sizeof(std::uint32_t) || all.substr(0, kRankMagic.size()) != kRankMagic) {
+    return fail(corrupt(where_file, "not a corockpt rank index"));
   }
-  const std::string_view body = bytes.substr(0, bytes.size() - sizeof(std::uint32_t));
-  detail::ByteReader trailer(bytes.substr(body.size()));
+  const std::string_view body = all.substr(0, all.size() - sizeof(std::uint32_t));
+  detail::ByteReader trailer(all.substr(body.size()));
   if (crc32c(std::as_bytes(std::span(body))) != trailer.fixed<std::uint32_t>()) {
-    return fail(corrupt(path, "checksum mismatch: the rank index is damaged"));
+    return fail(corrupt(where_file, "checksum mismatch: the rank index is damaged"));
   }
   detail::ByteReader in(body);
   in.raw(kRankMagic.size());
-  RankIndex index;
-  index.rank = static_cast<int>(in.varint());
-  index.save_id = std::string(in.text());
-  if (in.failed || index.rank != rank || index.save_id != save_id) {
-    return fail(corrupt(path, "it is rank " + std::to_string(index.rank) + "'s index of save \"" + index.save_id +
-                                  "\", not rank " + std::to_string(rank) + "'s of this checkpoint's save \"" +
-                                  std::string(save_id) + "\""));
+  view.rank_ = static_cast<int>(in.varint());
+  view.save_id_ = std::string(in.text());
+  if (in.failed || view.rank_ != rank || view.save_id_ != save_id) {
+    return fail(corrupt(where_file, "it is rank " + std::to_string(view.rank_) + "'s index of save \"" + view.save_id_ +
+                                        "\", not rank " + std::to_string(rank) + "'s of this checkpoint's save \"" +
+                                        std::string(save_id) + "\""));
   }
   const std::uint64_t files = in.varint();
-  if (files > in.left()) return fail(corrupt(path, "its file list leaves the file"));
+  if (files > in.left()) return fail(corrupt(where_file, "its file list leaves the file"));
   for (std::uint64_t f = 0; f < files; ++f) {
     RankIndex::File file{std::string(in.text()), in.varint()};
     if (in.failed || !is_plain_file_name(file.name) || file.name == tensor_index_file) {
-      return fail(corrupt(path, "file " + std::to_string(f) + " is not a plain file name in the checkpoint directory"));
+      return fail(corrupt(where_file, "file " + std::to_string(f) + " is not a plain file name in the checkpoint directory"));
     }
-    index.files.push_back(std::move(file));
+    view.files_.push_back(std::move(file));
   }
+  // Each chunk's record found and stepped over (its hash kept for lookups), not decoded.
   const std::uint64_t chunks = in.varint();
-  if (chunks > in.left()) return fail(corrupt(path, "its chunk list leaves the file"));
-  index.chunks.resize(chunks);
+  if (chunks > in.left()) return fail(corrupt(where_file, "its chunk list leaves the file"));
+  view.chunks_.resize(chunks);
   for (std::uint64_t c = 0; c < chunks; ++c) {
-    RankIndex::Chunk& chunk = index.chunks[c];
-    // Only on errors: thousands of chunks an index, several indexes a load.
-    auto where = [c] { return "chunk " + std::to_string(c); };
-    chunk.name_hash = in.fixed<std::uint64_t>();
+    Record& record = view.chunks_[c];
+    record.at = in.at();
+    record.hash = in.fixed<std::uint64_t>();
     const std::uint64_t ndim = in.varint();
-    if (ndim > in.left()) return fail(corrupt(path, where() + " leaves the file"));
-    chunk.box.offsets.resize(ndim);
-    chunk.box.sizes.resize(ndim);
-    for (std::uint64_t d = 0; d < ndim; ++d) {
-      chunk.box.offsets[d] = static_cast<std::int64_t>(in.varint());
-      chunk.box.sizes[d] = static_cast<std::int64_t>(in.varint());
+    if (ndim > in.left()) break;
+    for (std::uint64_t d = 0; d < 2 * ndim; ++d) in.varint();
+    in.varint();  // its file
+    const std::uint64_t begin = in.varint();
+    const std::uint64_t end = in.varint();
+    if (in.failed || begin > end) break;  // chunk(c) says what is wrong
+    const std::uint64_t sums = checksum_blocks(end - begin, block_size);
+    if (sums > in.left() / sizeof(std::uint32_t)) break;
+    in.raw(sums * sizeof(std::uint32_t));
+    if (c > 0 && view.chunks_[c - 1].hash > record.hash) {
+      return fail(corrupt(where_file, "its chunks are not in order at chunk " + std::to_string(c)));
     }
-    const std::uint64_t file = in.varint();
-    chunk.begin = in.varint();
-    chunk.end = in.varint();
-    if (in.failed) return fail(corrupt(path, where() + " leaves the file"));
-    if (file >= index.files.size()) return fail(corrupt(path, where() + " names a file the index does not list"));
-    chunk.file = static_cast<std::uint32_t>(file);
-    auto range = [&chunk] { return "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")"; };
-    if (chunk.begin > chunk.end) return fail(corrupt(path, where() + ": " + range() + " end before they begin"));
-    if (chunk.end > index.files[file].size) {
-      return fail(corrupt(path, where() + ": " + range() + " run past the end of file \"" + index.files[file].name + "\" (" +
-                                    std::to_string(index.files[file].size) + " bytes)"));
+  }
+  if (in.failed || !in.done()) {
+    // The first record that does not parse, named by its full decode.
+    for (std::size_t c = 0; c < view.chunks_.size(); ++c) {
+      if (auto chunk = view.chunk(c); !chunk) return fail(chunk.error());
     }
-    const std::uint64_t sums = checksum_blocks(chunk.end - chunk.begin, block_size);
-    if (sums > in.left() / sizeof(std::uint32_t)) return fail(corrupt(path, where() + "'s checksums leave the file"));
-    chunk.crc32c.resize(sums);
-    for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
+    return fail(corrupt(where_file, "bytes past its last chunk"));
+  }
+  return view;
+}
+
+Result<RankIndex::Chunk> RankIndexView::chunk(std::size_t c) const {
+  // Only on errors: thousands of chunks an index, several indexes a load.
+  auto where = [c] { return "chunk " + std::to_string(c); };
+  const std::string_view body = std::string_view(bytes_).substr(0, bytes_.size() - sizeof(std::uint32_t));
+  detail::ByteReader in(body.substr(std::min<std::size_t>(chunks_[c].at, body.size())));
+  RankIndex::Chunk chunk;
+  chunk.name_hash = in.fixed<std::uint64_t>();
+  const std::uint64_t ndim = in.varint();
+  if (ndim > in.left()) return fail(corrupt(path_, where() + " leaves the file"));
+  chunk.box.offsets.resize(ndim);
+  chunk.box.sizes.resize(ndim);
+  for (std::uint64_t d = 0; d < ndim; ++d) {
+    chunk.box.offsets[d] = static_cast<std::int64_t>(in.varint());
+    chunk.box.sizes[d] = static_cast<std::int64_t>(in.varint());
+  }
+  const std::uint64_t file = in.varint();
+  chunk.begin = in.varint();
+  chunk.end = in.varint();
+  if (in.failed) return fail(corrupt(path_, where() + " leaves the file"));
+  if (file >= files_.size()) return fail(corrupt(path_, where() + " names a file the index does not list"));
+  chunk.file = static_cast<std::uint32_t>(file);
+  auto range = [&chunk] { return "bytes [" + std::to_string(chunk.begin) + ", " + std::to_string(chunk.end) + ")"; };
+  if (chunk.begin > chunk.end) return fail(corrupt(path_, where() + ": " + range() + " end before they begin"));
+  if (chunk.end > files_[file].size) {
+    return fail(corrupt(path_, where() + ": " + range() + " run past the end of file \"" + files_[file].name + "\" (" +
+                                   std::to_string(files_[file].size) + " bytes)"));
+  }
+  const std::uint64_t sums = checksum_blocks(chunk.end - chunk.begin, block_size_);
+  if (sums > in.left() / sizeof(std::uint32_t)) return fail(corrupt(path_, where() + "'s checksums leave the file"));
+  chunk.crc32c.resize(sums);
+  for (auto& crc : chunk.crc32c) crc = in.fixed<std::uint32_t>();
+  return chunk;
+}
+
+Result<std::optional<RankIndex::Chunk>> RankIndexView::find(std::uint64_t hash, const Box& box) const {
+  auto it = std::lower_bound(chunks_.begin(), chunks_.end(), hash, [](const Record& r, std::uint64_t h) { return r.hash < h; });
+  for (; it != chunks_.end() && it->hash == hash; ++it) {
+    auto chunk = this->chunk(static_cast<std::size_t>(it - chunks_.begin()));
+    if (!chunk) return fail(chunk.error());
+    if (chunk->box == box) return std::optional(std::move(*chunk));
+  }
+  return std::optional<RankIndex::Chunk>();
+}
+
+Result<RankIndex> decode_rank_index(std::string_view bytes, int rank, std::string_view save_id,
+                                    std::uint64_t block_size, const std::string& path) {
+  auto view = RankIndexView::open(std::string(bytes), rank, save_id, block_size, path);
+  if (!view) return fail(view.error());
+  RankIndex index{.rank = view->rank(), .save_id = std::string(save_id), .files = view->files(), .chunks = {}};
+  index.chunks.reserve(view->size());
+  for (std::size_t c = 0; c < view->size(); ++c) {
+    auto chunk = view->chunk(c);
+    if (!chunk) return fail(chunk.error());
     if (c > 0) {
-      const auto& before = index.chunks[c - 1];
-      if (before.name_hash > chunk.name_hash || (before.name_hash == chunk.name_hash && !box_before(before.box, chunk.box))) {
+      const auto& before = index.chunks.back();
+      if (before.name_hash > chunk->name_hash || (before.name_hash == chunk->name_hash && !box_before(before.box, chunk->box))) {
         return fail(corrupt(path, "its chunks are not in order at chunk " + std::to_string(c)));
       }
     }
+    index.chunks.push_back(std::move(*chunk));
   }
-  if (!in.done()) return fail(corrupt(path, "bytes past its last chunk"));
   return index;
 }
 

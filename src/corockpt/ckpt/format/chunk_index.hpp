@@ -154,14 +154,41 @@ struct RankIndex {
   std::string save_id;
   std::vector<File> files;
   std::vector<Chunk> chunks;  ///< sorted by (name_hash, box offsets)
-
-  /// The chunk of the tensor `hash` whose box is `box`, or nullptr.
-  const Chunk* find(std::uint64_t hash, const Box& box) const;
-  Chunk* find(std::uint64_t hash, const Box& box) { return const_cast<Chunk*>(std::as_const(*this).find(hash, box)); }
 };
 
 /// Sorts `index.chunks` and encodes it.
 std::string encode_rank_index(RankIndex index);
+
+/// A rank's index as a load reads it: checked whole where that is cheap (its CRC, that it
+/// is rank `rank`'s of the save `save_id`, its file names, its records' extents and hash
+/// order), each chunk decoded and checked only when looked up. A load needs a few of the
+/// thousands of chunks each index lists; decode_rank_index decodes them all.
+class RankIndexView {
+ public:
+  /// @returns decode_rank_index's Errc::corrupt for what it checks.
+  static Result<RankIndexView> open(std::string bytes, int rank, std::string_view save_id, std::uint64_t block_size,
+                                    std::string path);
+  int rank() const { return rank_; }
+  const std::vector<RankIndex::File>& files() const { return files_; }
+  std::size_t size() const { return chunks_.size(); }
+  /// Chunk `c` (< size()), decoded and checked as decode_rank_index checks it.
+  Result<RankIndex::Chunk> chunk(std::size_t c) const;
+  /// The chunk of the tensor `hash` whose box is `box`; nullopt when the index lists none.
+  Result<std::optional<RankIndex::Chunk>> find(std::uint64_t hash, const Box& box) const;
+
+ private:
+  struct Record {
+    std::uint64_t hash = 0;
+    std::uint64_t at = 0;  // its first byte
+  };
+  std::string bytes_;
+  std::string path_;
+  std::uint64_t block_size_ = 1;
+  int rank_ = 0;
+  std::string save_id_;
+  std::vector<RankIndex::File> files_;
+  std::vector<Record> chunks_;
+};
 
 /// Decodes and checks a rank index: its CRC, that it is rank `rank`'s of the save
 /// `save_id`, plain file names, chunks in files and inside them, one checksum per
