@@ -75,16 +75,21 @@ TEST_CASE("chunk runs - chunks that do not continue a run start another") {
   CHECK(covers_in_one_run(std::vector{scalar}, std::vector<std::int64_t>{}));
 }
 
-TEST_CASE("chunk runs - the cells a box may overlap are found without a scan") {
+TEST_CASE("chunk runs - the cells a box overlaps are found without a scan") {
   std::mt19937 random(7);
-  for (int trial = 0; trial < 300; ++trial) {
+  for (int trial = 0; trial < 600; ++trial) {
     const std::int64_t rows = 1 + random() % 40;
     const std::vector<std::int64_t> shape{rows, 3};
     const int parts = 1 + static_cast<int>(random() % 12);
-    const auto runs = shard_rows(rows, parts, 0, 1);
+    auto runs = shard_rows(rows, parts, 0, 1);
     REQUIRE(runs.size() == 1);
+    if (trial % 2) {  // a run of column 1 only, which a box may miss
+      runs[0].rest_offsets = {1};
+      runs[0].rest_sizes = {1};
+    }
     const std::int64_t from = random() % rows, length = 1 + random() % (rows - from);
-    const Box box{{from, 0}, {length, 3}};
+    const std::int64_t column = random() % 3, columns = 1 + random() % (3 - column);
+    const Box box{{from, column}, {length, columns}};
     const auto [first, last] = cells_along(runs[0], box);
     const auto cells = cells_of(runs[0], shape);
     for (std::int64_t j = 0; j < runs[0].count; ++j) {

@@ -250,9 +250,7 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
     for (std::size_t k = 0; k < entry.runs.size(); ++k) {
       const ChunkRun& run = entry.runs[k];
       const auto [first, last] = cells_along(run, target.box);
-      for (std::int64_t j = first; j < last; ++j) {
-        if (overlaps(cell_box(run, j, entry.shape), target.box)) cells.push_back({cell_owner(run, j), tensor->hash, k, j, tensor});
-      }
+      for (std::int64_t j = first; j < last; ++j) cells.push_back({cell_owner(run, j), tensor->hash, k, j, tensor});
     }
   }
   std::ranges::sort(cells, [&key](const Cell& a, const Cell& b) { return key(a) < key(b); });

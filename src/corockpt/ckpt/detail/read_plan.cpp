@@ -182,14 +182,21 @@ std::vector<PlannedRead> plan_reads(std::span<const ReadNeed> needs, const ReadP
     by_file[range.segment.saved->file].push_back(std::move(range));
   std::vector<std::vector<PlannedRead>> per_file;
   for (auto& [file, ranges] : by_file) pack_file(ranges, limits, per_file.emplace_back());
+  // Round robin over the files, each left out once it has no more reads: a load can
+  // read from hundreds of files, a few of them with thousands of reads.
   std::vector<PlannedRead> reads;
-  for (std::size_t i = 0;; ++i) {
-    const std::size_t before = reads.size();
-    for (auto& file_reads : per_file) {
-      if (i < file_reads.size()) reads.push_back(std::move(file_reads[i]));
+  std::vector<std::size_t> active(per_file.size());
+  std::iota(active.begin(), active.end(), std::size_t{0});
+  for (std::size_t i = 0; !active.empty(); ++i) {
+    std::size_t kept = 0;
+    for (std::size_t file : active) {
+      if (i >= per_file[file].size()) continue;
+      reads.push_back(std::move(per_file[file][i]));
+      active[kept++] = file;
     }
-    if (reads.size() == before) return reads;
+    active.resize(kept);
   }
+  return reads;
 }
 
 }  // namespace corockpt::detail

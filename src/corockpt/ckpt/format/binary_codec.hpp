@@ -64,10 +64,26 @@ class ByteReader {
     return value;
   }
   std::uint64_t varint() {
-    // Most values (dims, counts, ranks below 128) fit one byte: that path inlined, the
+    // Values below 2^21 (dims, counts, ranks, rows) take one to three bytes: decoded
+    // inline with one bounds check, where there is room for the longest varint. The
     // coordinator's merge reads tens of millions of them.
-    if (at_ < bytes_.size() && !failed && static_cast<std::uint8_t>(bytes_[at_]) < 0x80) {
-      return static_cast<std::uint8_t>(bytes_[at_++]);
+    if (!failed && bytes_.size() - at_ >= 10) {
+      const auto* p = reinterpret_cast<const std::uint8_t*>(bytes_.data()) + at_;
+      std::uint64_t value = p[0] & 0x7f;
+      if (p[0] < 0x80) {
+        at_ += 1;
+        return value;
+      }
+      value |= static_cast<std::uint64_t>(p[1] & 0x7f) << 7;
+      if (p[1] < 0x80) {
+        at_ += 2;
+        return value;
+      }
+      value |= static_cast<std::uint64_t>(p[2] & 0x7f) << 14;
+      if (p[2] < 0x80) {
+        at_ += 3;
+        return value;
+      }
     }
     return long_varint();
   }

@@ -78,6 +78,15 @@ Box cell_box(const ChunkRun& run, std::int64_t j, std::span<const std::int64_t> 
 
 std::pair<std::int64_t, std::int64_t> cells_along(const ChunkRun& run, const Box& box) {
   if (box.offsets.empty()) return {0, run.count};
+  // The other dims are the same for every cell: they meet the box's, or no cell does.
+  for (std::size_t d = 0, rest = 0; d < box.offsets.size(); ++d) {
+    if (d == run.dim) continue;
+    if (rest >= run.rest_offsets.size()) return {0, 0};
+    const std::int64_t lo = std::max(run.rest_offsets[rest], box.offsets[d]);
+    const std::int64_t hi = std::min(run.rest_offsets[rest] + run.rest_sizes[rest], box.offsets[d] + box.sizes[d]);
+    if (hi <= lo) return {0, 0};
+    ++rest;
+  }
   const std::int64_t lo = box.offsets[run.dim];
   const std::int64_t hi = lo + box.sizes[run.dim];
   if (box.sizes[run.dim] <= 0 || hi <= run.start) return {0, 0};

@@ -56,8 +56,9 @@ inline int cell_owner(const ChunkRun& run, std::int64_t j) {
   return static_cast<int>(run.owner + j * run.owner_step);
 }
 
-/// The cells [first, last) of `run` that `box` may overlap along the run's dim (the
-/// other dims are checked by intersecting the cells' boxes).
+/// The cells [first, last) of `run` that overlap `box` (a box of the run's tensor): none
+/// when the box misses the run's other dims, else those its extent along the run's dim
+/// meets.
 std::pair<std::int64_t, std::int64_t> cells_along(const ChunkRun& run, const Box& box);
 
 /// Whether the runs are well formed for `shape` (dims, rests and cells inside it, writers
