@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "corockpt/ckpt/detail/parallel_parts.hpp"
 #include "corockpt/ckpt/format/checked_size.hpp"
 #include "corockpt/ckpt/format/chunk_index.hpp"
 #include "corockpt/ckpt/format/crc32c.hpp"
@@ -199,31 +200,53 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
   std::vector<Target> order(targets.size());
   for (std::size_t t = 0; t < targets.size(); ++t) order[t] = {name_hash(targets[t].name), t};
   std::ranges::sort(order, [](const Target& a, const Target& b) { return std::tie(a.hash, a.index) < std::tie(b.hash, b.index); });
-  // Each tensor the targets name once: decoded, its tiling checked, its record made.
+  // Each tensor the targets name once: decoded and its tiling checked, on every core (a
+  // load rank holds thousands), in parts of `order` that keep a hash's targets together;
+  // then its record made, in order.
   struct Found {
     TensorEntry entry;
     std::uint64_t hash = 0;
     TensorRecord* record = nullptr;
   };
-  std::deque<Found> found;
   std::vector<Found*> target_tensor(targets.size(), nullptr);  // null: not in the checkpoint
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    const LocalChunk& target = targets[order[k].index];
-    Found* last = found.empty() ? nullptr : &found.back();
-    if (last && last->hash == order[k].hash && last->entry.name == target.name) {
-      target_tensor[order[k].index] = last;
-      continue;
+  const std::size_t parts = parts_for(order.size(), 2048);
+  std::vector<std::size_t> bounds(parts + 1, order.size());
+  bounds[0] = 0;
+  for (std::size_t p = 1; p < parts; ++p) {
+    bounds[p] = std::max(order.size() * p / parts, bounds[p - 1]);
+    while (bounds[p] > 0 && bounds[p] < order.size() && order[bounds[p]].hash == order[bounds[p] - 1].hash) ++bounds[p];
+  }
+  std::vector<std::deque<Found>> found(parts);  // deques: stable addresses
+  std::vector<Result<void>> decoded(parts);
+  run_parts(parts, [&](std::size_t p) {
+    for (std::size_t k = bounds[p]; k < bounds[p + 1]; ++k) {
+      const LocalChunk& target = targets[order[k].index];
+      Found* last = found[p].empty() ? nullptr : &found[p].back();
+      if (last && last->hash == order[k].hash && last->entry.name == target.name) {
+        target_tensor[order[k].index] = last;
+        continue;
+      }
+      const auto at = tensors->find(target.name, order[k].hash);
+      if (!at) continue;  // find_read_needs reports it missing
+      auto tensor = tensors->entry(*at);
+      if (!tensor) {
+        decoded[p] = fail(tensor.error());
+        return;
+      }
+      if (auto ok = check_tiling(*tensor); !ok) {
+        decoded[p] = fail(ok.error().with_path(dir));
+        return;
+      }
+      target_tensor[order[k].index] = &found[p].emplace_back(Found{std::move(*tensor), order[k].hash, nullptr});
     }
-    const auto at = tensors->find(target.name, order[k].hash);
-    if (!at) continue;  // find_read_needs reports it missing
-    auto tensor = tensors->entry(*at);
-    if (!tensor) co_return fail(tensor.error());
-    if (auto ok = check_tiling(*tensor); !ok) co_return fail(ok.error().with_path(dir));
-    Found& f = found.emplace_back(Found{std::move(*tensor), order[k].hash, nullptr});
-    f.record = &metadata.tensors[f.entry.name];
-    f.record->dtype = f.entry.dtype;
-    f.record->shape = f.entry.shape;
-    target_tensor[order[k].index] = &f;
+  });
+  for (std::size_t p = 0; p < parts; ++p) {
+    if (!decoded[p]) co_return fail(decoded[p].error());
+    for (Found& f : found[p]) {
+      f.record = &metadata.tensors[f.entry.name];
+      f.record->dtype = f.entry.dtype;
+      f.record->shape = f.entry.shape;
+    }
   }
   // The saved cells the targets overlap, each once, grouped by the rank that wrote them.
   struct Cell {
@@ -263,18 +286,43 @@ Task<CheckpointMetadata> read_indexes_for(CheckpointIo io, std::string dir, Chec
   auto indexes = co_await read_rank_indexes(io, dir, metadata, ranks);
   if (!indexes) co_return fail(indexes.error());
 
-  std::size_t at = 0;  // into cells, which are in the ranks' order
-  for (const RankIndexView& index : *indexes) {
-    std::vector<bool> used(index.files().size());
-    for (; at < cells.size() && cells[at].owner == index.rank(); ++at) {
-      const Cell& cell = cells[at];
-      const TensorEntry& entry = cell.tensor->entry;
-      auto chunk = saved_chunk(index, entry, cell.hash, cell_box(entry.runs[cell.run], cell.j, entry.shape), dir, &used);
-      if (!chunk) co_return fail(chunk.error());
-      cell.tensor->record->chunks.push_back(std::move(*chunk));
+  // Each index's chunks looked up and decoded on every core, then added in rank order.
+  struct Saved {
+    Result<void> outcome;
+    std::vector<std::pair<TensorRecord*, ChunkRecord>> chunks;
+    std::vector<bool> used_files;
+  };
+  std::vector<Saved> saved(indexes->size());
+  std::vector<std::size_t> first_cell(indexes->size() + 1, cells.size());  // into cells, in the ranks' order
+  for (std::size_t i = 0, at = 0; i < indexes->size(); ++i) {
+    first_cell[i] = at;
+    while (at < cells.size() && cells[at].owner == (*indexes)[i].rank()) ++at;
+  }
+  const std::size_t index_parts = parts_for(cells.size(), 2048);
+  run_parts(index_parts, [&](std::size_t p) {
+    for (std::size_t i = p; i < indexes->size(); i += index_parts) {
+      const RankIndexView& index = (*indexes)[i];
+      Saved& out = saved[i];
+      out.used_files.assign(index.files().size(), false);
+      for (std::size_t at = first_cell[i]; at < first_cell[i + 1]; ++at) {
+        const Cell& cell = cells[at];
+        const TensorEntry& entry = cell.tensor->entry;
+        auto chunk = saved_chunk(index, entry, cell.hash, cell_box(entry.runs[cell.run], cell.j, entry.shape), dir,
+                                 &out.used_files);
+        if (!chunk) {
+          out.outcome = fail(chunk.error());
+          break;
+        }
+        out.chunks.emplace_back(cell.tensor->record, std::move(*chunk));
+      }
     }
-    for (std::size_t f = 0; f < used.size(); ++f) {
-      if (used[f]) metadata.files[index.files()[f].name] = index.files()[f].size;
+  });
+  for (std::size_t i = 0; i < saved.size(); ++i) {
+    if (!saved[i].outcome) co_return fail(saved[i].outcome.error());
+    for (auto& [record, chunk] : saved[i].chunks) record->chunks.push_back(std::move(chunk));
+    const RankIndexView& index = (*indexes)[i];
+    for (std::size_t f = 0; f < saved[i].used_files.size(); ++f) {
+      if (saved[i].used_files[f]) metadata.files[index.files()[f].name] = index.files()[f].size;
     }
   }
   metadata.index.reset();

@@ -6,10 +6,10 @@
 #include <cstring>
 #include <iterator>
 #include <string_view>
-#include <thread>
 #include <tuple>
 #include <unordered_map>
 
+#include "corockpt/ckpt/detail/parallel_parts.hpp"
 #include "corockpt/ckpt/detail/shard_rows.hpp"
 #include "corockpt/ckpt/format/binary_codec.hpp"
 #include "corockpt/ckpt/format/checked_size.hpp"
@@ -489,13 +489,7 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
   std::vector<MergeShare> share(shares);
   std::vector<Result<void>> outcome(shares);
   auto bounds = [&](std::size_t k) { return plans.size() * k / shares; };
-  {
-    std::vector<std::jthread> workers;
-    for (std::size_t k = 1; k < shares; ++k) {
-      workers.emplace_back([&, k] { outcome[k] = merge_share(plans, bounds(k), bounds(k + 1), world_size, share[k]); });
-    }
-    outcome[0] = merge_share(plans, 0, bounds(1), world_size, share[0]);
-  }
+  run_parts(shares, [&](std::size_t k) { outcome[k] = merge_share(plans, bounds(k), bounds(k + 1), world_size, share[k]); });
   for (const auto& done : outcome) {  // the first failing rank's error, as one thread would report it
     if (!done) return fail(done.error());
   }
@@ -570,9 +564,7 @@ Result<CommitPlan> plan_commit(std::span<const std::string> plans, int world_siz
   if (!any_cached) {
     // Threads pay off from hundreds of ranks (a thread per 256 plans: tests' saves of a
     // few ranks merge on the caller's).
-    const unsigned threads = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()),
-                                                   std::max<std::size_t>(plans.size() / 256, 1));
-    auto merged = merge_plans(plans, world_size, threads);
+    auto merged = merge_plans(plans, world_size, static_cast<unsigned>(parts_for(plans.size(), 256)));
     if (!merged) return fail(merged.error());
     std::vector<std::int64_t> ordinals;
     out.index = encode_tensor_index(merged->tensors, param_groups_json, &ordinals);
