@@ -148,3 +148,51 @@ TEST_CASE("save steps - a checkpoint under folders that do not exist yet creates
   save_two_ranks(io, dir, {});
   CHECK(std::filesystem::exists(dir + "/corockpt.metadata.json"));
 }
+
+TEST_CASE("save steps - thousands of tensors from three ranks load on one, decoded in parts on every core") {
+  // Enough tensors and chunks that a load splits its decoding and lookups into parts.
+  TempDir tmp;
+  TestIo io;
+  const std::string dir = tmp.file("ckpt");
+  constexpr int tensors = 6000, world = 3;
+  auto value = [](int t, int row, int col) { return static_cast<float>(t * 10 + row * 2 + col); };
+  auto begun = test::run_sync(io.runtime(), begin_save(io.io(), dir));
+  REQUIRE(begun);
+  std::vector<std::vector<float>> rows(world, std::vector<float>(tensors * 2));
+  std::vector<std::string> plans;
+  for (int rank = 0; rank < world; ++rank) {
+    std::vector<LocalChunk> chunks;
+    for (int t = 0; t < tensors; ++t) {
+      float* row = rows[rank].data() + 2 * t;
+      row[0] = value(t, rank, 0);
+      row[1] = value(t, rank, 1);
+      chunks.push_back(LocalChunk{.name = "layers." + std::to_string(t) + ".w", .dtype = DType::float32,
+                                  .shape = {world, 2}, .box = Box{{rank, 0}, {1, 2}},
+                                  .bytes = std::as_writable_bytes(std::span(row, 2)), .writer = true});
+    }
+    plans.push_back(plan_text(test::run_sync(io.runtime(), write_rank_data(io.io(), begun->path, rank, chunks, {}))));
+  }
+  CheckpointMetadata base;
+  base.world_size = world;
+  REQUIRE(test::run_sync(io.runtime(), commit_save(io.io(), plans, base, begun->path, dir)));
+
+  std::vector<float> loaded(static_cast<std::size_t>(tensors) * world * 2, -1.0f);
+  std::vector<LocalChunk> targets;
+  for (int t = 0; t < tensors; ++t) {
+    targets.push_back(LocalChunk{.name = "layers." + std::to_string(t) + ".w", .dtype = DType::float32,
+                                 .shape = {world, 2}, .box = Box{{0, 0}, {world, 2}},
+                                 .bytes = std::as_writable_bytes(std::span(loaded).subspan(t * world * 2, world * 2)),
+                                 .writer = true});
+  }
+  auto report = test::run_sync(io.runtime(), load_chunks(targets, io.io(), dir));
+  REQUIRE(report);
+  for (int t = 0; t < tensors; ++t) {
+    for (int row = 0; row < world; ++row) {
+      for (int col = 0; col < 2; ++col) {
+        if (loaded[static_cast<std::size_t>((t * world + row) * 2 + col)] != value(t, row, col)) {
+          FAIL("tensor " << t << " row " << row << " col " << col);
+        }
+      }
+    }
+  }
+}
