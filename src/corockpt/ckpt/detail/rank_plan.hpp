@@ -7,7 +7,8 @@
 ///
 /// A plan is what crosses to the coordinator, and it is built to stay small and quick to
 /// merge at thousands of ranks: no checksums and no byte ranges (those stay in the rank's
-/// own index, beside its files), and per tensor the rank lists, its 64-bit name hash,
+/// own index, beside its files), the digest of its layout (computed by the rank, so the
+/// coordinator does not hash every plan again), and per tensor the rank lists, its 64-bit name hash,
 /// dtype, shape and the runs of the chunks it wrote (with the location of a chunk that is
 /// the whole tensor: loads find those without any rank's index). The name travels once: from
 /// the rank that wrote the tensor's first element (from every rank listing a tensor

@@ -4,11 +4,10 @@
 /// (checkpoint_metadata.hpp). At thousands of ranks a list of every chunk in one JSON
 /// document is gigabytes that every loading rank must parse; instead:
 ///
-/// - `corockpt.index.bin`, written by the coordinator: every tensor, sorted by name, with
-///   its dtype, shape and chunks as runs (chunk_runs.hpp) saying which rank wrote each
-///   chunk, in the order of their name hashes. Its size grows with the tensors, not the
-///   ranks, and a loading rank looks its tensors up by binary search without decoding
-///   the rest.
+/// - `corockpt.index.bin`, written by the coordinator: every tensor, with its dtype, shape
+///   and chunks as runs (chunk_runs.hpp) saying which rank wrote each chunk, in the order
+///   of their name hashes. Its size grows with the tensors, not the ranks, and a loading
+///   rank looks its tensors up where their hashes put them without decoding the rest.
 /// - `rank<NNNNN>-index.bin`, written by each rank beside its data files: the data files
 ///   it wrote with their sizes, and each chunk it wrote (keyed by name_hash of its tensor
 ///   and its box) with its file, byte range and CRC-32C per checksum block. A load reads
