@@ -435,10 +435,20 @@ Result<RankIndex::Chunk> RankIndexView::chunk(std::size_t c) const {
 
 Result<std::optional<RankIndex::Chunk>> RankIndexView::find(std::uint64_t hash, const Box& box) const {
   auto it = std::lower_bound(chunks_.begin(), chunks_.end(), hash, [](const Record& r, std::uint64_t h) { return r.hash < h; });
+  const std::string_view body = std::string_view(bytes_).substr(0, bytes_.size() - sizeof(std::uint32_t));
   for (; it != chunks_.end() && it->hash == hash; ++it) {
+    // The box compared where it lies (a rank may hold many chunks of one tensor); only
+    // the match decoded.
+    detail::ByteReader in(body.substr(std::min<std::size_t>(it->at + sizeof(std::uint64_t), body.size())));
+    bool same = in.varint() == box.offsets.size();
+    for (std::size_t d = 0; same && d < box.offsets.size(); ++d) {
+      same = in.varint() == static_cast<std::uint64_t>(box.offsets[d]) &&
+             in.varint() == static_cast<std::uint64_t>(box.sizes[d]);
+    }
+    if (!same || in.failed) continue;
     auto chunk = this->chunk(static_cast<std::size_t>(it - chunks_.begin()));
     if (!chunk) return fail(chunk.error());
-    if (chunk->box == box) return std::optional(std::move(*chunk));
+    return std::optional(std::move(*chunk));
   }
   return std::optional<RankIndex::Chunk>();
 }
