@@ -332,6 +332,7 @@ namespace {
 // One thread's share of the merge: the plans of a range of ranks, merged on their own
 // (combine then joins the shares in rank order).
 struct MergeShare {
+  SlotTable table{0};  // indexes `slots`
   std::vector<Slot> slots;
   std::vector<HotSlot> hot;  // by the same index
   std::vector<std::pair<int, Variable>> variables;  // per plan, in order, without the checksums
@@ -343,7 +344,8 @@ struct MergeShare {
 Result<void> merge_share(std::span<const std::string> plans, std::size_t first, std::size_t last, int world_size,
                          MergeShare& share) {
   // Sized from the first plan, so the table seldom grows: about as many tensors as it lists.
-  SlotTable table(first < last ? plans[first].size() / 16 : 0);
+  share.table = SlotTable(first < last ? plans[first].size() / 16 : 0);
+  SlotTable& table = share.table;
   std::vector<Slot>& slots = share.slots;
   std::vector<HotSlot>& hot = share.hot;
   std::vector<std::int64_t> shape;  // reused: decoding allocates only for new tensors
@@ -439,9 +441,9 @@ Result<void> merge_share(std::span<const std::string> plans, std::size_t first, 
 
 // `from`'s tensors added to `into`'s (whose ranks all come before `from`'s), each slot's
 // runs after `into`'s, the seam joined where a run continues across it: the same runs
-// as one thread merging both. `table` indexes `into`'s slots; `moved` receives, per slot
-// of `from`, its slot in `into`.
-void combine(MergeShare& into, SlotTable& table, MergeShare& from, std::vector<std::uint32_t>& moved) {
+// as one thread merging both. `moved` receives, per slot of `from`, its slot in `into`.
+void combine(MergeShare& into, MergeShare& from, std::vector<std::uint32_t>& moved) {
+  SlotTable& table = into.table;
   moved.resize(from.slots.size());
   for (std::size_t i = 0; i < from.slots.size(); ++i) {
     Slot& theirs = from.slots[i];
@@ -493,11 +495,8 @@ Result<MergedPlan> merge_plans(std::span<const std::string> plans, int world_siz
   for (const auto& done : outcome) {  // the first failing rank's error, as one thread would report it
     if (!done) return fail(done.error());
   }
-  SlotTable table(share[0].slots.size());
-  bool added = false;
-  for (const Slot& slot : share[0].slots) table.find_or_add(slot.hash, added);
   std::vector<std::uint32_t> moved;
-  for (std::size_t k = 1; k < shares; ++k) combine(share[0], table, share[k], moved);
+  for (std::size_t k = 1; k < shares; ++k) combine(share[0], share[k], moved);
   MergeShare& all = share[0];
   std::vector<Slot>& slots = all.slots;
   for (auto& [rank, variable] : all.variables) {

@@ -402,8 +402,8 @@ Result<RankIndexView> RankIndexView::open(std::string bytes, int rank, std::stri
 Result<RankIndex::Chunk> RankIndexView::chunk(std::size_t c) const {
   // Only on errors: thousands of chunks an index, several indexes a load.
   auto where = [c] { return "chunk " + std::to_string(c); };
-  const std::string_view body = std::string_view(bytes_).substr(0, bytes_.size() - sizeof(std::uint32_t));
-  detail::ByteReader in(body.substr(std::min<std::size_t>(chunks_[c].at, body.size())));
+  const std::string_view records = body();
+  detail::ByteReader in(records.substr(std::min<std::size_t>(chunks_[c].at, records.size())));
   RankIndex::Chunk chunk;
   chunk.name_hash = in.fixed<std::uint64_t>();
   const std::uint64_t ndim = in.varint();
@@ -435,11 +435,11 @@ Result<RankIndex::Chunk> RankIndexView::chunk(std::size_t c) const {
 
 Result<std::optional<RankIndex::Chunk>> RankIndexView::find(std::uint64_t hash, const Box& box) const {
   auto it = std::lower_bound(chunks_.begin(), chunks_.end(), hash, [](const Record& r, std::uint64_t h) { return r.hash < h; });
-  const std::string_view body = std::string_view(bytes_).substr(0, bytes_.size() - sizeof(std::uint32_t));
+  const std::string_view records = body();
   for (; it != chunks_.end() && it->hash == hash; ++it) {
     // The box compared where it lies (a rank may hold many chunks of one tensor); only
     // the match decoded.
-    detail::ByteReader in(body.substr(std::min<std::size_t>(it->at + sizeof(std::uint64_t), body.size())));
+    detail::ByteReader in(records.substr(std::min<std::size_t>(it->at + sizeof(std::uint64_t), records.size())));
     bool same = in.varint() == box.offsets.size();
     for (std::size_t d = 0; same && d < box.offsets.size(); ++d) {
       same = in.varint() == static_cast<std::uint64_t>(box.offsets[d]) &&

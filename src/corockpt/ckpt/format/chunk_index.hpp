@@ -180,6 +180,8 @@ class RankIndexView {
     std::uint64_t hash = 0;
     std::uint64_t at = 0;  // its first byte
   };
+  /// The bytes before the CRC trailer (open checked there is one).
+  std::string_view body() const { return std::string_view(bytes_).substr(0, bytes_.size() - sizeof(std::uint32_t)); }
   std::string bytes_;
   std::string path_;
   std::uint64_t block_size_ = 1;

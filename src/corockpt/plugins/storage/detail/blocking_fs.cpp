@@ -89,6 +89,23 @@ const char* kind_of(mode_t mode) {
   return "not a regular file";
 }
 
+// `fd`'s stat, when it is a regular file; else `fd` closed and the error (naming what it
+// is, for a FIFO or a device that would block a read or never end).
+Result<struct stat> regular_file_stat(int fd, const std::string& path, const char* operation) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return fail(system_error(err, operation, path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(Errc::invalid_argument, path + " is " + kind_of(st.st_mode) + ", not a regular file",
+                {.path = path, .operation = operation});
+  }
+  return st;
+}
+
 }  // namespace
 
 Result<File> open_file(const std::string& path, OpenOptions options) {
@@ -96,17 +113,7 @@ Result<File> open_file(const std::string& path, OpenOptions options) {
   int fd = ::open(path.c_str(), flags_for(options.mode) | O_CLOEXEC | nonblocking, 0644);
   if (fd < 0) return fail(system_error(errno, "open", path));
   if (options.regular_only) {
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      return fail(system_error(err, "open", path));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return fail(Errc::invalid_argument, path + " is " + kind_of(st.st_mode) + ", not a regular file",
-                  {.path = path, .operation = "open"});
-    }
+    if (auto regular = regular_file_stat(fd, path, "open"); !regular) return fail(regular.error());
     const int flags = ::fcntl(fd, F_GETFL);
     if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   }
@@ -193,16 +200,9 @@ struct Mapping {
 Result<MappedBytes> map_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
   if (fd < 0) return fail(system_error(errno, "map", path));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int error = errno;
-    ::close(fd);
-    return fail(system_error(error, "map", path));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return fail(Errc::invalid_argument, "not a regular file", {.path = path, .operation = "map"});
-  }
+  auto regular = regular_file_stat(fd, path, "map");
+  if (!regular) return fail(regular.error());
+  const struct stat& st = *regular;
   auto mapping = std::make_shared<Mapping>();
   if (st.st_size > 0) {
     void* data = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
